@@ -1,0 +1,140 @@
+"""Quality and export figures for the export issue (a benchmark, not a test).
+
+    python bench/export_quality.py [--data ../shared/data] [--work runs/quality]
+
+MovieLens 100k regression as in the public example (pooled_embedding both sides, enc_dim 1024,
+one MLP layer of 256 tanh, adam lr 0.001, batch 64, up to 20 epochs): RMSE on held-out ratings.
+STS Benchmark with hcnn and bilstm: Pearson correlation on the dev set. Export time and ONNX
+sizes for the demo model and the MovieLens model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export import demo
+from export.converters import movielens, sts
+from export.data import PairData, batches, read_jsonlines
+from export.hyperparameters import Hyperparameters
+from export.onnx_export import export
+from export.train import train
+
+
+@torch.no_grad()
+def predictions(model, data) -> np.ndarray:
+    hp = model.hp
+    out = [
+        model.scores(a, b).squeeze(1).numpy()
+        for a, b, _ in batches(data, 1024, (hp.enc0_max_seq_len, hp.enc1_max_seq_len), None)
+    ]
+    return np.concatenate(out)
+
+
+def split(data: PairData, fraction: float) -> tuple[PairData, PairData]:
+    """The last `fraction` of a (shuffled) file becomes the early-stopping validation set."""
+    cut = int(len(data) * (1 - fraction))
+    return (
+        PairData(data.in0[:cut], data.in1[:cut], data.labels[:cut]),
+        PairData(data.in0[cut:], data.in1[cut:], data.labels[cut:]),
+    )
+
+
+def report_export(name: str, model, repository: Path) -> None:
+    start = time.perf_counter()
+    graphs = export(model, repository)
+    sizes = ", ".join(
+        f"{g.name} {g.bytes / 1e6:.2f} MB (diff {g.max_abs_diff:.1e})" for g in graphs
+    )
+    print(f"[export] {name}: {time.perf_counter() - start:.1f} s; {sizes}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--work", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--only", choices=("movielens", "sts", "demo"), action="append")
+    args = parser.parse_args()
+    only = set(args.only or ("movielens", "sts", "demo"))
+    torch.set_num_threads(2)
+
+    if "demo" in only:
+        start = time.perf_counter()
+        metrics = demo.build(args.work / "demo_repo", args.work / "demo.pt", progress=False)
+        print(f"[demo] built in {time.perf_counter() - start:.1f} s: {metrics}", flush=True)
+        from export import checkpoint
+
+        report_export("demo", checkpoint.load(args.work / "demo.pt"), args.work / "demo_repo")
+
+    if "movielens" in only:
+        sizes = movielens(args.data / "ml-100k" / "ua.base", args.work / "movielens")
+        hp = Hyperparameters.from_dict(
+            sizes
+            | {
+                "enc0_network": "pooled_embedding",
+                "enc1_network": "pooled_embedding",
+                "enc0_max_seq_len": 1,
+                "enc1_max_seq_len": 1,
+                "enc_dim": 1024,
+                "mlp_layers": 1,
+                "mlp_dim": 256,
+                "mlp_activation": "tanh",
+                "output_layer": "mean_squared_error",
+                "optimizer": "adam",
+                "learning_rate": 0.001,
+                "mini_batch_size": 64,
+                "epochs": 20,
+            }
+        )
+        test = read_jsonlines(args.work / "movielens" / "test.jsonl")
+        fit, held = split(read_jsonlines(args.work / "movielens" / "train.jsonl"), 0.05)
+        model, _ = train(hp, fit, held, progress=False)  # early stopping never sees the test set
+        rmse = math.sqrt(float(np.mean((predictions(model, test) - test.labels) ** 2)))
+        print(
+            f"[movielens] RMSE on {len(test)} held-out ratings: {rmse:.4f} (goal <= 0.95)",
+            flush=True,
+        )
+        report_export("movielens", model, args.work / "movielens_repo")
+
+    if "sts" in only:
+        vocab = sts(args.data / "stsbenchmark", args.work / "sts")["vocab_size"]
+        train_data, held = split(read_jsonlines(args.work / "sts" / "train.jsonl"), 0.1)
+        dev = read_jsonlines(args.work / "sts" / "dev.jsonl")
+        for network in ("hcnn", "bilstm"):
+            hp = Hyperparameters.from_dict(
+                {
+                    "enc0_network": network,
+                    "enc0_vocab_size": vocab,
+                    "enc1_vocab_size": vocab,
+                    "enc0_max_seq_len": 60,
+                    "enc1_max_seq_len": 60,
+                    "enc_dim": 256,
+                    "enc0_token_embedding_dim": 128,
+                    "tied_token_embedding_weight": "true",
+                    "comparator_list": "hadamard,abs_diff",
+                    "mlp_layers": 1,
+                    "mlp_dim": 128,
+                    "mlp_activation": "relu",
+                    "output_layer": "mean_squared_error",
+                    "learning_rate": 0.001,
+                    "mini_batch_size": 32,
+                    "epochs": 15,
+                    "dropout": 0.2,
+                }
+            )
+            model, _ = train(hp, train_data, held, progress=False)
+            pearson = float(np.corrcoef(predictions(model, dev), dev.labels)[0, 1])
+            print(
+                f"[sts] {network}: Pearson on sts-dev ({len(dev)} pairs): {pearson:.4f}", flush=True
+            )
+
+
+if __name__ == "__main__":
+    main()

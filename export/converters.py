@@ -1,0 +1,116 @@
+"""Converters from public data sets to the hosted training format (JSON Lines).
+
+python -m export.converters movielens ../shared/data/ml-100k/ua.base runs/movielens
+python -m export.converters sts ../shared/data/stsbenchmark runs/sts
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from export.data import write_jsonlines
+
+PAD, UNKNOWN = 0, 1
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words and single punctuation marks."""
+    return _WORD.findall(text.lower())
+
+
+def build_vocabulary(texts: list[str], min_count: int = 1) -> dict[str, int]:
+    """token -> id; 0 is padding and 1 unknown, then tokens by falling frequency."""
+    counts: dict[str, int] = {}
+    for text in texts:
+        for token in tokenize(text):
+            counts[token] = counts.get(token, 0) + 1
+    ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+    return {"<pad>": PAD, "<unk>": UNKNOWN} | {t: i for i, t in enumerate(ranked, 2)}
+
+
+def encode(text: str, vocabulary: dict[str, int]) -> list[int]:
+    return [vocabulary.get(token, UNKNOWN) for token in tokenize(text)] or [UNKNOWN]
+
+
+def movielens(
+    ua_base: Path, out: Path, task: str = "regression", test_fraction: float = 0.1, seed: int = 0
+) -> dict[str, int]:
+    """`in0=[user]`, `in1=[movie]`; label: the rating, or 1 if rating > 3 (classification).
+
+    Writes train.jsonl and test.jsonl (a random `test_fraction` of the ratings held out).
+    Returns the vocabulary sizes to train with (largest id + 1).
+    """
+    ratings = np.loadtxt(ua_base, dtype=np.int64, usecols=(0, 1, 2))
+    users, movies, stars = ratings.T
+    labels = stars.astype(float) if task == "regression" else (stars > 3).astype(int)
+    order = np.random.default_rng(seed).permutation(len(ratings))
+    cut = int(len(order) * (1 - test_fraction))
+    for name, rows in (("train", order[:cut]), ("test", order[cut:])):
+        write_jsonlines(
+            out / f"{name}.jsonl",
+            (
+                {"label": labels[i].item(), "in0": [int(users[i])], "in1": [int(movies[i])]}
+                for i in rows
+            ),
+        )
+    return {"enc0_vocab_size": int(users.max()) + 1, "enc1_vocab_size": int(movies.max()) + 1}
+
+
+def _read_sts(path: Path) -> list[tuple[float, str, str]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for fields in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            # Some lines carry extra source columns after the two sentences.
+            rows.append((float(fields[4]), fields[5], fields[6]))
+    return rows
+
+
+def sts(data_dir: Path, out: Path) -> dict[str, int]:
+    """Sentence pairs -> token ids with a vocabulary built from the training split only.
+
+    Writes train.jsonl, dev.jsonl and vocab.json. Returns the vocabulary size.
+    """
+    train = _read_sts(data_dir / "sts-train.csv")
+    vocabulary = build_vocabulary([s for _, a, b in train for s in (a, b)])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps(vocabulary))
+    for name, rows in (("train", train), ("dev", _read_sts(data_dir / "sts-dev.csv"))):
+        write_jsonlines(
+            out / f"{name}.jsonl",
+            (
+                {"label": score, "in0": encode(a, vocabulary), "in1": encode(b, vocabulary)}
+                for score, a, b in rows
+            ),
+        )
+    return {"vocab_size": len(vocabulary)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    ml = sub.add_parser("movielens", help="MovieLens 100k ua.base -> train/test JSON Lines")
+    ml.add_argument("ua_base", type=Path)
+    ml.add_argument("out", type=Path)
+    ml.add_argument("--task", choices=("regression", "classification"), default="regression")
+    ml.add_argument("--test-fraction", type=float, default=0.1)
+    st = sub.add_parser("sts", help="STS Benchmark folder -> train/dev JSON Lines + vocab.json")
+    st.add_argument("data_dir", type=Path)
+    st.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    if args.dataset == "movielens":
+        print(movielens(args.ua_base, args.out, args.task, args.test_fraction))
+    else:
+        print(sts(args.data_dir, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Export a checkpoint into the model repository as ONNX graphs that verify themselves.
+
+    python -m export.onnx_export model.pt [--repository model_repository]
+
+Writes enc0/1/model.onnx, enc1/1/model.onnx (token ids -> embedding), pair/1/model.onnx (both
+token lists -> scores) and facts.json. Each graph is checked by ONNX's checker and run by ONNX
+Runtime against PyTorch on several batch sizes and lengths; a graph that disagrees by more than
+the tolerance is refused and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from export import checkpoint
+from export.facts import (
+    ENCODER_INPUT,
+    ENCODER_MODELS,
+    ENCODER_OUTPUT,
+    PAIR_INPUTS,
+    PAIR_MODEL,
+    PAIR_OUTPUT,
+    Facts,
+)
+from export.network import Object2Vec
+from export.padding import pad
+
+TOLERANCE = 1e-5
+OPSET = 17
+
+
+class ExportMismatch(RuntimeError):
+    """ONNX Runtime and PyTorch disagree beyond the tolerance."""
+
+
+class _EncoderGraph(nn.Module):
+    def __init__(self, model: Object2Vec, side: int):
+        super().__init__()
+        self.model, self.side = model, side
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(self.side, tokens)
+
+
+class _PairGraph(nn.Module):
+    def __init__(self, model: Object2Vec):
+        super().__init__()
+        self.model = model
+
+    def forward(self, in0: torch.Tensor, in1: torch.Tensor) -> torch.Tensor:
+        return self.model.scores(in0, in1)
+
+
+@dataclass
+class GraphReport:
+    name: str
+    bytes: int
+    max_abs_diff: float
+    seconds: float
+
+
+def facts_of(model: Object2Vec) -> Facts:
+    hp = model.hp
+    return Facts(
+        vocab_sizes=(hp.enc0_vocab_size, hp.enc1_vocab_size),
+        max_seq_lens=(hp.enc0_max_seq_len, hp.enc1_max_seq_len),
+        enc_dim=hp.enc_dim,
+        output_layer=hp.output_layer,
+        output_dim=hp.output_dim,
+    )
+
+
+def _to_onnx(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], names: Sequence[str], output: str
+) -> bytes:
+    buffer = io.BytesIO()
+    axes = {name: {0: "batch", 1: f"{name}_length"} for name in names}
+    axes[output] = {0: "batch"}
+    torch.onnx.export(
+        module,
+        inputs,
+        buffer,
+        input_names=list(names),
+        output_names=[output],
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto, full_check=True)
+    return buffer.getvalue()
+
+
+def _random_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int) -> np.ndarray:
+    """Random sequences of random lengths up to `length`, right-padded: real serving batches."""
+    seqs = [rng.integers(1, vocab, size=rng.integers(1, length + 1)).tolist() for _ in range(batch)]
+    seqs[0] = rng.integers(1, vocab, size=length).tolist()  # one full row fixes the width
+    return pad(seqs, length)
+
+
+def verification_inputs(
+    facts: Facts, samples: Sequence[tuple[list[int], list[int]]] = (), seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of padded token arrays: the given real samples, then random ones of several shapes."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    if samples:
+        cases.append(
+            (
+                pad([s[0] for s in samples], facts.max_seq_lens[0]),
+                pad([s[1] for s in samples], facts.max_seq_lens[1]),
+            )
+        )
+    for batch in (1, 3, 17):
+        for length in (1, 7, 40):
+            cases.append(
+                tuple(
+                    _random_tokens(
+                        rng, batch, min(length, facts.max_seq_lens[side]), facts.vocab_sizes[side]
+                    )
+                    for side in (0, 1)
+                )
+            )
+    return cases
+
+
+def _verify(
+    name: str, graph: bytes, module: nn.Module, feeds: list[dict[str, np.ndarray]], tolerance: float
+) -> float:
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.no_grad():
+        for feed in feeds:
+            expected = module(*(torch.from_numpy(v) for v in feed.values())).numpy()
+            (actual,) = session.run(None, feed)
+            worst = max(worst, float(np.abs(actual - expected).max()))
+    if not worst <= tolerance:
+        raise ExportMismatch(
+            f"{name}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tolerance:g}); "
+            "the model was not written"
+        )
+    return worst
+
+
+def export(
+    model: Object2Vec,
+    repository: Path,
+    samples: Sequence[tuple[list[int], list[int]]] = (),
+    tolerance: float = TOLERANCE,
+) -> list[GraphReport]:
+    """Exports, verifies and only then writes the three graphs and facts.json."""
+    model = model.eval()
+    facts = facts_of(model)
+    cases = verification_inputs(facts, samples)
+    example = tuple(torch.from_numpy(a) for a in cases[-1])
+    plans = [
+        (
+            ENCODER_MODELS[side],
+            _EncoderGraph(model, side),
+            (example[side],),
+            [ENCODER_INPUT],
+            ENCODER_OUTPUT,
+            [{ENCODER_INPUT: case[side]} for case in cases],
+        )
+        for side in (0, 1)
+    ]
+    plans.append(
+        (
+            PAIR_MODEL,
+            _PairGraph(model),
+            example,
+            list(PAIR_INPUTS),
+            PAIR_OUTPUT,
+            [dict(zip(PAIR_INPUTS, case, strict=True)) for case in cases],
+        )
+    )
+    reports, graphs = [], {}
+    for name, module, inputs, input_names, output, feeds in plans:
+        start = time.perf_counter()
+        graph = _to_onnx(module, inputs, input_names, output)
+        diff = _verify(name, graph, module, feeds, tolerance)
+        graphs[name] = graph
+        reports.append(GraphReport(name, len(graph), diff, time.perf_counter() - start))
+    _write(Path(repository), graphs, facts)
+    return reports
+
+
+def _write(repository: Path, graphs: dict[str, bytes], facts: Facts) -> None:
+    # Write beside the target then rename, so a server never sees half a model.
+    repository.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=repository) as staging:
+        for name, graph in graphs.items():
+            staged = Path(staging) / name
+            staged.write_bytes(graph)
+            target = repository / name / "1" / "model.onnx"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staged, target)
+    facts.save(repository)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by export.train")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    args = parser.parse_args(argv)
+    reports = export(checkpoint.load(args.checkpoint), args.repository, tolerance=args.tolerance)
+    for r in reports:
+        print(
+            f"{r.name:>5}: {r.bytes / 1e6:8.2f} MB  max |onnxruntime - torch| = "
+            f"{r.max_abs_diff:.2e}  ({r.seconds:.1f} s)"
+        )
+    from server.configs import write_configs  # the repository side: configs from the facts
+
+    write_configs(args.repository)
+    print(f"model repository ready: {args.repository}")
+
+
+if __name__ == "__main__":
+    main()

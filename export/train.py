@@ -1,0 +1,177 @@
+"""Train an Object2Vec model on the hosted training format and save a checkpoint.
+
+    python -m export.train --train train.jsonl [--validation val.jsonl] --out model.pt \
+        enc0_max_seq_len=20 enc0_vocab_size=1000 ... (hyperparameters as name=value)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from export import checkpoint
+from export.data import PairData, batches, read_jsonlines
+from export.hyperparameters import Hyperparameters
+from export.network import Object2Vec
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    train_loss: float
+    validation: dict[str, float]
+
+
+def _optimizer(hp: Hyperparameters, params) -> torch.optim.Optimizer:
+    kinds = {
+        "adam": torch.optim.Adam,
+        "adagrad": torch.optim.Adagrad,
+        "sgd": torch.optim.SGD,
+        "rmsprop": torch.optim.RMSprop,
+        "adadelta": torch.optim.Adadelta,
+    }
+    return kinds[hp.optimizer](params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+
+
+def _with_negatives(in0, in1, labels, rate: int, generator: torch.Generator):
+    """Adds `rate` random pairs per positive: in1 taken from another row, label 0."""
+    if rate == 0:
+        return in0, in1, labels
+    parts0, parts1, parts_y = [in0], [in1], [labels]
+    for _ in range(rate):
+        parts0.append(in0)
+        parts1.append(in1[torch.randperm(len(in1), generator=generator)])
+        parts_y.append(torch.zeros_like(labels))
+    return torch.cat(parts0), torch.cat(parts1), torch.cat(parts_y)
+
+
+def _loss(hp: Hyperparameters, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if hp.output_layer == "softmax":
+        return nn.functional.cross_entropy(outputs, labels.long())
+    return nn.functional.mse_loss(outputs.squeeze(1), labels)
+
+
+@torch.no_grad()
+def evaluate(model: Object2Vec, data: PairData, batch_size: int = 512) -> dict[str, float]:
+    """The hosted metric names: mean_squared_error, or accuracy and cross_entropy."""
+    model.eval()
+    hp = model.hp
+    max_lens = (hp.enc0_max_seq_len, hp.enc1_max_seq_len)
+    total, loss_sum, correct = 0, 0.0, 0
+    for in0, in1, labels in batches(data, batch_size, max_lens, rng=None):
+        outputs = model(in0, in1)
+        loss_sum += float(_loss(hp, outputs, labels)) * len(labels)
+        if hp.output_layer == "softmax":
+            correct += int((outputs.argmax(dim=1) == labels.long()).sum())
+        total += len(labels)
+    if hp.output_layer == "softmax":
+        return {"accuracy": correct / total, "cross_entropy": loss_sum / total}
+    return {"mean_squared_error": loss_sum / total}
+
+
+def train(
+    hp: Hyperparameters,
+    train_data: PairData,
+    validation_data: PairData | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Object2Vec, list[EpochReport]]:
+    """Trains with the hosted optimizer settings and early stopping on the validation loss.
+
+    Early stopping: training stops after `early_stopping_patience` epochs whose validation loss
+    did not improve on the best by more than `early_stopping_tolerance` (relative); the best
+    epoch's weights are returned.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = Object2Vec(hp)
+    optimizer = _optimizer(hp, [p for p in model.parameters() if p.requires_grad])
+    max_lens = (hp.enc0_max_seq_len, hp.enc1_max_seq_len)
+    loss_key = "mean_squared_error" if hp.output_layer == "mean_squared_error" else "cross_entropy"
+    reports: list[EpochReport] = []
+    best_loss, best_state, stale = math.inf, None, 0
+    steps = math.ceil(len(train_data) / hp.mini_batch_size)
+    for epoch in range(1, hp.epochs + 1):
+        model.train()
+        running, seen = 0.0, 0
+        bar = tqdm(
+            batches(train_data, hp.mini_batch_size, max_lens, rng),
+            total=steps,
+            desc=f"epoch {epoch}/{hp.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for in0, in1, labels in bar:
+            in0, in1, labels = _with_negatives(
+                in0, in1, labels, hp.negative_sampling_rate, generator
+            )
+            optimizer.zero_grad()
+            loss = _loss(hp, model(in0, in1), labels)
+            loss.backward()
+            optimizer.step()
+            running += loss.item() * len(labels)
+            seen += len(labels)
+            bar.set_postfix(loss=f"{running / seen:.4f}", refresh=False)
+        validation = evaluate(model, validation_data) if validation_data is not None else {}
+        reports.append(EpochReport(epoch, running / seen, validation))
+        metrics = "  ".join(f"validation:{k}={v:.4f}" for k, v in validation.items())
+        print(f"#epoch {epoch}: train:loss={running / seen:.4f}  {metrics}", flush=True)
+        if not validation:
+            continue
+        loss_now = validation[loss_key]
+        if loss_now < best_loss * (1 - hp.early_stopping_tolerance) or best_state is None:
+            best_loss, best_state, stale = loss_now, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= hp.early_stopping_patience:
+                print(
+                    f"early stopping after epoch {epoch}: best validation:{loss_key}="
+                    f"{best_loss:.4f}",
+                    flush=True,
+                )
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), reports
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"hyperparameter {pair!r}: write it as name=value")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--train", type=Path, required=True, help="training JSON Lines file")
+    parser.add_argument(
+        "--validation", type=Path, help="validation JSON Lines file (early stopping)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("hyperparameters", nargs="*", help="name=value, the hosted names")
+    args = parser.parse_args(argv)
+    hp = Hyperparameters.from_dict(parse_assignments(args.hyperparameters))
+    validation = read_jsonlines(args.validation) if args.validation else None
+    model, _ = train(hp, read_jsonlines(args.train), validation, seed=args.seed)
+    checkpoint.save(model, args.out)
+    print(f"checkpoint written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The front door: JSON / JSON Lines bodies in, Object2Vec answers out.
+
+One BYTES input holds the whole body (so a raw HTTP body reaches it too); the request parameters
+`content_type` and `accept` carry the media types. Parsing and formatting live in
+`server.payload`, routing and batching in `server.dispatch`; this file only moves tensors.
+"""
+
+import os
+import sys
+
+# The Python backend's stub starts its interpreter without applying PYTHONPATH, which is where
+# the embedded launcher puts the project and its virtual environment; apply it here.
+sys.path[:0] = [
+    p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path
+]
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from export.facts import Facts
+from server.configs import BODY_INPUT, RESPONSE_OUTPUT
+from server.dispatch import dispatch
+from server.payload import Limits, PayloadError, format_response, parse_request
+
+
+def _run(model: str, inputs: dict, output: str) -> np.ndarray:
+    """One BLS call to an ONNX network."""
+    request = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
+        requested_output_names=[output],
+    )
+    response = request.exec()
+    if response.has_error():
+        raise pb_utils.TritonModelException(f"{model}: {response.error().message()}")
+    return pb_utils.get_output_tensor_by_name(response, output).as_numpy()
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: int(v["string_value"]) for k, v in config["parameters"].items()}
+        facts = Facts.load(Path(args["model_repository"]).parent)
+        self.limits = Limits.of(facts, params["max_body_bytes"])
+        self.max_batch_size = params["network_max_batch_size"]
+
+    def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        parsed, owners = [], []
+        for index, request in enumerate(requests):
+            body = pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy().reshape(-1)[0]
+            params = json.loads(request.parameters())
+            try:
+                parsed.append(
+                    parse_request(
+                        body, params.get("content_type"), params.get("accept"), self.limits
+                    )
+                )
+                owners.append(index)
+            except PayloadError as error:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+        try:
+            answers = dispatch(parsed, _run, self.max_batch_size)
+        except pb_utils.TritonModelException as error:
+            answers = [error] * len(parsed)
+        for index, request, rows in zip(owners, parsed, answers, strict=True):
+            if isinstance(rows, Exception):
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(rows)))
+                continue
+            body = format_response(rows, request.accept)
+            responses[index] = pb_utils.InferenceResponse(
+                [pb_utils.Tensor(RESPONSE_OUTPUT, np.array([[body]], dtype=np.object_))]
+            )
+        return responses

@@ -1,0 +1,154 @@
+"""Triton configs for the model repository, generated from facts.json and serving settings.
+
+    python -m server.configs [--repository model_repository] [--gpu-copies 2] ...
+
+Every model gets `config.pbtxt`; the ONNX models also get `configs/embedding.pbtxt` and
+`configs/classification.pbtxt`, which differ only in `instance_group`: the preferred network
+(enc0 and enc1 in embedding mode, pair in classification mode) gets `gpu_copies` copies of
+KIND_AUTO (GPUs where there are any, the CPU otherwise), the other network one KIND_CPU copy.
+The server picks one with `--model-config-name`, which INFERENCE_PREFERRED_MODE sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.facts import (
+    ENCODER_INPUT,
+    ENCODER_MODELS,
+    ENCODER_OUTPUT,
+    FRONT_DOOR,
+    PAIR_INPUTS,
+    PAIR_MODEL,
+    PAIR_OUTPUT,
+    Facts,
+)
+
+# INFERENCE_PREFERRED_MODE -> the models that get the GPU copies.
+MODES: dict[str, tuple[str, ...]] = {
+    "embedding": ENCODER_MODELS,
+    "classification": (PAIR_MODEL,),
+}
+
+# The front door's one input and one output.
+BODY_INPUT = "body"
+RESPONSE_OUTPUT = "response"
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    gpu_copies: int = 2  # copies of the preferred network per GPU (KIND_AUTO)
+    cpu_copies: int = 1  # copies of every ONNX model outside the preferred mode
+    network_max_batch_size: int = 4096  # instances per call to enc0/enc1/pair
+    network_queue_delay_us: int = 200
+    front_door_max_batch_size: int = 64  # requests per front door execute
+    front_door_queue_delay_us: int = 500
+    front_door_copies: int = 1
+    intra_op_thread_count: int = 0  # ONNX Runtime's default (all cores) when 0
+    inter_op_thread_count: int = 0
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+def _tensor(name: str, data_type: str, dims: str) -> str:
+    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {dims} ] }}'
+
+
+def _tensors(kind: str, tensors: list[str]) -> str:
+    return f"{kind} [\n" + ",\n".join(tensors) + "\n]\n"
+
+
+def _parameters(values: dict[str, object]) -> str:
+    return "".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in values.items()
+    )
+
+
+def _instance_group(count: int, kind: str) -> str:
+    return f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
+
+
+def onnx_config(name: str, facts: Facts, settings: ServingSettings, instance_group: str) -> str:
+    if name == PAIR_MODEL:
+        inputs = [_tensor(n, "TYPE_INT64", "-1") for n in PAIR_INPUTS]
+        outputs = [_tensor(PAIR_OUTPUT, "TYPE_FP32", str(facts.output_dim))]
+    else:
+        inputs = [_tensor(ENCODER_INPUT, "TYPE_INT64", "-1")]
+        outputs = [_tensor(ENCODER_OUTPUT, "TYPE_FP32", str(facts.enc_dim))]
+    return (
+        f'name: "{name}"\nbackend: "onnxruntime"\n'
+        f"max_batch_size: {settings.network_max_batch_size}\n"
+        + _tensors("input", inputs)
+        + _tensors("output", outputs)
+        + "dynamic_batching { max_queue_delay_microseconds: "
+        + f"{settings.network_queue_delay_us} }}\n"
+        + instance_group
+        + _parameters(
+            {
+                "intra_op_thread_count": settings.intra_op_thread_count,
+                "inter_op_thread_count": settings.inter_op_thread_count,
+            }
+        )
+    )
+
+
+def front_door_config(settings: ServingSettings) -> str:
+    return (
+        f'name: "{FRONT_DOOR}"\nbackend: "python"\n'
+        f"max_batch_size: {settings.front_door_max_batch_size}\n"
+        + _tensors("input", [_tensor(BODY_INPUT, "TYPE_STRING", "1")])
+        + _tensors("output", [_tensor(RESPONSE_OUTPUT, "TYPE_STRING", "1")])
+        + "dynamic_batching { max_queue_delay_microseconds: "
+        + f"{settings.front_door_queue_delay_us} }}\n"
+        + _instance_group(settings.front_door_copies, "KIND_CPU")
+        + _parameters(
+            {
+                "max_body_bytes": settings.max_body_bytes,
+                "network_max_batch_size": settings.network_max_batch_size,
+            }
+        )
+    )
+
+
+def write_configs(repository: Path, settings: ServingSettings | None = None) -> list[Path]:
+    """Writes every config of the repository from its facts.json; returns the paths written."""
+    settings = settings or ServingSettings()
+    repository = Path(repository)
+    facts = Facts.load(repository)
+    written = []
+
+    def write(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+
+    for name in (*ENCODER_MODELS, PAIR_MODEL):
+        cpu = _instance_group(settings.cpu_copies, "KIND_CPU")
+        write(repository / name / "config.pbtxt", onnx_config(name, facts, settings, cpu))
+        for mode, preferred in MODES.items():
+            group = _instance_group(settings.gpu_copies, "KIND_AUTO") if name in preferred else cpu
+            write(
+                repository / name / "configs" / f"{mode}.pbtxt",
+                onnx_config(name, facts, settings, group),
+            )
+    write(repository / FRONT_DOOR / "config.pbtxt", front_door_config(settings))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    defaults = ServingSettings()
+    for name, value in vars(defaults).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=value)
+    args = vars(parser.parse_args(argv))
+    repository = args.pop("repository")
+    for path in write_configs(repository, ServingSettings(**args)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Routing the instances of many requests to the networks, one call per network.
+
+An instance with only `in0` goes to enc0, only `in1` to enc1, both to the pair network. All
+instances of all requests of one front door `execute` that go to the same network are padded
+once into one array and sent in one call (split only above the network's max batch size), and
+the answers are scattered back to their requests in order. Padding never changes an answer
+(the encoders mask it), so an instance's answer does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from export.facts import (
+    ENCODER_INPUT,
+    ENCODER_MODELS,
+    ENCODER_OUTPUT,
+    PAIR_INPUTS,
+    PAIR_MODEL,
+    PAIR_OUTPUT,
+)
+from export.padding import pad
+from server.payload import Instance, ParsedRequest
+
+# (model name, {input name: array}, output name) -> output array [N, ...]
+Runner = Callable[[str, dict[str, np.ndarray], str], np.ndarray]
+
+
+@dataclass
+class _Route:
+    model: str
+    inputs: tuple[str, ...]
+    output: str
+    key: str  # the answer's key: embeddings | scores
+    members: list[tuple[int, int]] = field(default_factory=list)  # (request, instance)
+    tokens: list[list[np.ndarray]] = field(default_factory=list)  # per input
+
+    def add(self, where: tuple[int, int], sequences: list[np.ndarray]) -> None:
+        self.members.append(where)
+        for column, sequence in zip(self.tokens, sequences, strict=True):
+            column.append(sequence)
+
+
+def _routes() -> dict[str, _Route]:
+    return {
+        "enc0": _Route(ENCODER_MODELS[0], (ENCODER_INPUT,), ENCODER_OUTPUT, "embeddings", [], [[]]),
+        "enc1": _Route(ENCODER_MODELS[1], (ENCODER_INPUT,), ENCODER_OUTPUT, "embeddings", [], [[]]),
+        "pair": _Route(PAIR_MODEL, PAIR_INPUTS, PAIR_OUTPUT, "scores", [], [[], []]),
+    }
+
+
+def _route_of(instance: Instance) -> tuple[str, list[np.ndarray]]:
+    if instance.in0 is not None and instance.in1 is not None:
+        return "pair", [instance.in0, instance.in1]
+    if instance.in0 is not None:
+        return "enc0", [instance.in0]
+    return "enc1", [instance.in1]
+
+
+def dispatch(
+    requests: list[ParsedRequest], run: Runner, max_batch_size: int
+) -> list[list[tuple[str, np.ndarray]]]:
+    """For each request, its answers in instance order: (key, vector) pairs."""
+    routes = _routes()
+    for r, request in enumerate(requests):
+        for i, instance in enumerate(request.instances):
+            name, sequences = _route_of(instance)
+            routes[name].add((r, i), sequences)
+    answers: list[list] = [[None] * len(request.instances) for request in requests]
+    for route in routes.values():
+        for start in range(0, len(route.members), max_batch_size):
+            stop = start + max_batch_size
+            # Tokens were truncated at parse time; pad only fills up to the longest.
+            feed = {
+                name: pad(column[start:stop], np.iinfo(np.int64).max)
+                for name, column in zip(route.inputs, route.tokens, strict=True)
+            }
+            outputs = run(route.model, feed, route.output)
+            for (r, i), vector in zip(route.members[start:stop], outputs, strict=True):
+                answers[r][i] = (route.key, vector)
+    return answers

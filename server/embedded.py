@@ -1,0 +1,242 @@
+"""The embedded server: a real `tritonserver` with no Docker and no GPU.
+
+    python -m server.embedded [--model-repository model_repository] [--mode classification]
+
+It runs the `tritonserver` binary shipped in `nvidia-pytriton` (Triton 2.51, the release of the
+NGC 24.10 container) on the same model repository the GPU image serves. That binary carries only
+the Python backend, so a backend folder is prepared under `.triton/backends/`:
+
+    python/        libtriton_python.so, the stub for the running Python, its utils module
+    onnxruntime/   model.py: an ONNX Runtime backend written in Python (server/onnxruntime_backend)
+
+Models with `backend: "onnxruntime"` then run on that Python backend, while on the NGC container
+they run on the C++ one; nothing in the repository changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export.facts import FACTS_FILE
+from server.configs import MODES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODE = "classification"
+_ORT_BACKEND = Path(__file__).resolve().parent / "onnxruntime_backend" / "model.py"
+
+
+class LaunchError(RuntimeError):
+    """The server could not be started: the message says why."""
+
+
+def resolve_mode(mode: str | None) -> str:
+    """The mode from the argument, else INFERENCE_PREFERRED_MODE, else the default."""
+    chosen = mode or os.environ.get("INFERENCE_PREFERRED_MODE") or DEFAULT_MODE
+    if chosen not in MODES:
+        raise LaunchError(
+            f"INFERENCE_PREFERRED_MODE={chosen!r} is not a mode: choose one of {sorted(MODES)}"
+        )
+    return chosen
+
+
+def _pytriton_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError:
+        raise LaunchError("nvidia-pytriton is not installed: run `make install`") from None
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def prepare_backends(target: Path) -> Path:
+    """Builds the backend folder for this interpreter (idempotent)."""
+    triton = _pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = triton / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise LaunchError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    python_dir, ort_dir = target / "python", target / "onnxruntime"
+    for folder in (python_dir, ort_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    sources = {
+        python_dir / "libtriton_python.so": triton / "backends/python/libtriton_python.so",
+        python_dir / "triton_python_backend_utils.py": triton
+        / "backends/python/triton_python_backend_utils.py",
+        python_dir / "triton_python_backend_stub": stub,
+        ort_dir / "model.py": _ORT_BACKEND,
+    }
+    # Copies, not links: Triton refuses backend files that resolve outside the backend folder.
+    for copy, source in sources.items():
+        if copy.is_symlink():
+            copy.unlink()
+        if not copy.exists() or copy.read_bytes() != source.read_bytes():
+            shutil.copy2(source, copy)
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    """Library and module paths the server and its Python stubs need."""
+    triton = _pytriton_dir()
+    libs = [str(triton.parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR")]
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
+    paths = [str(PROJECT_ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + [env.get("PYTHONPATH", "")]))
+    return env
+
+
+@dataclass
+class EmbeddedServer:
+    """A `tritonserver` process on a model repository; a context manager for tests and tools."""
+
+    model_repository: Path = PROJECT_ROOT / "model_repository"
+    mode: str | None = None
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    backend_directory: Path = PROJECT_ROOT / ".triton" / "backends"
+    process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://localhost:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        binary = _pytriton_dir() / "bin" / "tritonserver"
+        return [
+            str(binary),
+            f"--model-repository={Path(self.model_repository).resolve()}",
+            f"--backend-directory={self.backend_directory}",
+            f"--model-config-name={resolve_mode(self.mode)}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 120.0, stdout=None) -> EmbeddedServer:
+        repository = Path(self.model_repository)
+        if not (repository / FACTS_FILE).exists():
+            raise LaunchError(
+                f"{repository} holds no exported model ({FACTS_FILE} missing): "
+                "run `make demo` or `python -m export.onnx_export CHECKPOINT`"
+            )
+        prepare_backends(self.backend_directory)
+        self.process = subprocess.Popen(
+            self.command(),
+            env=server_environment(),
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout else None,
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LaunchError(
+                    f"tritonserver exited with code {self.process.returncode} "
+                    "before it was ready: see its log above"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise LaunchError(f"tritonserver was not ready within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGINT)  # Triton's own clean shutdown path
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self if self.process else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    parser.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        help="INFERENCE_PREFERRED_MODE (default: that variable, else "
+        f"{DEFAULT_MODE}): which network gets the GPU copies",
+    )
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("extra", nargs="*", help="more tritonserver options, after --")
+    args = parser.parse_args(argv)
+    server = EmbeddedServer(
+        args.model_repository,
+        args.mode,
+        args.http_port,
+        args.grpc_port,
+        args.metrics_port,
+        args.log_verbose,
+        args.extra,
+    )
+    try:
+        mode = resolve_mode(server.mode)
+        # Ctrl-C reaches the server through the process group; SIGTERM is forwarded by hand.
+        signal.signal(signal.SIGTERM, lambda *_: server.stop())
+        server.start()
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={mode})\n"
+        f"  HTTP    http://{server.http_url}/v2/models/object2vec/infer\n"
+        f"  gRPC    {server.grpc_url}\n"
+        f"  metrics {server.metrics_url}\n"
+        "Ctrl-C stops it.",
+        flush=True,
+    )
+    try:
+        return server.process.wait()
+    except KeyboardInterrupt:
+        return server.stop() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

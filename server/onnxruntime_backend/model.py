@@ -1,0 +1,92 @@
+"""An ONNX Runtime backend written in Python, served under the backend name `onnxruntime`.
+
+The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose config says
+`backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It follows the C++
+backend where it matters: it runs `<version>/model.onnx`, honours the instance kind and device
+id (CUDA provider on a GPU instance when ONNX Runtime has it), and reads
+`intra_op_thread_count` / `inter_op_thread_count` from the model's parameters.
+
+All requests of one `execute` that share their input shapes run as one batch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# The Python backend's stub starts its interpreter without applying PYTHONPATH, which is where
+# the embedded launcher puts the project and its virtual environment; apply it here.
+sys.path[:0] = [
+    p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path
+]
+
+import json
+from pathlib import Path
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+def _parameter(config: dict, key: str, default: int = 0) -> int:
+    value = config.get("parameters", {}).get(key, {}).get("string_value", "")
+    return int(value) if value.strip() else default
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = _parameter(config, "intra_op_thread_count")
+        options.inter_op_num_threads = _parameter(config, "inter_op_thread_count")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers: list = ["CPUExecutionProvider"]
+        if (
+            args["model_instance_kind"] == "GPU"
+            and "CUDAExecutionProvider" in ort.get_available_providers()
+        ):
+            device = {"device_id": int(args["model_instance_device_id"])}
+            providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        self.output_dtypes = {
+            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
+        }
+
+    def execute(self, requests: list) -> list:
+        arrays = [
+            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs]
+            for r in requests
+        ]
+        # Requests are batched per shape signature; different shapes cannot share one tensor.
+        groups: dict[tuple, list[int]] = {}
+        for index, inputs in enumerate(arrays):
+            signature = tuple(a.shape[1:] for a in inputs)
+            groups.setdefault(signature, []).append(index)
+        responses: list = [None] * len(requests)
+        for members in groups.values():
+            feed = {
+                name: np.concatenate([arrays[i][k] for i in members])
+                for k, name in enumerate(self.inputs)
+            }
+            try:
+                results = self.session.run(self.outputs, feed)
+            except Exception as error:  # noqa: BLE001 - every request gets the error
+                for i in members:
+                    responses[i] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"onnxruntime: {error}")
+                    )
+                continue
+            start = 0
+            for i in members:
+                stop = start + len(arrays[i][0])
+                responses[i] = pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor(name, result[start:stop].astype(self.output_dtypes[name]))
+                        for name, result in zip(self.outputs, results, strict=True)
+                    ]
+                )
+                start = stop
+        return responses

@@ -1,0 +1,210 @@
+"""Request bodies of the hosted Object2Vec service: parsing, checking and formatting.
+
+    application/json       {"instances": [{"in0": [...]}, {"in0": [...], "in1": [...]}]}
+    application/jsonlines  one instance per line
+
+Every problem raises `PayloadError` with a message that says what is wrong and where (the
+instance index or the line number); the front door turns it into an INVALID_ARG error (HTTP 400)
+for that request alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from export.facts import Facts
+
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+# Spellings seen in the wild for the same two formats.
+_ALIASES = {
+    JSON: JSON,
+    "text/json": JSON,
+    JSONLINES: JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "application/jsonl": JSONLINES,
+    "application/x-ndjson": JSONLINES,
+}
+MAX_INFER_SEQLEN = 5000
+
+
+class PayloadError(ValueError):
+    """The request is malformed; the message is for the client."""
+
+
+@dataclass
+class Instance:
+    in0: np.ndarray | None  # int64 token ids, already truncated
+    in1: np.ndarray | None
+
+
+@dataclass
+class ParsedRequest:
+    instances: list[Instance]
+    accept: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    vocab_sizes: tuple[int, int]
+    max_seq_lens: tuple[int, int]
+    max_body_bytes: int
+
+    @classmethod
+    def of(cls, facts: Facts, max_body_bytes: int) -> Limits:
+        return cls(facts.vocab_sizes, facts.max_seq_lens, max_body_bytes)
+
+
+def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
+    """'application/json; infer_max_seqlens=50,20' -> ('application/json', {...})."""
+    kind, *params = (part.strip() for part in header.split(";"))
+    canonical = _ALIASES.get(kind.lower())
+    if canonical is None:
+        raise PayloadError(f"unsupported {what} {kind!r}: use {JSON!r} or {JSONLINES!r}")
+    values = {}
+    for param in params:
+        key, _, value = param.partition("=")
+        values[key.strip().lower()] = value.strip().strip('"')
+    return canonical, values
+
+
+def _accept_type(accept: str | None, content_type: str) -> str:
+    if not accept or not accept.strip():
+        return content_type
+    offered = [a.split(";")[0].strip().lower() for a in accept.split(",")]
+    for kind in offered:
+        if kind in _ALIASES:
+            return _ALIASES[kind]
+        if kind in ("*/*", "application/*"):
+            return content_type
+    raise PayloadError(f"unsupported accept type {accept!r}: use {JSON!r} or {JSONLINES!r}")
+
+
+def _infer_max_seqlens(value: str | None, limits: Limits) -> tuple[int, int]:
+    if value is None:
+        return limits.max_seq_lens
+    parts = value.split(",")
+    try:
+        lengths = [int(p) for p in parts]
+    except ValueError:
+        lengths = []
+    if len(lengths) != 2 or not all(1 <= n <= MAX_INFER_SEQLEN for n in lengths):
+        raise PayloadError(
+            f"infer_max_seqlens={value!r}: give two integers in [1, {MAX_INFER_SEQLEN}] "
+            "separated by a comma, for enc0 and enc1"
+        )
+    return (min(lengths[0], limits.max_seq_lens[0]), min(lengths[1], limits.max_seq_lens[1]))
+
+
+def _sniff(body: bytes) -> str:
+    """JSON when the body is one object with `instances`, JSON Lines otherwise."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return JSONLINES
+    return JSON if isinstance(document, dict) and "instances" in document else JSONLINES
+
+
+def _tokens(value: object, key: str, side: int, limits: Limits, cap: int, where: str) -> np.ndarray:
+    if not isinstance(value, list):
+        raise PayloadError(
+            f"{where}: {key} must be a list of token ids, got {type(value).__name__}"
+        )
+    if not value:
+        raise PayloadError(f"{where}: {key} is empty: give at least one token id")
+    try:
+        tokens = np.asarray(value)
+    except (ValueError, OverflowError):
+        tokens = np.asarray([], dtype=object)
+    if tokens.dtype.kind not in "iu" or tokens.ndim != 1:
+        bad = next((t for t in value if isinstance(t, bool) or not isinstance(t, int)), value[0])
+        raise PayloadError(f"{where}: {key} holds {bad!r}: token ids are non-negative integers")
+    low, high = tokens.min(), tokens.max()
+    if low < 0:
+        raise PayloadError(f"{where}: {key} holds {low}: token ids are non-negative integers")
+    vocab = limits.vocab_sizes[side]
+    if high >= vocab:
+        raise PayloadError(
+            f"{where}: {key} holds token id {high}, outside the vocabulary of enc{side} "
+            f"(ids 0..{vocab - 1})"
+        )
+    return tokens[:cap].astype(np.int64, copy=False)
+
+
+def _instance(record: object, where: str, limits: Limits, caps: tuple[int, int]) -> Instance:
+    if not isinstance(record, dict):
+        raise PayloadError(
+            f"{where}: an instance is an object with in0 and/or in1, got {type(record).__name__}"
+        )
+    if "in0" not in record and "in1" not in record:
+        keys = ", ".join(sorted(map(str, record))) or "none"
+        raise PayloadError(f"{where}: has neither in0 nor in1 (keys: {keys})")
+    sides = [
+        _tokens(record[key], key, side, limits, caps[side], where) if key in record else None
+        for side, key in enumerate(("in0", "in1"))
+    ]
+    return Instance(*sides)
+
+
+def _records(body: bytes, content_type: str) -> Sequence[tuple[str, object]]:
+    if content_type == JSON:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise PayloadError(f"malformed JSON: {error}") from None
+        if not isinstance(document, dict) or "instances" not in document:
+            raise PayloadError(
+                'a JSON body is an object with "instances": {"instances": [{"in0": [...]}, ...]}'
+            )
+        instances = document["instances"]
+        if not isinstance(instances, list):
+            raise PayloadError('"instances" must be a list')
+        return [(f"instances[{i}]", record) for i, record in enumerate(instances)]
+    records = []
+    for number, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((f"line {number}", orjson.loads(line)))
+        except orjson.JSONDecodeError as error:
+            raise PayloadError(f"line {number}: malformed JSON Lines record: {error}") from None
+    return records
+
+
+def parse_request(
+    body: bytes, content_type: str | None, accept: str | None, limits: Limits
+) -> ParsedRequest:
+    """A checked request: instances with truncated token arrays, and the answer's format."""
+    if len(body) > limits.max_body_bytes:
+        raise PayloadError(
+            f"body of {len(body)} bytes exceeds the limit of "
+            f"{limits.max_body_bytes} bytes: split it into smaller requests"
+        )
+    if not body.strip():
+        raise PayloadError("empty body: send instances as application/json or jsonlines")
+    params: dict[str, str] = {}
+    if content_type and content_type.strip():
+        kind, params = _media_type(content_type, "content type")
+    else:
+        kind = _sniff(body)
+    caps = _infer_max_seqlens(params.get("infer_max_seqlens"), limits)
+    answer = _accept_type(accept, kind)
+    records = _records(body, kind)
+    if not records:
+        raise PayloadError("no instances in the body")
+    return ParsedRequest([_instance(r, where, limits, caps) for where, r in records], answer)
+
+
+def format_response(rows: Sequence[tuple[str, np.ndarray]], accept: str) -> bytes:
+    """rows: (key, vector) per instance in order, key `embeddings` or `scores`."""
+    if accept == JSON:
+        return orjson.dumps(
+            {"predictions": [{key: v} for key, v in rows]}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
+    return b"".join(
+        orjson.dumps({key: v}, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for key, v in rows
+    )
