@@ -132,9 +132,21 @@ def load_pretrained_embedding(spec: EncoderSpec, embedding: nn.Embedding) -> int
     return filled
 
 
+def _init_pooled(embedding: nn.Embedding) -> None:
+    # A pooled encoder's rows are the embeddings themselves. With PyTorch's N(0, 1) rows and a
+    # large enc_dim, the comparator's products are huge, saturate the MLP and overfit within an
+    # epoch; Xavier-scale rows train smoothly. (Convolutional and recurrent encoders keep
+    # N(0, 1): their own layers set the scale.)
+    nn.init.xavier_uniform_(embedding.weight)
+    with torch.no_grad():
+        embedding.weight[0] = 0
+
+
 def build_encoder(spec: EncoderSpec, enc_dim: int, embedding: nn.Embedding | None = None):
     if embedding is None:
         embedding = nn.Embedding(spec.vocab_size, spec.token_embedding_dim, padding_idx=0)
+        if spec.network == "pooled_embedding":
+            _init_pooled(embedding)
         if spec.pretrained_embedding_file:
             load_pretrained_embedding(spec, embedding)
     if spec.network == "pooled_embedding":

@@ -1,0 +1,38 @@
+# Thin wrappers over the Python entry points. `make serve` and `make test` install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo serve test lint bench-export clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[export,server,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The demo model, built only if the repository holds no model yet (about 20 s on 2 cores).
+demo: install
+	$(PY) -m export.demo --if-missing
+
+# The embedded tritonserver on ports 8000 (HTTP), 8001 (gRPC) and 8002 (metrics).
+serve: demo
+	$(PY) -m server.embedded
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+# Quality figures of the export issue (needs ../shared/data).
+bench-export: install
+	$(PY) bench/export_quality.py
+
+clean:
+	rm -rf .triton runs model_repository/*/config.pbtxt model_repository/*/configs \
+		model_repository/*/1/model.onnx model_repository/facts.json

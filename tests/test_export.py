@@ -1,0 +1,75 @@
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export import checkpoint, demo
+from export.facts import Facts
+from export.onnx_export import ExportMismatch, export
+from tests.test_network import small
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        {"enc0_network": "pooled_embedding", "comparator_list": "hadamard"},
+        {"enc0_network": "hcnn", "comparator_list": "concat"},
+        {"enc0_network": "bilstm", "comparator_list": "abs_diff,concat"},
+        {"enc0_network": "hcnn", "enc1_network": "bilstm", "output_layer": "mean_squared_error"},
+        {
+            "enc0_network": "bilstm",
+            "enc1_network": "pooled_embedding",
+            "num_classes": 5,
+            "mlp_layers": 0,
+        },
+    ],
+    ids=lambda s: "-".join(map(str, s.values())),
+)
+def test_onnx_runtime_agrees_with_torch(tmp_path, setup):
+    model = small(**setup)
+    reports = export(model, tmp_path)
+    assert {r.name for r in reports} == {"enc0", "enc1", "pair"}
+    assert all(r.max_abs_diff <= 1e-5 for r in reports)
+    for name in ("enc0", "enc1", "pair"):
+        onnx.checker.check_model(onnx.load(tmp_path / name / "1" / "model.onnx"))
+    # Independent of export's own check: a fresh batch shape, through the written files.
+    rng = np.random.default_rng(42)
+    tokens = [rng.integers(1, 300, size=n).tolist() for n in (2, 9, 31)]
+    import torch
+
+    from export.padding import pad
+
+    array = pad(tokens, 40)
+    (got,) = _session(tmp_path / "enc1" / "1" / "model.onnx").run(None, {"tokens": array})
+    with torch.no_grad():
+        want = model.encode(1, torch.from_numpy(array)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    (scores,) = _session(tmp_path / "pair" / "1" / "model.onnx").run(
+        None, {"in0": array, "in1": array[::-1].copy()}
+    )
+    assert scores.shape == (3, model.hp.output_dim)
+    facts = Facts.load(tmp_path)
+    assert facts.enc_dim == 12 and facts.output_dim == model.hp.output_dim
+
+
+def test_a_disagreeing_export_is_refused_and_writes_nothing(tmp_path):
+    with pytest.raises(ExportMismatch, match="not written"):
+        export(small(), tmp_path, tolerance=-1.0)  # nothing can be that close
+    assert not list(tmp_path.rglob("*.onnx")) and not (tmp_path / "facts.json").exists()
+
+
+def test_the_demo_model_builds_and_learned_its_task(tmp_path):
+    start = time.perf_counter()
+    metrics = demo.build(tmp_path / "repo", tmp_path / "demo.pt", progress=False)
+    took = time.perf_counter() - start
+    facts = Facts.load(tmp_path / "repo")
+    assert facts.vocab_sizes[0] > 10178 and facts.enc_dim == 16
+    assert metrics["accuracy"] > 0.6  # chance is 0.5: the task has structure and it was learned
+    assert checkpoint.load(tmp_path / "demo.pt").hp.enc0_network == "hcnn"
+    print(f"demo model built in {took:.1f} s")

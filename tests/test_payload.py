@@ -1,0 +1,118 @@
+"""The request format, checked without a server: parsing, errors and formatting."""
+
+import numpy as np
+import orjson
+import pytest
+
+from server.payload import JSON, JSONLINES, Limits, PayloadError, format_response, parse_request
+
+LIMITS = Limits(vocab_sizes=(100, 50), max_seq_lens=(8, 4), max_body_bytes=1000)
+
+
+def parse(body, content_type=JSON, accept=None, limits=LIMITS):
+    return parse_request(
+        body if isinstance(body, bytes) else body.encode(), content_type, accept, limits
+    )
+
+
+def test_json_and_jsonlines_give_the_same_instances():
+    as_json = parse('{"instances": [{"in0": [1, 2]}, {"in0": [3], "in1": [4]}]}')
+    as_lines = parse('{"in0": [1, 2]}\n\n{"in0": [3], "in1": [4]}\n', JSONLINES)
+    for a, b in zip(as_json.instances, as_lines.instances, strict=True):
+        assert a.in0.tolist() == b.in0.tolist()
+        assert (a.in1 is None) == (b.in1 is None)
+    assert as_json.accept == JSON and as_lines.accept == JSONLINES
+
+
+def test_format_is_sniffed_when_no_content_type_is_given():
+    assert parse('{"instances": [{"in0": [1]}]}', None).accept == JSON
+    assert parse('{"in0": [1]}\n{"in1": [2]}', None).accept == JSONLINES
+    assert parse('{"in0": [1]}', "").accept == JSONLINES
+
+
+def test_truncation_to_max_seq_len_and_infer_max_seqlens():
+    request = parse('{"instances": [{"in0": [1,2,3,4,5,6,7,8,9,10], "in1": [1,2,3,4,5,6]}]}')
+    assert len(request.instances[0].in0) == 8 and len(request.instances[0].in1) == 4
+    request = parse(
+        '{"instances": [{"in0": [1,2,3,4,5,6], "in1": [1,2,3]}]}',
+        "application/json; infer_max_seqlens=3,2",
+    )
+    assert request.instances[0].in0.tolist() == [1, 2, 3]
+    assert request.instances[0].in1.tolist() == [1, 2]
+
+
+def test_extra_keys_are_tolerated_and_accept_may_differ():
+    request = parse('{"instances": [{"in0": [1], "label": 1, "id": "x"}]}', JSON, JSONLINES)
+    assert request.accept == JSONLINES and request.instances[0].in0.tolist() == [1]
+    assert parse('{"in0": [1]}', JSONLINES, "*/*").accept == JSONLINES
+
+
+@pytest.mark.parametrize(
+    "body, content_type, accept, message",
+    [
+        ('{"instances": [{"in0": [1]}', JSON, None, "malformed JSON"),
+        ('{"in0": [1]}\n{"in0": [2}', JSONLINES, None, "line 2: malformed JSON Lines"),
+        ('{"records": []}', JSON, None, '"instances"'),
+        ('{"instances": []}', JSON, None, "no instances"),
+        (
+            '{"instances": [{"in0": [1]}, {"label": 3}]}',
+            JSON,
+            None,
+            "instances[1]: has neither in0 nor in1 (keys: label)",
+        ),
+        ('{"in0": [1]}\n{"in0": [1.5]}', JSONLINES, None, "line 2: in0 holds 1.5"),
+        ('{"in0": [1]}\n{"in0": ["a"]}', JSONLINES, None, "line 2: in0 holds 'a'"),
+        ('{"instances": [{"in0": [1, -3]}]}', JSON, None, "instances[0]: in0 holds -3"),
+        (
+            '{"instances": [{"in1": [1, 50]}]}',
+            JSON,
+            None,
+            "instances[0]: in1 holds token id 50, outside the vocabulary of enc1 (ids 0..49)",
+        ),
+        ('{"instances": [{"in0": []}]}', JSON, None, "instances[0]: in0 is empty"),
+        ('{"instances": [{"in0": 5}]}', JSON, None, "in0 must be a list"),
+        ('{"instances": [{"in0": [true]}]}', JSON, None, "in0 holds True"),
+        ('{"instances": [{"in0": [1]}]}', "text/csv", None, "unsupported content type 'text/csv'"),
+        ('{"instances": [{"in0": [1]}]}', JSON, "text/html", "unsupported accept type 'text/html'"),
+        (
+            '{"instances": [{"in0": [1]}]}',
+            "application/json; infer_max_seqlens=0,3",
+            None,
+            "infer_max_seqlens='0,3'",
+        ),
+        (
+            '{"instances": [{"in0": [1]}]}',
+            "application/json; infer_max_seqlens=7",
+            None,
+            "infer_max_seqlens='7'",
+        ),
+        ("   ", JSON, None, "empty body"),
+        (
+            '{"instances": [{"in0": [' + "1," * 600 + "1]}]}",
+            JSON,
+            None,
+            "exceeds the limit of 1000 bytes",
+        ),
+    ],
+)
+def test_every_bad_request_gets_a_message_saying_what_and_where(
+    body, content_type, accept, message
+):
+    with pytest.raises(PayloadError) as error:
+        parse(body, content_type, accept)
+    assert message in str(error.value)
+
+
+def test_responses_in_both_formats_keep_order():
+    rows = [
+        ("embeddings", np.array([0.5, 0.0], dtype=np.float32)),
+        ("scores", np.array([0.25, 0.75], dtype=np.float32)),
+    ]
+    assert orjson.loads(format_response(rows, JSON)) == {
+        "predictions": [{"embeddings": [0.5, 0.0]}, {"scores": [0.25, 0.75]}]
+    }
+    lines = format_response(rows, JSONLINES).decode().splitlines()
+    assert [orjson.loads(line) for line in lines] == [
+        {"embeddings": [0.5, 0.0]},
+        {"scores": [0.25, 0.75]},
+    ]

@@ -1,0 +1,315 @@
+"""End to end: a real tritonserver on the demo model, over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from export.facts import Facts
+from export.padding import pad
+from server.configs import ServingSettings, write_configs
+from server.embedded import PROJECT_ROOT
+from tests.conftest import start_server
+
+# The hosted documentation's example request.
+DOC_EXAMPLE = [
+    [6, 17, 606, 19, 53, 67, 52, 12, 5, 10, 15, 10178, 7, 33, 652, 80, 15, 69, 821, 4],
+    [22, 1016, 32, 13, 25, 11, 5, 64, 573, 45, 5, 80, 15, 67, 21, 7, 9, 107, 4],
+    [774, 14, 21, 206],
+]
+JSON, JSONLINES = "application/json", "application/jsonlines"
+PROTOCOLS = ["http", "grpc"]
+
+
+def client_for(server, protocol: str):
+    if protocol == "http":
+        return httpclient, httpclient.InferenceServerClient(server.http_url, concurrency=16)
+    return grpcclient, grpcclient.InferenceServerClient(server.grpc_url)
+
+
+def infer(server, protocol: str, body: bytes | str, content_type=None, accept=None) -> bytes:
+    module, client = client_for(server, protocol)
+    return _infer(module, client, body, content_type, accept)
+
+
+def _infer(module, client, body, content_type=None, accept=None) -> bytes:
+    data = body.encode() if isinstance(body, str) else body
+    tensor = module.InferInput("body", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    params = {k: v for k, v in (("content_type", content_type), ("accept", accept)) if v}
+    result = client.infer("object2vec", [tensor], parameters=params or None)
+    return result.as_numpy("response").reshape(-1)[0]
+
+
+def json_body(instances: list[dict]) -> str:
+    return json.dumps({"instances": instances})
+
+
+def onnx_run(repository, model: str, feed: dict) -> np.ndarray:
+    session = ort.InferenceSession(
+        str(repository / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, feed)[0]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_documentation_example_equals_onnx_runtime(server, demo_repository, protocol):
+    answer = orjson.loads(
+        infer(server, protocol, json_body([{"in0": s} for s in DOC_EXAMPLE]), JSON)
+    )
+    embeddings = np.array([p["embeddings"] for p in answer["predictions"]])
+    assert embeddings.shape == (3, Facts.load(demo_repository).enc_dim)
+    expected = onnx_run(demo_repository, "enc0", {"tokens": pad(DOC_EXAMPLE, 100)})
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_jsonlines_in_and_out_and_accept_differing(server, protocol):
+    lines = "".join(json.dumps({"in0": s}) + "\n" for s in DOC_EXAMPLE)
+    as_lines = infer(server, protocol, lines, JSONLINES).decode().splitlines()
+    assert len(as_lines) == 3 and all("embeddings" in json.loads(line) for line in as_lines)
+    as_json = orjson.loads(infer(server, protocol, lines, JSONLINES, JSON))
+    assert [p["embeddings"] for p in as_json["predictions"]] == [
+        json.loads(line)["embeddings"] for line in as_lines
+    ]
+    back = infer(server, protocol, json_body([{"in0": s} for s in DOC_EXAMPLE]), JSON, JSONLINES)
+    assert back.decode().splitlines() == as_lines
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_pairs_return_softmax_scores(server, demo_repository, protocol):
+    pairs = [{"in0": DOC_EXAMPLE[0], "in1": DOC_EXAMPLE[1]}, {"in0": [5], "in1": [6, 7]}]
+    scores = np.array(
+        [
+            p["scores"]
+            for p in orjson.loads(infer(server, protocol, json_body(pairs), JSON))["predictions"]
+        ]
+    )
+    assert scores.shape == (2, 2)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    expected = onnx_run(
+        demo_repository,
+        "pair",
+        {"in0": pad([p["in0"] for p in pairs], 100), "in1": pad([p["in1"] for p in pairs], 100)},
+    )
+    np.testing.assert_allclose(scores, expected, atol=1e-5, rtol=0)
+
+
+def test_mixed_requests_answer_each_instance_with_what_it_asks_for(server, demo_repository):
+    instances = [{"in0": [5, 6]}, {"in1": [7, 8, 9]}, {"in0": [1], "in1": [2]}, {"in0": [3]}]
+    answer = orjson.loads(infer(server, "grpc", json_body(instances), JSON))["predictions"]
+    assert [list(p) for p in answer] == [["embeddings"], ["embeddings"], ["scores"], ["embeddings"]]
+    enc1 = onnx_run(demo_repository, "enc1", {"tokens": pad([[7, 8, 9]], 100)})
+    np.testing.assert_allclose(answer[1]["embeddings"], enc1[0], atol=1e-5, rtol=0)
+
+
+def test_infer_max_seqlens_and_truncation(server):
+    long = list(range(1, 151))  # 150 tokens; the demo's max_seq_len is 100
+
+    def embed(tokens, content_type=JSON):
+        body = json_body([{"in0": tokens}])
+        return orjson.loads(infer(server, "http", body, content_type))["predictions"][0]
+
+    assert embed(long) == embed(long[:100])
+    cut = "application/json; infer_max_seqlens=5,5"
+    assert embed(long, cut) == embed(long[:5])
+    assert embed(long, cut) != embed(long)
+
+
+def test_extra_keys_are_tolerated(server):
+    body = json_body([{"in0": [5, 6], "label": 1, "note": "x"}])
+    assert orjson.loads(infer(server, "grpc", body, JSON)) == orjson.loads(
+        infer(server, "grpc", json_body([{"in0": [5, 6]}]), JSON)
+    )
+
+
+def test_raw_http_body_with_inference_header_content_length_zero(server):
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/object2vec/infer",
+        data=json_body([{"in0": s} for s in DOC_EXAMPLE]).encode(),
+        headers={
+            "Inference-Header-Content-Length": "0",
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    with urllib.request.urlopen(request) as response:
+        header_length = int(response.headers["Inference-Header-Content-Length"])
+        raw = response.read()
+    header = json.loads(raw[:header_length])
+    assert header["outputs"][0]["name"] == "response"
+    (size,) = struct.unpack("<I", raw[header_length : header_length + 4])
+    answer = json.loads(raw[header_length + 4 : header_length + 4 + size])
+    assert len(answer["predictions"]) == 3  # sniffed as JSON: no content type reached the model
+
+
+BAD_REQUESTS = [
+    ('{"instances": [{"in0": [1]}', JSON, "malformed JSON"),
+    ('{"in0": [1]}\n{"in0": [1', JSONLINES, "line 2: malformed JSON Lines"),
+    ('{"records": []}', JSON, '"instances"'),
+    ('{"instances": [{"in0": [1]}, {"label": 1}]}', JSON, "instances[1]: has neither in0 nor in1"),
+    ('{"instances": [{"in0": [1, 2.5]}]}', JSON, "instances[0]: in0 holds 2.5"),
+    ('{"instances": [{"in0": [-1]}]}', JSON, "instances[0]: in0 holds -1"),
+    (
+        '{"in0": [1]}\n{"in1": [12000]}',
+        JSONLINES,
+        "line 2: in1 holds token id 12000, outside the vocabulary of enc1",
+    ),
+    ('{"instances": [{"in0": []}]}', JSON, "instances[0]: in0 is empty"),
+    ('{"instances": [{"in0": [1]}]}', "text/csv", "unsupported content type"),
+    ("", JSON, "empty body"),
+]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    "body, content_type, message", BAD_REQUESTS, ids=[m for _, _, m in BAD_REQUESTS]
+)
+def test_bad_requests_get_a_clear_client_error(server, protocol, body, content_type, message):
+    with pytest.raises(InferenceServerException) as error:
+        infer(server, protocol, body, content_type)
+    assert message in error.value.message()
+    expected_status = "400" if protocol == "http" else "StatusCode.INVALID_ARGUMENT"
+    assert str(error.value.status()) == expected_status
+
+
+def test_unknown_accept_type_and_oversized_body(server):
+    with pytest.raises(InferenceServerException, match="unsupported accept type"):
+        infer(server, "http", json_body([{"in0": [1]}]), JSON, "text/html")
+    limit = ServingSettings().max_body_bytes
+    huge = json_body([{"in0": [1] * 1000}] * (limit // 3000 + 1))
+    assert len(huge) > limit
+    with pytest.raises(InferenceServerException, match=f"exceeds the limit of {limit} bytes"):
+        infer(server, "grpc", huge, JSON)
+
+
+def test_a_bad_request_fails_alone_in_its_batch(server):
+    """Good and bad requests sent at once: batched together, only the bad ones fail."""
+    module, client = client_for(server, "grpc")
+    stats_before = client.get_inference_statistics("object2vec", as_json=True)
+    good = json_body([{"in0": s} for s in DOC_EXAMPLE])
+    bodies = [(good, JSON) if i % 2 else BAD_REQUESTS[i % len(BAD_REQUESTS)][:2] for i in range(64)]
+    with ThreadPoolExecutor(32) as pool:
+        outcomes = list(pool.map(lambda b: _try(module, client, *b), bodies))
+    expected = _infer(module, client, good, JSON)
+    for i, outcome in enumerate(outcomes):
+        if i % 2:
+            assert outcome == expected
+        else:
+            assert isinstance(outcome, InferenceServerException)
+    stats = client.get_inference_statistics("object2vec", as_json=True)
+    executions = _count(stats, "execution_count") - _count(stats_before, "execution_count")
+    assert executions < 64, "requests were not batched together; the test proves nothing"
+    assert client.is_server_live() and client.is_model_ready("object2vec")
+
+
+def _try(module, client, body, content_type):
+    try:
+        return _infer(module, client, body, content_type)
+    except InferenceServerException as error:
+        return error
+
+
+def _count(stats: dict, key: str) -> int:
+    return int(stats["model_stats"][0][key])
+
+
+def test_200_concurrent_requests_equal_the_same_instances_sent_alone(server):
+    rng = np.random.default_rng(7)
+
+    def random_instance() -> dict:
+        kind = rng.integers(3)
+        make = lambda: rng.integers(1, 12000, size=rng.integers(1, 60)).tolist()  # noqa: E731
+        return [{"in0": make()}, {"in1": make()}, {"in0": make(), "in1": make()}][kind]
+
+    requests = [[random_instance() for _ in range(rng.integers(1, 4))] for _ in range(200)]
+    module, client = client_for(server, "grpc")
+    with ThreadPoolExecutor(64) as pool:
+        together = list(
+            pool.map(lambda r: orjson.loads(_infer(module, client, json_body(r), JSON)), requests)
+        )
+    for instances, answer in zip(requests, together, strict=True):
+        for instance, prediction in zip(instances, answer["predictions"], strict=True):
+            alone = orjson.loads(_infer(module, client, json_body([instance]), JSON))
+            (key,) = prediction
+            np.testing.assert_allclose(
+                prediction[key], alone["predictions"][0][key], atol=1e-5, rtol=0
+            )
+
+
+@pytest.fixture(scope="module")
+def mode_repository(demo_repository, tmp_path_factory):
+    """The demo model with 3 GPU copies for the preferred network, so the modes differ."""
+    repository = tmp_path_factory.mktemp("modes") / "model_repository"
+    shutil.copytree(demo_repository, repository)
+    write_configs(repository, ServingSettings(gpu_copies=3, cpu_copies=1))
+    return repository
+
+
+@pytest.mark.parametrize(
+    "mode, preferred", [("embedding", {"enc0", "enc1"}), ("classification", {"pair"})]
+)
+def test_each_mode_loads_and_gives_the_preferred_network_its_copies(
+    mode_repository, mode, preferred
+):
+    with start_server(mode_repository, mode) as running:
+        client = httpclient.InferenceServerClient(running.http_url)
+        for model in ("enc0", "enc1", "pair"):
+            (group,) = client.get_model_config(model)["instance_group"]
+            # KIND_AUTO resolves to the CPU on this GPU-less machine; the count tells the mode.
+            assert group["kind"] == "KIND_CPU"
+            assert group["count"] == (3 if model in preferred else 1), (mode, model, group)
+        answer = orjson.loads(infer(running, "http", json_body([{"in0": [1], "in1": [2]}]), JSON))
+        assert len(answer["predictions"][0]["scores"]) == 2
+
+
+def test_regression_models_answer_one_score(tmp_path_factory):
+    from export.onnx_export import export
+    from tests.test_network import small
+
+    repository = tmp_path_factory.mktemp("regression") / "model_repository"
+    shutil.copytree(
+        PROJECT_ROOT / "model_repository" / "object2vec",
+        repository / "object2vec",
+        ignore=shutil.ignore_patterns("config.pbtxt", "__pycache__"),
+    )
+    export(small(output_layer="mean_squared_error"), repository)
+    write_configs(repository, ServingSettings(gpu_copies=1))
+    with start_server(repository) as running:
+        answer = orjson.loads(
+            infer(running, "grpc", json_body([{"in0": [3], "in1": [4, 5]}]), JSON)
+        )
+    assert len(answer["predictions"][0]["scores"]) == 1
+
+
+def _launch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "server.embedded", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_launcher_refuses_an_unknown_mode_and_a_missing_model(tmp_path):
+    import os
+
+    env = dict(os.environ, INFERENCE_PREFERRED_MODE="turbo")
+    result = _launch("--model-repository", str(tmp_path), env=env)
+    assert result.returncode != 0 and "INFERENCE_PREFERRED_MODE='turbo'" in result.stderr
+    result = _launch("--model-repository", str(tmp_path))
+    assert result.returncode != 0 and "holds no exported model" in result.stderr
