@@ -15,6 +15,7 @@ import io
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,16 +90,21 @@ def _to_onnx(
     buffer = io.BytesIO()
     axes = {name: {0: "batch", 1: f"{name}_length"} for name in names}
     axes[output] = {0: "batch"}
-    torch.onnx.export(
-        module,
-        inputs,
-        buffer,
-        input_names=list(names),
-        output_names=[output],
-        dynamic_axes=axes,
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is legacy, and about LSTM batch sizes; the
+        # verification below runs several batch sizes, which is what those warnings ask for.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        torch.onnx.export(
+            module,
+            inputs,
+            buffer,
+            input_names=list(names),
+            output_names=[output],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto, full_check=True)
     return buffer.getvalue()

@@ -1,0 +1,224 @@
+"""Python client of the Object2Vec front door, on tritonclient (HTTP or gRPC, sync or asyncio).
+
+    client = Client("localhost:8000")                    # or Client("localhost:8001", "grpc")
+    vectors = client.embed([[6, 17, 606], [774, 14]])   # numpy [2, enc_dim], from enc0
+    scores = client.score([([6, 17], [22, 1016])])      # numpy [1, num_classes]
+    raw = client.invoke(b'{"in0": [1, 2]}', "application/jsonlines")
+
+Server errors become `Object2VecError` carrying the server's message; `retryable` tells a bad
+request (the server said no: sending it again will not help) from a transient failure (no
+connection, a timeout, a server shutting down).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import orjson
+from tritonclient.utils import InferenceServerException
+
+from export.facts import FRONT_DOOR
+from server.configs import BODY_INPUT, RESPONSE_OUTPUT
+
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+PROTOCOLS = ("http", "grpc")
+_CLIENT_ERRORS = {"400", "StatusCode.INVALID_ARGUMENT"}
+
+
+class Object2VecError(RuntimeError):
+    """An answer that did not come: `message` is the server's, `retryable` says if it may pass."""
+
+    def __init__(self, message: str, status: str | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.message, self.status, self.retryable = message, status, retryable
+
+
+def _modules(protocol: str, aio: bool):
+    if protocol == "http":
+        if aio:
+            import tritonclient.http.aio as module
+        else:
+            import tritonclient.http as module
+    elif protocol == "grpc":
+        if aio:
+            import tritonclient.grpc.aio as module
+        else:
+            import tritonclient.grpc as module
+    else:
+        raise ValueError(f"protocol {protocol!r}: choose one of {PROTOCOLS}")
+    import tritonclient.grpc as grpc_types
+    import tritonclient.http as http_types
+
+    types = http_types if protocol == "http" else grpc_types
+    return module, types
+
+
+def translate(error: Exception) -> Object2VecError:
+    """Any failure of a call, as an Object2VecError that says whether to retry."""
+    if isinstance(error, Object2VecError):
+        return error
+    if isinstance(error, InferenceServerException):
+        status = str(error.status()) if error.status() is not None else None
+        message = error.message() or str(error)
+        return Object2VecError(message, status, retryable=status not in _CLIENT_ERRORS)
+    return Object2VecError(f"{type(error).__name__}: {error}", retryable=True)
+
+
+def _request(types, body: bytes, content_type: str | None, accept: str | None):
+    tensor = types.InferInput(BODY_INPUT, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[body]], dtype=np.object_))
+    params = {k: v for k, v in (("content_type", content_type), ("accept", accept)) if v}
+    return [tensor], params or None
+
+
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode() if isinstance(body, str) else body
+
+
+def instances_body(instances: Iterable[dict]) -> bytes:
+    return orjson.dumps({"instances": list(instances)})
+
+
+def _token_instances(token_lists: Sequence[Sequence[int]], key: str) -> list[dict]:
+    if key not in ("in0", "in1"):
+        raise ValueError(f"side {key!r}: use 'in0' (enc0) or 'in1' (enc1)")
+    return [{key: list(map(int, tokens))} for tokens in token_lists]
+
+
+def _pair_instances(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[dict]:
+    return [{"in0": list(map(int, a)), "in1": list(map(int, b))} for a, b in pairs]
+
+
+def _column(answer: bytes, key: str) -> np.ndarray:
+    return np.array([p[key] for p in orjson.loads(answer)["predictions"]], dtype=np.float32)
+
+
+class Client:
+    """Synchronous client of one server."""
+
+    def __init__(
+        self,
+        url: str = "localhost:8000",
+        protocol: str = "http",
+        timeout: float = 60.0,
+        model: str = FRONT_DOOR,
+    ):
+        module, self._types = _modules(protocol, aio=False)
+        self.url, self.protocol, self.timeout, self.model = url, protocol, timeout, model
+        if protocol == "http":
+            self._client = module.InferenceServerClient(
+                url, connection_timeout=timeout, network_timeout=timeout
+            )
+        else:
+            self._client = module.InferenceServerClient(url)
+
+    def invoke(
+        self, body: bytes | str, content_type: str | None = JSON, accept: str | None = None
+    ) -> bytes:
+        """The front door's answer to one body, as bytes in the accept format."""
+        inputs, params = _request(self._types, _as_bytes(body), content_type, accept)
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        try:
+            result = self._client.infer(self.model, inputs, parameters=params, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every failure is translated
+            raise translate(error) from error
+        return result.as_numpy(RESPONSE_OUTPUT).reshape(-1)[0]
+
+    def predict(self, instances: Sequence[dict]) -> list[dict]:
+        return orjson.loads(self.invoke(instances_body(instances), JSON, JSON))["predictions"]
+
+    def embed(self, token_lists: Sequence[Sequence[int]], side: str = "in0") -> np.ndarray:
+        """[N, enc_dim] embeddings of enc0 (side 'in0') or enc1 ('in1')."""
+        body = instances_body(_token_instances(token_lists, side))
+        return _column(self.invoke(body, JSON, JSON), "embeddings")
+
+    def score(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> np.ndarray:
+        """[N, num_classes] probabilities, or [N, 1] regression values."""
+        return _column(self.invoke(instances_body(_pair_instances(pairs)), JSON, JSON), "scores")
+
+    def is_ready(self) -> bool:
+        try:
+            return bool(self._client.is_model_ready(self.model))
+        except Exception:  # noqa: BLE001 - not reachable is not ready
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            if time.monotonic() > deadline:
+                raise Object2VecError(
+                    f"{self.url}: {self.model} not ready after {timeout:.0f} s", retryable=True
+                )
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client of one server; same calls as `Client`, awaited."""
+
+    def __init__(
+        self,
+        url: str = "localhost:8000",
+        protocol: str = "http",
+        timeout: float = 60.0,
+        model: str = FRONT_DOOR,
+    ):
+        module, self._types = _modules(protocol, aio=True)
+        self.url, self.protocol, self.timeout, self.model = url, protocol, timeout, model
+        if protocol == "http":
+            self._client = module.InferenceServerClient(url, conn_timeout=timeout)
+        else:
+            self._client = module.InferenceServerClient(url)
+
+    async def invoke(
+        self, body: bytes | str, content_type: str | None = JSON, accept: str | None = None
+    ) -> bytes:
+        inputs, params = _request(self._types, _as_bytes(body), content_type, accept)
+        kwargs = (
+            {"client_timeout": self.timeout}
+            if self.protocol == "grpc"
+            else {"timeout": int(self.timeout)}
+        )
+        try:
+            result = await self._client.infer(self.model, inputs, parameters=params, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every failure is translated
+            raise translate(error) from error
+        return result.as_numpy(RESPONSE_OUTPUT).reshape(-1)[0]
+
+    async def predict(self, instances: Sequence[dict]) -> list[dict]:
+        answer = await self.invoke(instances_body(instances), JSON, JSON)
+        return orjson.loads(answer)["predictions"]
+
+    async def embed(self, token_lists: Sequence[Sequence[int]], side: str = "in0") -> np.ndarray:
+        body = instances_body(_token_instances(token_lists, side))
+        return _column(await self.invoke(body, JSON, JSON), "embeddings")
+
+    async def score(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> np.ndarray:
+        body = instances_body(_pair_instances(pairs))
+        return _column(await self.invoke(body, JSON, JSON), "scores")
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model))
+        except Exception:  # noqa: BLE001 - not reachable is not ready
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,160 @@
+"""object2vec: talk to an Object2Vec server on Triton.
+
+    object2vec invoke --url localhost:8000 < request.json
+    object2vec transform s3://bucket/input/ --output-path s3://bucket/output/ \
+        --url host-a:8000 --url host-b:8000 --strategy MultiRecord --max-payload 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from client.api import JSON, JSONLINES, PROTOCOLS, Client, Object2VecError
+from client.transform import TransformOptions, transform
+
+
+def _add_connection(parser: argparse.ArgumentParser, many: bool) -> None:
+    parser.add_argument(
+        "--url",
+        action="append" if many else "store",
+        default=None,
+        help="server host:port (HTTP 8000, gRPC 8001 by default)"
+        + (
+            "; repeat it to spread the job over several servers (the instance_count)"
+            if many
+            else ""
+        ),
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="http",
+        help="tritonclient protocol (default: http)",
+    )
+    parser.add_argument(
+        "--content-type",
+        default=JSONLINES if many else JSON,
+        help=f"request format: {JSON} or {JSONLINES}, optionally with '; infer_max_seqlens=L0,L1'",
+    )
+    parser.add_argument("--accept", default=None, help="answer format (default: the content type)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+
+
+def _default_url(protocol: str) -> str:
+    return "localhost:8001" if protocol == "grpc" else "localhost:8000"
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    body = Path(args.input).read_bytes() if args.input != "-" else sys.stdin.buffer.read()
+    with Client(args.url or _default_url(args.protocol), args.protocol, args.timeout) as client:
+        answer = client.invoke(body, args.content_type, args.accept)
+    sys.stdout.buffer.write(answer if answer.endswith(b"\n") else answer + b"\n")
+    return 0
+
+
+def _transform(args: argparse.Namespace) -> int:
+    options = TransformOptions(
+        urls=tuple(args.url or [_default_url(args.protocol)]),
+        output_path=args.output_path,
+        protocol=args.protocol,
+        content_type=args.content_type,
+        accept=args.accept,
+        strategy=args.strategy,
+        max_payload_mb=args.max_payload,
+        max_concurrent_transforms=args.max_concurrent_transforms,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        progress=not args.quiet,
+    )
+    if args.engine == "ray":
+        from client.ray_engine import connect
+
+        connect(args.ray_address)
+    summary = transform(args.input, options, engine=args.engine)
+    print(summary.report(), file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="object2vec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    invoke = commands.add_parser(
+        "invoke",
+        help="send one body, print the answer",
+        description="Send one request body to the front door and print its answer on stdout.",
+    )
+    invoke.add_argument(
+        "input", nargs="?", default="-", help="file holding the body (default: stdin)"
+    )
+    _add_connection(invoke, many=False)
+    invoke.set_defaults(run=_invoke)
+
+    job = commands.add_parser(
+        "transform",
+        help="Batch Transform: answer every line of many files",
+        description="For each input file X, write X.out in --output-path with one answer line "
+        "per input line, in order. Input lines are instances "
+        '({"in0": [...]} and/or "in1"). Finished files are skipped on a re-run.',
+    )
+    job.add_argument(
+        "input", help="a file, a folder or a prefix; local or an fsspec URL (s3://bucket/prefix)"
+    )
+    job.add_argument("--output-path", required=True, help="folder or URL for the .out files")
+    _add_connection(job, many=True)
+    job.add_argument(
+        "--strategy",
+        choices=("MultiRecord", "SingleRecord"),
+        default="MultiRecord",
+        help="MultiRecord packs as many lines as fit under --max-payload into one "
+        "request; SingleRecord sends one line per request",
+    )
+    job.add_argument(
+        "--max-payload", type=float, default=6.0, help="largest request body in MB (default: 6)"
+    )
+    job.add_argument(
+        "--max-concurrent-transforms",
+        type=int,
+        default=4,
+        help="requests in flight per server (default: 4)",
+    )
+    job.add_argument(
+        "--max-attempts",
+        type=int,
+        default=8,
+        help="tries per request on transient failures (default: 8)",
+    )
+    job.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: asyncio in this process; ray: a Ray Data job (scale-out)",
+    )
+    job.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)",
+    )
+    job.add_argument("--quiet", action="store_true", help="no progress bar")
+    job.set_defaults(run=_transform)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except Object2VecError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
