@@ -37,8 +37,9 @@ def movielens_lines(count: int) -> tuple[list[bytes], str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=8)
@@ -51,15 +52,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="transform-bench-"))
     per_file = -(-len(lines) // args.files)
     for k in range(args.files):
-        chunk = lines[k * per_file:(k + 1) * per_file]
+        chunk = lines[k * per_file : (k + 1) * per_file]
         (work / "in").mkdir(exist_ok=True)
         (work / "in" / f"part-{k:02d}.jsonl").write_bytes(b"".join(x + b"\n" for x in chunk))
     print(f"{len(lines)} pair lines from {source} in {args.files} files", flush=True)
 
     logs = [open(work / f"server-{i}.log", "w") for i in range(2)]  # noqa: SIM115
-    servers = [EmbeddedServer(args.repository, http_port=18100 + 10 * i,
-                              grpc_port=18101 + 10 * i, metrics_port=18102 + 10 * i)
-               for i in range(2)]
+    servers = [
+        EmbeddedServer(
+            args.repository,
+            http_port=18100 + 10 * i,
+            grpc_port=18101 + 10 * i,
+            metrics_port=18102 + 10 * i,
+        )
+        for i in range(2)
+    ]
     results = []
     try:
         for server, log in zip(servers, logs, strict=True):
@@ -68,15 +75,22 @@ def main() -> None:
         for engine, count in runs:
             out = work / f"out-{engine}-{count}"
             options = TransformOptions(
-                urls=tuple(s.http_url for s in servers[:count]), output_path=str(out),
-                strategy="MultiRecord", max_payload_mb=args.max_payload,
-                max_concurrent_transforms=args.max_concurrent_transforms, progress=False)
+                urls=tuple(s.http_url for s in servers[:count]),
+                output_path=str(out),
+                strategy="MultiRecord",
+                max_payload_mb=args.max_payload,
+                max_concurrent_transforms=args.max_concurrent_transforms,
+                progress=False,
+            )
             summary = transform(str(work / "in"), options, engine=engine)
             assert summary.ok, summary.report()
             rate = summary.records / summary.seconds
             results.append((engine, count, summary.records, summary.seconds, rate))
-            print(f"{engine:5} {count} server(s): {summary.records} records in "
-                  f"{summary.seconds:.1f} s = {rate:,.0f} records/s", flush=True)
+            print(
+                f"{engine:5} {count} server(s): {summary.records} records in "
+                f"{summary.seconds:.1f} s = {rate:,.0f} records/s",
+                flush=True,
+            )
     finally:
         for server in servers:
             server.stop()

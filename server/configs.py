@@ -49,6 +49,11 @@ class ServingSettings:
     intra_op_thread_count: int = 0  # ONNX Runtime's default (all cores) when 0
     inter_op_thread_count: int = 0
     max_body_bytes: int = 16 * 1024 * 1024
+    # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
+    accelerator: str = "cuda"  # cuda | tensorrt
+    tensorrt_fp16: bool = False
+    tensorrt_engine_cache: str = ""  # a folder: engines survive restarts
+    warmup: bool = True  # a warm-up request per model instance, so the first user is not slow
 
 
 def _tensor(name: str, data_type: str, dims: str) -> str:
@@ -69,7 +74,35 @@ def _instance_group(count: int, kind: str) -> str:
     return f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
 
 
+def _tensorrt(settings: ServingSettings) -> str:
+    if settings.accelerator != "tensorrt":
+        return ""
+    params = {"precision_mode": "FP16" if settings.tensorrt_fp16 else "FP32"}
+    if settings.tensorrt_engine_cache:
+        params |= {
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": settings.tensorrt_engine_cache,
+        }
+    body = " ".join(f'parameters {{ key: "{k}" value: "{v}" }}' for k, v in params.items())
+    return (
+        "optimization { execution_accelerators { gpu_execution_accelerator: [ "
+        f'{{ name: "tensorrt" {body} }} ] }} }}\n'
+    )
+
+
+def _warmup(settings: ServingSettings, inputs: tuple[str, ...]) -> str:
+    if not settings.warmup:
+        return ""
+    # Zeros are padding: a valid input for every vocabulary, and it runs the whole graph.
+    tensors = " ".join(
+        f'inputs {{ key: "{n}" value: {{ data_type: TYPE_INT64 dims: [ 16 ] zero_data: true }} }}'
+        for n in inputs
+    )
+    return f'model_warmup [ {{ name: "warmup" batch_size: 1 {tensors} }} ]\n'
+
+
 def onnx_config(name: str, facts: Facts, settings: ServingSettings, instance_group: str) -> str:
+    names = PAIR_INPUTS if name == PAIR_MODEL else (ENCODER_INPUT,)
     if name == PAIR_MODEL:
         inputs = [_tensor(n, "TYPE_INT64", "-1") for n in PAIR_INPUTS]
         outputs = [_tensor(PAIR_OUTPUT, "TYPE_FP32", str(facts.output_dim))]
@@ -84,6 +117,8 @@ def onnx_config(name: str, facts: Facts, settings: ServingSettings, instance_gro
         + "dynamic_batching { max_queue_delay_microseconds: "
         + f"{settings.network_queue_delay_us} }}\n"
         + instance_group
+        + _tensorrt(settings)
+        + _warmup(settings, names)
         + _parameters(
             {
                 "intra_op_thread_count": settings.intra_op_thread_count,
@@ -143,7 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     defaults = ServingSettings()
     for name, value in vars(defaults).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=value)
+        kind = (
+            (lambda v: v.lower() in ("1", "true", "yes"))
+            if isinstance(value, bool)
+            else type(value)
+        )
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
     args = vars(parser.parse_args(argv))
     repository = args.pop("repository")
     for path in write_configs(repository, ServingSettings(**args)):

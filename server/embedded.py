@@ -25,29 +25,21 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from export.facts import FACTS_FILE
-from server.configs import MODES
+from server.entrypoint import (
+    DEFAULT_MODE,
+    SAGEMAKER_PORT,
+    Launch,
+    LaunchError,
+    prepare_repository,
+    server_environment,
+    tritonserver_args,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODE = "classification"
 _ORT_BACKEND = Path(__file__).resolve().parent / "onnxruntime_backend" / "model.py"
-
-
-class LaunchError(RuntimeError):
-    """The server could not be started: the message says why."""
-
-
-def resolve_mode(mode: str | None) -> str:
-    """The mode from the argument, else INFERENCE_PREFERRED_MODE, else the default."""
-    chosen = mode or os.environ.get("INFERENCE_PREFERRED_MODE") or DEFAULT_MODE
-    if chosen not in MODES:
-        raise LaunchError(
-            f"INFERENCE_PREFERRED_MODE={chosen!r} is not a mode: choose one of {sorted(MODES)}"
-        )
-    return chosen
 
 
 def _pytriton_dir() -> Path:
@@ -84,70 +76,78 @@ def prepare_backends(target: Path) -> Path:
     return target
 
 
-def server_environment() -> dict[str, str]:
+def embedded_environment(launch: Launch) -> dict[str, str]:
     """Library and module paths the server and its Python stubs need."""
     triton = _pytriton_dir()
     libs = [str(triton.parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR")]
-    env = dict(os.environ)
+    env = server_environment(launch)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
     paths = [str(PROJECT_ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + [env.get("PYTHONPATH", "")]))
     return env
 
 
-@dataclass
 class EmbeddedServer:
     """A `tritonserver` process on a model repository; a context manager for tests and tools."""
 
-    model_repository: Path = PROJECT_ROOT / "model_repository"
-    mode: str | None = None
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    log_verbose: int = 0
-    extra_args: list[str] = field(default_factory=list)
-    backend_directory: Path = PROJECT_ROOT / ".triton" / "backends"
-    process: subprocess.Popen | None = None
+    def __init__(
+        self,
+        model_repository: Path = PROJECT_ROOT / "model_repository",
+        mode: str | None = None,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        launch: Launch | None = None,
+        **launch_fields,
+    ):
+        self.launch = launch or Launch.from_env(
+            os.environ,
+            Path(model_repository),
+            mode=mode,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            **launch_fields,
+        )
+        self.backend_directory = PROJECT_ROOT / ".triton" / "backends"
+        self.process: subprocess.Popen | None = None
 
     @property
     def http_url(self) -> str:
-        return f"localhost:{self.http_port}"
+        return f"localhost:{self.launch.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.grpc_port}"
+        return f"localhost:{self.launch.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://localhost:{self.metrics_port}/metrics"
+        return f"http://localhost:{self.launch.metrics_port}/metrics"
 
-    def command(self) -> list[str]:
+    @property
+    def http_port(self) -> int:
+        return self.launch.http_port
+
+    def command(self, repository: Path) -> list[str]:
         binary = _pytriton_dir() / "bin" / "tritonserver"
         return [
             str(binary),
-            f"--model-repository={Path(self.model_repository).resolve()}",
             f"--backend-directory={self.backend_directory}",
-            f"--model-config-name={resolve_mode(self.mode)}",
-            f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}",
-            f"--log-verbose={self.log_verbose}",
-            "--exit-on-error=true",
-            "--strict-readiness=true",
-            *self.extra_args,
+            *tritonserver_args(self.launch, repository),
         ]
 
     def start(self, timeout: float = 120.0, stdout=None) -> EmbeddedServer:
-        repository = Path(self.model_repository)
+        repository = Path(self.launch.model_repository)
         if not (repository / FACTS_FILE).exists():
             raise LaunchError(
                 f"{repository} holds no exported model ({FACTS_FILE} missing): "
                 "run `make demo` or `python -m export.onnx_export CHECKPOINT`"
             )
         prepare_backends(self.backend_directory)
+        served = prepare_repository(self.launch)
         self.process = subprocess.Popen(
-            self.command(),
-            env=server_environment(),
+            self.command(served),
+            env=embedded_environment(self.launch),
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
         )
@@ -156,7 +156,11 @@ class EmbeddedServer:
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://{self.http_url}/v2/health/ready"
+        url = (
+            f"http://localhost:{self.launch.sagemaker_port}/ping"
+            if self.launch.sagemaker_port
+            else f"http://{self.http_url}/v2/health/ready"
+        )
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise LaunchError(
@@ -197,38 +201,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument(
         "--mode",
-        choices=sorted(MODES),
-        help="INFERENCE_PREFERRED_MODE (default: that variable, else "
-        f"{DEFAULT_MODE}): which network gets the GPU copies",
+        help="INFERENCE_PREFERRED_MODE: embedding or classification "
+        f"(default: that variable, else {DEFAULT_MODE})",
     )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument(
+        "--sagemaker",
+        action="store_true",
+        help=f"also answer /ping and /invocations on port {SAGEMAKER_PORT}",
+    )
     parser.add_argument("extra", nargs="*", help="more tritonserver options, after --")
     args = parser.parse_args(argv)
-    server = EmbeddedServer(
-        args.model_repository,
-        args.mode,
-        args.http_port,
-        args.grpc_port,
-        args.metrics_port,
-        args.log_verbose,
-        args.extra,
-    )
     try:
-        mode = resolve_mode(server.mode)
+        server = EmbeddedServer(
+            args.model_repository,
+            args.mode,
+            args.http_port,
+            args.grpc_port,
+            args.metrics_port,
+            sagemaker_port=SAGEMAKER_PORT if args.sagemaker else None,
+            extra_args=tuple(args.extra),
+        )
         # Ctrl-C reaches the server through the process group; SIGTERM is forwarded by hand.
         signal.signal(signal.SIGTERM, lambda *_: server.stop())
         server.start()
     except LaunchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    sagemaker = (
+        f"\n  SageMaker http://localhost:{SAGEMAKER_PORT}/invocations" if args.sagemaker else ""
+    )
     print(
-        f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={mode})\n"
+        f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={server.launch.mode})\n"
         f"  HTTP    http://{server.http_url}/v2/models/object2vec/infer\n"
         f"  gRPC    {server.grpc_url}\n"
-        f"  metrics {server.metrics_url}\n"
+        f"  metrics {server.metrics_url}{sagemaker}\n"
         "Ctrl-C stops it.",
         flush=True,
     )
