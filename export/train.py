@@ -30,7 +30,29 @@ class EpochReport:
     validation: dict[str, float]
 
 
-def _optimizer(hp: Hyperparameters, params) -> torch.optim.Optimizer:
+class _Optimizers:
+    """Several optimizers stepped as one."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = [o for o in optimizers if o.param_groups]
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def _optimizer(hp: Hyperparameters, model: Object2Vec) -> _Optimizers:
+    """The hosted optimizer; Adam updates token embedding rows lazily, as MXNet does.
+
+    The hosted algorithm runs on MXNet, whose Adam updates only the embedding rows a batch
+    touches (row-sparse gradients). PyTorch's dense Adam keeps moving every row with stale
+    momentum, which overfits the big tables of id-like inputs (MovieLens) within an epoch. So,
+    with adam and no weight decay, the tables get sparse gradients and SparseAdam.
+    """
     kinds = {
         "adam": torch.optim.Adam,
         "adagrad": torch.optim.Adagrad,
@@ -38,7 +60,19 @@ def _optimizer(hp: Hyperparameters, params) -> torch.optim.Optimizer:
         "rmsprop": torch.optim.RMSprop,
         "adadelta": torch.optim.Adadelta,
     }
-    return kinds[hp.optimizer](params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    tables: list[nn.Parameter] = []
+    if hp.optimizer == "adam" and hp.weight_decay == 0:
+        for module in model.modules():
+            if isinstance(module, nn.Embedding) and module.weight.requires_grad:
+                module.sparse = True
+                if all(module.weight is not t for t in tables):
+                    tables.append(module.weight)
+    dense = [p for p in trainable if all(p is not t for t in tables)]
+    optimizers = [kinds[hp.optimizer](dense, lr=hp.learning_rate, weight_decay=hp.weight_decay)]
+    if tables:
+        optimizers.append(torch.optim.SparseAdam(tables, lr=hp.learning_rate))
+    return _Optimizers(*optimizers)
 
 
 def _with_negatives(in0, in1, labels, rate: int, generator: torch.Generator):
@@ -94,7 +128,7 @@ def train(
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     model = Object2Vec(hp)
-    optimizer = _optimizer(hp, [p for p in model.parameters() if p.requires_grad])
+    optimizer = _optimizer(hp, model)
     max_lens = (hp.enc0_max_seq_len, hp.enc1_max_seq_len)
     loss_key = "mean_squared_error" if hp.output_layer == "mean_squared_error" else "cross_entropy"
     reports: list[EpochReport] = []
@@ -141,6 +175,9 @@ def train(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            module.sparse = False  # a training detail; export and serving see dense tables
     return model.eval(), reports
 
 

@@ -16,8 +16,14 @@ from tests.test_server import DOC_EXAMPLE
 
 
 def test_environment_maps_to_tritonserver_options(tmp_path):
-    launch = Launch.from_env({"INFERENCE_PREFERRED_MODE": "embedding", "O2V_LOG_VERBOSE": "1",
-                              "O2V_PYTHON_SHM_BYTES": "1048576"}, tmp_path)
+    launch = Launch.from_env(
+        {
+            "INFERENCE_PREFERRED_MODE": "embedding",
+            "O2V_LOG_VERBOSE": "1",
+            "O2V_PYTHON_SHM_BYTES": "1048576",
+        },
+        tmp_path,
+    )
     args = tritonserver_args(launch, tmp_path)
     assert "--model-config-name=embedding" in args
     assert "--backend-config=python,shm-default-byte-size=1048576" in args
@@ -28,13 +34,16 @@ def test_environment_maps_to_tritonserver_options(tmp_path):
     assert Launch.from_env({}).mode == "classification"
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"INFERENCE_PREFERRED_MODE": "gpu"}, "INFERENCE_PREFERRED_MODE='gpu' is not a mode"),
-    ({"O2V_GPU_COPIES": "0"}, "O2V_GPU_COPIES='0' must be at least 1"),
-    ({"O2V_GPU_COPIES": "many"}, "O2V_GPU_COPIES='many' is not int"),
-    ({"O2V_ACCELERATOR": "openvino"}, "O2V_ACCELERATOR='openvino': use cuda or tensorrt"),
-    ({"O2V_TENSORRT_FP16": "maybe"}, "O2V_TENSORRT_FP16='maybe': use true or false"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"INFERENCE_PREFERRED_MODE": "gpu"}, "INFERENCE_PREFERRED_MODE='gpu' is not a mode"),
+        ({"O2V_GPU_COPIES": "0"}, "O2V_GPU_COPIES='0' must be at least 1"),
+        ({"O2V_GPU_COPIES": "many"}, "O2V_GPU_COPIES='many' is not int"),
+        ({"O2V_ACCELERATOR": "openvino"}, "O2V_ACCELERATOR='openvino': use cuda or tensorrt"),
+        ({"O2V_TENSORRT_FP16": "maybe"}, "O2V_TENSORRT_FP16='maybe': use true or false"),
+    ],
+)
 def test_bad_settings_fail_with_their_message(env, message):
     with pytest.raises(LaunchError) as error:
         Launch.from_env(env)
@@ -42,16 +51,26 @@ def test_bad_settings_fail_with_their_message(env, message):
 
 
 def test_gpu_settings_reach_the_configs():
-    settings = settings_from_env({"O2V_ACCELERATOR": "tensorrt", "O2V_TENSORRT_FP16": "true",
-                                  "O2V_TENSORRT_ENGINE_CACHE": "/cache", "O2V_WARMUP": "false"})
+    settings = settings_from_env(
+        {
+            "O2V_ACCELERATOR": "tensorrt",
+            "O2V_TENSORRT_FP16": "true",
+            "O2V_TENSORRT_ENGINE_CACHE": "/cache",
+            "O2V_WARMUP": "false",
+        }
+    )
     assert (settings.accelerator, settings.tensorrt_fp16, settings.warmup) == (
-        "tensorrt", True, False)
+        "tensorrt",
+        True,
+        False,
+    )
     assert settings_from_env({}) is None  # nothing asked: the repository's configs stay
 
 
 @pytest.mark.parametrize("read_only", [False, True])
-def test_gpu_copies_from_the_environment_reach_the_served_config(demo_repository, tmp_path,
-                                                                 monkeypatch, read_only):
+def test_gpu_copies_from_the_environment_reach_the_served_config(
+    demo_repository, tmp_path, monkeypatch, read_only
+):
     repository = tmp_path / "model_repository"
     shutil.copytree(demo_repository, repository)
     if read_only:
@@ -63,8 +82,10 @@ def test_gpu_copies_from_the_environment_reach_the_served_config(demo_repository
     try:
         with start_server(repository) as running:
             client = httpclient.InferenceServerClient(running.http_url)
-            counts = {m: client.get_model_config(m)["instance_group"][0]["count"]
-                      for m in ("enc0", "enc1", "pair")}
+            counts = {
+                m: client.get_model_config(m)["instance_group"][0]["count"]
+                for m in ("enc0", "enc1", "pair")
+            }
             warmup = client.get_model_config("enc0").get("model_warmup", [])
     finally:
         for path in [repository, *repository.rglob("*")]:
@@ -81,12 +102,18 @@ def test_sagemaker_ping_and_invocations(demo_repository, tmp_path):
             assert ping.status == 200
         body = json.dumps({"instances": [{"in0": s} for s in DOC_EXAMPLE]}).encode()
         request = urllib.request.Request(
-            f"http://localhost:{port}/invocations", data=body,
-            headers={"Content-Type":
-                     "application/vnd.sagemaker-triton.binary+json;json-header-size=0"})
+            f"http://localhost:{port}/invocations",
+            data=body,
+            headers={
+                "Content-Type": "application/vnd.sagemaker-triton.binary+json;json-header-size=0"
+            },
+        )
         with urllib.request.urlopen(request) as response:
-            header_length = int(response.headers.get("Inference-Header-Content-Length", 0)
-                                or response.headers.get("json-header-size", 0) or 0)
+            header_length = int(
+                response.headers.get("Inference-Header-Content-Length", 0)
+                or response.headers.get("json-header-size", 0)
+                or 0
+            )
             raw = response.read()
         assert running.process.poll() is None
     assert b'"predictions"' in raw and raw.count(b'"embeddings"') == 3, (header_length, raw[:300])
