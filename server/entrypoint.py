@@ -2,7 +2,8 @@
 
     python -m server.entrypoint            # in the image: exec tritonserver on $MODEL_REPOSITORY
     python -m server.entrypoint serve      # SageMaker: /ping and /invocations on port 8080,
-                                           # the repository at /opt/ml/model
+                                           # the repository at /opt/ml/model when the model
+                                           # artifact holds one, else $MODEL_REPOSITORY
 
 Environment (all optional):
 
@@ -32,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from export.facts import FRONT_DOOR
+from export.facts import FACTS_FILE, FRONT_DOOR
 from server.configs import MODES, ServingSettings, write_configs
 
 DEFAULT_MODE = "classification"
@@ -116,7 +117,10 @@ class Launch:
         sagemaker: bool = False,
         **overrides,
     ) -> Launch:
-        default_repo = SAGEMAKER_REPOSITORY if sagemaker else Path("model_repository")
+        default_repo = Path("model_repository")
+        if sagemaker and (SAGEMAKER_REPOSITORY / FACTS_FILE).exists():
+            # SageMaker unpacks the model artifact here; it wins over a baked-in repository.
+            repository = repository or SAGEMAKER_REPOSITORY
         shm = env.get("O2V_PYTHON_SHM_BYTES", "").strip()
         verbose = env.get("O2V_LOG_VERBOSE", "").strip()
         values = {
