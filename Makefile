@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[export,server,ray,test]"
+	$(PY) -m pip install --quiet -e ".[export,server,ray,bench,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

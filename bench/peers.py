@@ -1,0 +1,120 @@
+"""What Triton is compared with: the same request format answered without Triton.
+
+* `Pipeline` with ONNX Runtime: the body parsed and formatted by the front door's own modules,
+  the networks run in-process. Fed many requests at once, it is the ceiling (no server at all).
+* `Pipeline` with PyTorch eager: the same, on the PyTorch model.
+* `fastapi_app`: what a user would build instead, a plain JSON-over-HTTP service (FastAPI on
+  uvicorn) that answers each request with the ONNX Runtime pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request, Response
+
+from export.facts import ENCODER_MODELS, PAIR_MODEL, Facts
+from server.configs import ServingSettings
+from server.dispatch import Runner, dispatch
+from server.payload import Limits, PayloadError, format_response, parse_request
+
+
+def onnx_runner(repository: Path, threads: int = 0) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sessions = {
+        name: ort.InferenceSession(
+            str(Path(repository) / name / "1" / "model.onnx"),
+            options,
+            providers=["CPUExecutionProvider"],
+        )
+        for name in (*ENCODER_MODELS, PAIR_MODEL)
+    }
+    return lambda model, inputs, output: sessions[model].run([output], inputs)[0]
+
+
+def torch_runner(checkpoint_path: Path, threads: int = 0) -> Runner:
+    import torch
+
+    from export import checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = checkpoint.load(checkpoint_path)
+
+    @torch.no_grad()
+    def run(name: str, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
+        tensors = [torch.from_numpy(a) for a in inputs.values()]
+        if name == PAIR_MODEL:
+            return model.scores(*tensors).numpy()
+        return model.encode(ENCODER_MODELS.index(name), tensors[0]).numpy()
+
+    return run
+
+
+class Pipeline:
+    """Parse, run, format: the front door's work without Triton."""
+
+    def __init__(self, repository: Path, run: Runner):
+        self.limits = Limits.of(Facts.load(repository), ServingSettings().max_body_bytes)
+        self.run = run
+
+    def answer_many(self, bodies: Sequence[bytes], content_type: str | None = None) -> list[bytes]:
+        requests = [parse_request(b, content_type, None, self.limits) for b in bodies]
+        answers = dispatch(requests, self.run, ServingSettings().network_max_batch_size)
+        return [format_response(rows, r.accept) for rows, r in zip(answers, requests, strict=True)]
+
+    def answer(self, body: bytes, content_type: str | None = None) -> bytes:
+        return self.answer_many([body], content_type)[0]
+
+
+def fastapi_app(repository: Path, threads: int = 1):
+    """A FastAPI service answering the hosted request format on POST /invocations."""
+    pipeline = Pipeline(repository, onnx_runner(repository, threads))
+    app = FastAPI()
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        body = await request.body()
+        try:
+            answer = pipeline.answer(body, request.headers.get("content-type"))
+        except PayloadError as error:
+            raise HTTPException(400, str(error)) from None
+        return Response(answer, media_type="application/json")
+
+    @app.get("/ping")
+    async def ping() -> dict:
+        return {"status": "ok"}
+
+    return app
+
+
+def app_from_environment():
+    """uvicorn factory: `uvicorn --factory bench.peers:app_from_environment`."""
+    return fastapi_app(
+        Path(os.environ["O2V_PEER_REPOSITORY"]), int(os.environ.get("O2V_PEER_THREADS", "1"))
+    )
+
+
+def best_batch_rate(
+    call: Callable[[int], None], sizes: Sequence[int], seconds: float
+) -> tuple[int, float]:
+    """(batch size, requests per second) of the fastest batch size."""
+    import time
+
+    best = (sizes[0], 0.0)
+    for size in sizes:
+        call(size)  # warm-up
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            call(size)
+            done += size
+        rate = done / (time.perf_counter() - start)
+        if rate > best[1]:
+            best = (size, rate)
+    return best
