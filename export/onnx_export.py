@@ -175,7 +175,7 @@ def export(
     plans = [
         (
             ENCODER_MODELS[side],
-            _EncoderGraph(model, side),
+            _EncoderGraph(model, side).eval(),
             (example[side],),
             [ENCODER_INPUT],
             ENCODER_OUTPUT,
@@ -186,7 +186,7 @@ def export(
     plans.append(
         (
             PAIR_MODEL,
-            _PairGraph(model),
+            _PairGraph(model).eval(),
             example,
             list(PAIR_INPUTS),
             PAIR_OUTPUT,

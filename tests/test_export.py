@@ -36,6 +36,7 @@ def test_onnx_runtime_agrees_with_torch(tmp_path, setup):
     reports = export(model, tmp_path)
     assert {r.name for r in reports} == {"enc0", "enc1", "pair"}
     assert all(r.max_abs_diff <= 1e-5 for r in reports)
+    assert not any(m.training for m in model.modules())  # export leaves the model in eval mode
     for name in ("enc0", "enc1", "pair"):
         onnx.checker.check_model(onnx.load(tmp_path / name / "1" / "model.onnx"))
     # Independent of export's own check: a fresh batch shape, through the written files.
