@@ -60,16 +60,25 @@ def _route_of(instance: Instance) -> tuple[str, list[np.ndarray]]:
     return "enc1", [instance.in1]
 
 
-def dispatch(
-    requests: list[ParsedRequest], run: Runner, max_batch_size: int
-) -> list[list[tuple[str, np.ndarray]]]:
-    """For each request, its answers in instance order: (key, vector) pairs."""
+@dataclass
+class Call:
+    """One call to a network: its inputs, and whose answers the output rows are."""
+
+    model: str
+    feed: dict[str, np.ndarray]
+    output: str
+    key: str
+    members: list[tuple[int, int]]  # (request, instance) per output row
+
+
+def plan(requests: list[ParsedRequest], max_batch_size: int) -> list[Call]:
+    """The calls that answer every instance: one per network, split above max_batch_size."""
     routes = _routes()
     for r, request in enumerate(requests):
         for i, instance in enumerate(request.instances):
             name, sequences = _route_of(instance)
             routes[name].add((r, i), sequences)
-    answers: list[list] = [[None] * len(request.instances) for request in requests]
+    calls = []
     for route in routes.values():
         for start in range(0, len(route.members), max_batch_size):
             stop = start + max_batch_size
@@ -78,7 +87,26 @@ def dispatch(
                 name: pad(column[start:stop], np.iinfo(np.int64).max)
                 for name, column in zip(route.inputs, route.tokens, strict=True)
             }
-            outputs = run(route.model, feed, route.output)
-            for (r, i), vector in zip(route.members[start:stop], outputs, strict=True):
-                answers[r][i] = (route.key, vector)
+            calls.append(
+                Call(route.model, feed, route.output, route.key, route.members[start:stop])
+            )
+    return calls
+
+
+def scatter(
+    requests: list[ParsedRequest], calls: list[Call], outputs: list[np.ndarray]
+) -> list[list[tuple[str, np.ndarray]]]:
+    """For each request, its answers in instance order: (key, vector) pairs."""
+    answers: list[list] = [[None] * len(request.instances) for request in requests]
+    for call, output in zip(calls, outputs, strict=True):
+        for (r, i), vector in zip(call.members, output, strict=True):
+            answers[r][i] = (call.key, vector)
     return answers
+
+
+def dispatch(
+    requests: list[ParsedRequest], run: Runner, max_batch_size: int
+) -> list[list[tuple[str, np.ndarray]]]:
+    """plan, run each call in turn, scatter: the synchronous path (in-process use, tests)."""
+    calls = plan(requests, max_batch_size)
+    return scatter(requests, calls, [run(c.model, c.feed, c.output) for c in calls])

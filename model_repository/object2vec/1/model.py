@@ -3,6 +3,7 @@
 One BYTES input holds the whole body (so a raw HTTP body reaches it too); the request parameters
 `content_type` and `accept` carry the media types. Parsing and formatting live in
 `server.payload`, routing and batching in `server.dispatch`; this file only moves tensors.
+The BLS calls of one `execute` (enc0, enc1, pair) are awaited together, so they run at once.
 """
 
 import os
@@ -14,6 +15,7 @@ sys.path[:0] = [
     p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path
 ]
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -22,21 +24,21 @@ import triton_python_backend_utils as pb_utils
 
 from export.facts import Facts
 from server.configs import BODY_INPUT, RESPONSE_OUTPUT
-from server.dispatch import dispatch
+from server.dispatch import Call, plan, scatter
 from server.payload import Limits, PayloadError, format_response, parse_request
 
 
-def _run(model: str, inputs: dict, output: str) -> np.ndarray:
-    """One BLS call to an ONNX network."""
+async def _run(call: Call) -> np.ndarray:
+    """One BLS call to an ONNX network; the calls of one execute run concurrently."""
     request = pb_utils.InferenceRequest(
-        model_name=model,
-        inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
-        requested_output_names=[output],
+        model_name=call.model,
+        inputs=[pb_utils.Tensor(name, array) for name, array in call.feed.items()],
+        requested_output_names=[call.output],
     )
-    response = request.exec()
+    response = await request.async_exec()
     if response.has_error():
-        raise pb_utils.TritonModelException(f"{model}: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, output).as_numpy()
+        raise pb_utils.TritonModelException(f"{call.model}: {response.error().message()}")
+    return pb_utils.get_output_tensor_by_name(response, call.output).as_numpy()
 
 
 class TritonPythonModel:
@@ -47,7 +49,7 @@ class TritonPythonModel:
         self.limits = Limits.of(facts, params["max_body_bytes"])
         self.max_batch_size = params["network_max_batch_size"]
 
-    def execute(self, requests: list) -> list:
+    async def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
         parsed, owners = [], []
         for index, request in enumerate(requests):
@@ -65,7 +67,9 @@ class TritonPythonModel:
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
                 )
         try:
-            answers = dispatch(parsed, _run, self.max_batch_size)
+            calls = plan(parsed, self.max_batch_size)
+            outputs = await asyncio.gather(*(_run(call) for call in calls))
+            answers = scatter(parsed, calls, outputs)
         except pb_utils.TritonModelException as error:
             answers = [error] * len(parsed)
         for index, request, rows in zip(owners, parsed, answers, strict=True):
