@@ -54,6 +54,10 @@ class ServingSettings:
     tensorrt_fp16: bool = False
     tensorrt_engine_cache: str = ""  # a folder: engines survive restarts
     warmup: bool = True  # a warm-up request per model instance, so the first user is not slow
+    # Triton's response cache on the front door (needs --cache-config on the server). It keys on
+    # the body alone, not on the content_type / accept parameters: opt in where clients send
+    # each body in one format.
+    response_cache: bool = False
 
 
 def _tensor(name: str, data_type: str, dims: str) -> str:
@@ -137,6 +141,7 @@ def front_door_config(settings: ServingSettings) -> str:
         + "dynamic_batching { max_queue_delay_microseconds: "
         + f"{settings.front_door_queue_delay_us} }}\n"
         + _instance_group(settings.front_door_copies, "KIND_CPU")
+        + ("response_cache { enable: true }\n" if settings.response_cache else "")
         + _parameters(
             {
                 "max_body_bytes": settings.max_body_bytes,

@@ -107,6 +107,7 @@ class EmbeddedServer:
             http_port=http_port,
             grpc_port=grpc_port,
             metrics_port=metrics_port,
+            cache_directory=_pytriton_dir() / "caches",
             **launch_fields,
         )
         self.backend_directory = PROJECT_ROOT / ".triton" / "backends"

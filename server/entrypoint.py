@@ -17,6 +17,8 @@ Environment (all optional):
     O2V_WARMUP                  true | false: one warm-up request per model instance at load
     O2V_PYTHON_SHM_BYTES        shared memory of each Python backend instance (default 64 MB)
     O2V_LOG_VERBOSE             tritonserver --log-verbose level (default 0)
+    O2V_RESPONSE_CACHE_BYTES    size of Triton's response cache for the front door (default 0:
+                                off); it keys on the body alone, not on content_type/accept
 
 Setting any O2V_* config variable regenerates the configs from the defaults plus those values
 (`server.configs`); otherwise the repository's configs are used as they are. A read-only
@@ -49,6 +51,7 @@ _CONFIG_VARIABLES = {
     "O2V_TENSORRT_ENGINE_CACHE": "tensorrt_engine_cache",
     "O2V_WARMUP": "warmup",
 }
+CACHE_VARIABLE = "O2V_RESPONSE_CACHE_BYTES"
 
 
 class LaunchError(RuntimeError):
@@ -81,17 +84,23 @@ def _parse(variable: str, text: str, kind: type):
     return value
 
 
+def cache_bytes_from_env(env: Mapping[str, str]) -> int:
+    text = env.get(CACHE_VARIABLE, "").strip()
+    return _parse(CACHE_VARIABLE, text, int) if text else 0
+
+
 def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
     """Config settings asked for by O2V_* variables, or None when none is set."""
     given = {v: env[v] for v in _CONFIG_VARIABLES if env.get(v, "").strip()}
-    if not given:
+    cache = cache_bytes_from_env(env) > 0
+    if not given and not cache:
         return None
     types = {f.name: type(f.default) for f in fields(ServingSettings)}
     values = {
         _CONFIG_VARIABLES[v]: _parse(v, text.strip(), types[_CONFIG_VARIABLES[v]])
         for v, text in given.items()
     }
-    return replace(ServingSettings(), **values)
+    return replace(ServingSettings(), response_cache=cache, **values)
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,8 @@ class Launch:
     settings: ServingSettings | None = None  # None: the repository's configs as they are
     python_shm_bytes: int = DEFAULT_SHM_BYTES
     log_verbose: int = 0
+    cache_bytes: int = 0  # Triton's local response cache; 0: off
+    cache_directory: Path | None = None  # where the cache library is, if not Triton's default
     extra_args: tuple[str, ...] = field(default=())
 
     @classmethod
@@ -132,6 +143,7 @@ class Launch:
             else DEFAULT_SHM_BYTES,
             "log_verbose": int(_parse("O2V_LOG_VERBOSE", verbose, int)) if verbose else 0,
             "sagemaker_port": SAGEMAKER_PORT if sagemaker else None,
+            "cache_bytes": cache_bytes_from_env(env),
         }
         return cls(**(values | overrides))
 
@@ -166,6 +178,11 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
         "--exit-on-error=true",
         "--strict-readiness=true",
     ]
+    if launch.cache_bytes:
+        # The directory must come first: tritonserver resolves the cache when it reads the config.
+        if launch.cache_directory:
+            args.append(f"--cache-directory={launch.cache_directory}")
+        args.append(f"--cache-config=local,size={launch.cache_bytes}")
     if launch.sagemaker_port:
         args += [
             "--allow-sagemaker=true",

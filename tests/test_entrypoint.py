@@ -116,3 +116,22 @@ def test_sagemaker_ping_and_invocations(demo_repository, tmp_path):
             raw = response.read()
         assert running.process.poll() is None
     assert b'"predictions"' in raw and raw.count(b'"embeddings"') == 3, (header_length, raw[:300])
+
+
+def test_response_cache_answers_repeated_bodies_from_the_cache(
+    demo_repository, tmp_path, monkeypatch
+):
+    from tests.test_server import infer, json_body
+
+    repository = tmp_path / "model_repository"
+    shutil.copytree(demo_repository, repository)
+    monkeypatch.setenv("O2V_RESPONSE_CACHE_BYTES", str(8 * 1024 * 1024))
+    with start_server(repository) as running:
+        body = json_body([{"in0": s} for s in DOC_EXAMPLE])
+        answers = {infer(running, "http", body, "application/json") for _ in range(5)}
+        client = httpclient.InferenceServerClient(running.http_url)
+        stats = client.get_inference_statistics("object2vec")["model_stats"][0]
+        config = client.get_model_config("object2vec")
+    assert len(answers) == 1
+    assert config["response_cache"]["enable"] is True
+    assert int(stats["inference_stats"]["cache_hit"]["count"]) == 4
