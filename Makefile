@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint bench-export clean
+.PHONY: install demo serve test lint bench bench-deps bench-export clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: install
 
 lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+# perf_analyzer 2.51 needs Debian's libb64 (and libcudart, from the bench extra).
+bench-deps: install
+	@dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y -q libb64-0d \
+		|| (apt-get update -q && apt-get install -y -q libb64-0d)
+
+# Triton against its peers: report, CSV and plot under runs/bench (about 15 minutes).
+bench: bench-deps
+	$(PY) -m bench.suite
 
 # Quality figures of the export issue (needs ../shared/data).
 bench-export: install

@@ -1,6 +1,6 @@
 """Latency and throughput of the documentation's example request, served and in-process.
 
-    python bench/serving_latency.py [--repository model_repository] [--seconds 10]
+    python -m bench.serving_latency [--repository model_repository] [--seconds 10]
 
 Served: the embedded tritonserver over gRPC, p50/p99 latency at concurrency 1 and throughput at
 concurrency 16. In-process: the same body parsed, run by ONNX Runtime and formatted with the
@@ -16,14 +16,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 
-from export.facts import Facts
-from server.configs import ServingSettings
-from server.dispatch import dispatch
+from bench.peers import Pipeline, onnx_runner
 from server.embedded import EmbeddedServer
-from server.payload import JSON, Limits, format_response, parse_request
+from server.payload import JSON
 
 DOC_EXAMPLE = json.dumps(
     {
@@ -66,23 +63,8 @@ def served_call(client: grpcclient.InferenceServerClient) -> None:
 
 
 def in_process_call(repository: Path):
-    limits = Limits.of(Facts.load(repository), ServingSettings().max_body_bytes)
-    sessions = {
-        name: ort.InferenceSession(
-            str(repository / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-        )
-        for name in ("enc0", "enc1", "pair")
-    }
-
-    def run(model, inputs, output):
-        return sessions[model].run([output], inputs)[0]
-
-    def call() -> None:
-        request = parse_request(DOC_EXAMPLE, JSON, None, limits)
-        (rows,) = dispatch([request], run, 4096)
-        format_response(rows, request.accept)
-
-    return call
+    pipeline = Pipeline(repository, onnx_runner(repository))
+    return lambda: pipeline.answer(DOC_EXAMPLE, JSON)
 
 
 def measure(call, concurrency: int, seconds: float) -> tuple[np.ndarray, float]:
