@@ -26,20 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
 
+from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE  # noqa: E402
 from export.hyperparameters import Hyperparameters  # noqa: E402
 from export.network import Object2Vec  # noqa: E402
 from export.padding import pad  # noqa: E402
 
-REALISTIC = {
-    "enc0_network": "hcnn",
-    "enc0_vocab_size": 50_000,
-    "enc1_vocab_size": 50_000,
-    "enc0_max_seq_len": 80,
-    "enc1_max_seq_len": 80,
-    "enc_dim": 512,
-    "enc0_token_embedding_dim": 300,
-    "enc0_layers": 4,
-}
 SMALL = REALISTIC | {
     "enc_dim": 32,
     "enc0_token_embedding_dim": 16,
@@ -52,7 +43,13 @@ SMALL = REALISTIC | {
 def batches(vocab: int, count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [
-        pad([rng.integers(1, vocab, rng.integers(20, 81)).tolist() for _ in range(size)], 80)
+        pad(
+            [
+                rng.integers(1, vocab, rng.integers(*TOKENS_PER_SEQUENCE)).tolist()
+                for _ in range(size)
+            ],
+            80,
+        )
         for _ in range(count)
     ]
 

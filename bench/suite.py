@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 
 from bench.peers import Pipeline, best_batch_rate, onnx_runner, torch_runner
+from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
 from server.configs import write_configs
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 
@@ -43,16 +44,6 @@ DOC_EXAMPLE = [
     [22, 1016, 32, 13, 25, 11, 5, 64, 573, 45, 5, 80, 15, 67, 21, 7, 9, 107, 4],
     [774, 14, 21, 206],
 ]
-REALISTIC = {
-    "enc0_network": "hcnn",
-    "enc0_vocab_size": 50_000,
-    "enc1_vocab_size": 50_000,
-    "enc0_max_seq_len": 80,
-    "enc1_max_seq_len": 80,
-    "enc_dim": 512,
-    "enc0_token_embedding_dim": 300,
-    "enc0_layers": 4,
-}
 
 
 @dataclass
@@ -118,7 +109,7 @@ def build_model(name: str, out: Path) -> tuple[Path, Path]:
 def workloads(name: str, count: int = 64, seed: int = 0) -> list[Workload]:
     rng = np.random.default_rng(seed)
     vocab = 12_000 if name == "demo" else 50_000
-    lengths = (3, 30) if name == "demo" else (20, 81)
+    lengths = (3, 30) if name == "demo" else TOKENS_PER_SEQUENCE
 
     def sequence() -> list[int]:
         return rng.integers(1, vocab, size=rng.integers(*lengths)).tolist()
