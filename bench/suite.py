@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ import orjson
 
 from bench.peers import Pipeline, best_batch_rate, onnx_runner, torch_runner
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
-from server.configs import write_configs
+from server.configs import ServingSettings, write_configs
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 
 UA_BASE = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k" / "ua.base"
@@ -79,11 +79,11 @@ def _fresh_repository(target: Path) -> Path:
     return target
 
 
-def build_model(name: str, out: Path) -> tuple[Path, Path]:
+def build_model(name: str, out: Path, settings: ServingSettings) -> tuple[Path, Path]:
     """(repository, checkpoint) of the named model, built once under `out`."""
     repository, ckpt = out / name / "model_repository", out / name / "model.pt"
     if (repository / "facts.json").exists() and ckpt.exists():
-        write_configs(repository)
+        write_configs(repository, settings)
         return repository, ckpt
     _fresh_repository(repository)
     if name == "demo":
@@ -102,7 +102,7 @@ def build_model(name: str, out: Path) -> tuple[Path, Path]:
         model = Object2Vec(Hyperparameters.from_dict(REALISTIC)).eval()
         checkpoint.save(model, ckpt)
         export(model, repository)
-        write_configs(repository)
+    write_configs(repository, settings)
     return repository, ckpt
 
 
@@ -313,6 +313,35 @@ def in_process(
     )
 
 
+# ---- where the time goes, by the server's own statistics --------------------------------------
+
+
+def server_profile(server: EmbeddedServer) -> str:
+    """Per model: requests, executions, and the mean queue / compute time of each."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    lines = [
+        "| model | requests | executions | requests/execution | queue us/request "
+        "| compute us/execution |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stats in client.get_inference_statistics()["model_stats"]:
+        inference = stats["inference_stats"]
+        requests = int(inference["success"]["count"]) or 1
+        executions = int(stats["execution_count"]) or 1
+        compute = sum(
+            int(inference[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output")
+        )
+        lines.append(
+            f"| {stats['name']} | {requests} | {executions} | "
+            f"{requests / executions:.1f} | {int(inference['queue']['ns']) / requests / 1e3:,.0f} "
+            f"| {compute / executions / 1e3:,.0f} |"
+        )
+    client.close()
+    return "\n".join(lines) + "\n"
+
+
 # ---- report ----------------------------------------------------------------------------------
 
 
@@ -420,13 +449,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", default="doc-example-3,embed-1,movielens-pair-1")
     parser.add_argument("--quick", action="store_true", help="shorter measurements")
     parser.add_argument("--no-peers", action="store_true", help="Triton only")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a serving setting (server/configs.py ServingSettings), for tuning",
+    )
     args = parser.parse_args(argv)
     out = args.out
     (out / "perf_analyzer").mkdir(parents=True, exist_ok=True)
     seconds = 2.0 if args.quick else 5.0
     rows: list[Row] = []
+    types = {f.name: type(f.default) for f in fields(ServingSettings)}
+    overrides = dict(item.split("=", 1) for item in args.set)
+    settings = replace(
+        ServingSettings(),
+        **{
+            k: (v.lower() == "true") if types[k] is bool else types[k](v)
+            for k, v in overrides.items()
+        },
+    )
+    (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
     for model in args.models.split(","):
-        repository, ckpt = build_model(model, out / "models")
+        repository, ckpt = build_model(model, out / "models", settings)
         chosen = [w for w in workloads(model) if w.name in args.workloads.split(",")]
         with open(out / f"{model}-triton.log", "w") as log:
             server = EmbeddedServer(
@@ -448,6 +494,9 @@ def main(argv: list[str] | None = None) -> None:
                             seconds,
                         )
                     print(f"[{model}/{workload.name}] triton done", flush=True)
+                profile = server_profile(server)
+                (out / f"{model}-triton-profile.md").write_text(profile)
+                print(profile, flush=True)
             finally:
                 server.stop()
         if args.no_peers:
