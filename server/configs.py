@@ -42,13 +42,21 @@ class ServingSettings:
     gpu_copies: int = 2  # copies of the preferred network per GPU (KIND_AUTO)
     cpu_copies: int = 1  # copies of every ONNX model outside the preferred mode
     network_max_batch_size: int = 4096  # instances per call to enc0/enc1/pair
-    network_queue_delay_us: int = 200
+    # No waiting: the front door already batches, and requests queue while an instance is busy
+    # (docs/performance.md: 0 beat 200/500 µs on the realistic model).
+    network_queue_delay_us: int = 0
     front_door_max_batch_size: int = 64  # requests per front door execute
-    front_door_queue_delay_us: int = 500
+    front_door_queue_delay_us: int = 0
     front_door_copies: int = 1
     intra_op_thread_count: int = 0  # ONNX Runtime's default (all cores) when 0
     inter_op_thread_count: int = 0
+    # ONNX Runtime's idle threads spin, waiting for work; on a small CPU they take the cores the
+    # front door needs. Read by the embedded server's ONNX Runtime backend.
+    allow_spinning: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
+    # 0: one call per network per front door execute. Above 0: instances are also split into
+    # length groups whose padded size stays under this multiple of their real tokens.
+    max_padding_ratio: float = 0.0
     # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
     accelerator: str = "cuda"  # cuda | tensorrt
     tensorrt_fp16: bool = False
@@ -127,6 +135,7 @@ def onnx_config(name: str, facts: Facts, settings: ServingSettings, instance_gro
             {
                 "intra_op_thread_count": settings.intra_op_thread_count,
                 "inter_op_thread_count": settings.inter_op_thread_count,
+                "allow_spinning": int(settings.allow_spinning),
             }
         )
     )
@@ -146,6 +155,7 @@ def front_door_config(settings: ServingSettings) -> str:
             {
                 "max_body_bytes": settings.max_body_bytes,
                 "network_max_batch_size": settings.network_max_batch_size,
+                "max_padding_ratio": settings.max_padding_ratio,
             }
         )
     )

@@ -71,8 +71,39 @@ class Call:
     members: list[tuple[int, int]]  # (request, instance) per output row
 
 
-def plan(requests: list[ParsedRequest], max_batch_size: int) -> list[Call]:
-    """The calls that answer every instance: one per network, split above max_batch_size."""
+def _groups(route: _Route, max_batch_size: int, max_padding_ratio: float) -> list[list[int]]:
+    """Which rows of a route go together: one group, unless a limit says to split.
+
+    With `max_padding_ratio` > 0, rows are sorted by length and cut wherever a group's padded
+    size would exceed that multiple of its real tokens: on a CPU, computing padding costs as
+    much as computing tokens.
+    """
+    rows = list(range(len(route.members)))
+    if max_padding_ratio <= 0:
+        return [rows[i : i + max_batch_size] for i in range(0, len(rows), max_batch_size)]
+    lengths = np.array([[len(seq) for seq in column] for column in route.tokens]).T  # [N, inputs]
+    rows.sort(key=lambda row: int(lengths[row].sum()))
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for row in rows:
+        grown = group + [row]
+        padded = len(grown) * lengths[grown].max(axis=0).sum()
+        if group and (
+            len(grown) > max_batch_size or padded > max_padding_ratio * lengths[grown].sum()
+        ):
+            groups.append(group)
+            grown = [row]
+        group = grown
+    return groups + ([group] if group else [])
+
+
+def plan(
+    requests: list[ParsedRequest], max_batch_size: int, max_padding_ratio: float = 0.0
+) -> list[Call]:
+    """The calls that answer every instance: one per network, split above max_batch_size.
+
+    `max_padding_ratio` > 0 also splits a network's instances into length groups (see _groups).
+    """
     routes = _routes()
     for r, request in enumerate(requests):
         for i, instance in enumerate(request.instances):
@@ -80,15 +111,16 @@ def plan(requests: list[ParsedRequest], max_batch_size: int) -> list[Call]:
             routes[name].add((r, i), sequences)
     calls = []
     for route in routes.values():
-        for start in range(0, len(route.members), max_batch_size):
-            stop = start + max_batch_size
+        for rows in _groups(route, max_batch_size, max_padding_ratio):
             # Tokens were truncated at parse time; pad only fills up to the longest.
             feed = {
-                name: pad(column[start:stop], np.iinfo(np.int64).max)
+                name: pad([column[row] for row in rows], np.iinfo(np.int64).max)
                 for name, column in zip(route.inputs, route.tokens, strict=True)
             }
             calls.append(
-                Call(route.model, feed, route.output, route.key, route.members[start:stop])
+                Call(
+                    route.model, feed, route.output, route.key, [route.members[row] for row in rows]
+                )
             )
     return calls
 
@@ -105,8 +137,11 @@ def scatter(
 
 
 def dispatch(
-    requests: list[ParsedRequest], run: Runner, max_batch_size: int
+    requests: list[ParsedRequest],
+    run: Runner,
+    max_batch_size: int,
+    max_padding_ratio: float = 0.0,
 ) -> list[list[tuple[str, np.ndarray]]]:
     """plan, run each call in turn, scatter: the synchronous path (in-process use, tests)."""
-    calls = plan(requests, max_batch_size)
+    calls = plan(requests, max_batch_size, max_padding_ratio)
     return scatter(requests, calls, [run(c.model, c.feed, c.output) for c in calls])

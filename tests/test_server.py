@@ -199,6 +199,7 @@ def test_a_bad_request_fails_alone_in_its_batch(server):
     """Good and bad requests sent at once: batched together, only the bad ones fail."""
     module, client = client_for(server, "grpc")
     stats_before = client.get_inference_statistics("object2vec", as_json=True)
+    enc0_before = client.get_inference_statistics("enc0", as_json=True)
     good = json_body([{"in0": s} for s in DOC_EXAMPLE])
     bodies = [(good, JSON) if i % 2 else BAD_REQUESTS[i % len(BAD_REQUESTS)][:2] for i in range(64)]
     with ThreadPoolExecutor(32) as pool:
@@ -212,6 +213,11 @@ def test_a_bad_request_fails_alone_in_its_batch(server):
     stats = client.get_inference_statistics("object2vec", as_json=True)
     executions = _count(stats, "execution_count") - _count(stats_before, "execution_count")
     assert executions < 64, "requests were not batched together; the test proves nothing"
+    # One call to enc0 per front door execute, not one per request or per instance.
+    enc0_calls = _count(
+        client.get_inference_statistics("enc0", as_json=True), "execution_count"
+    ) - _count(enc0_before, "execution_count")
+    assert 1 <= enc0_calls <= executions
     assert client.is_server_live() and client.is_model_ready("object2vec")
 
 

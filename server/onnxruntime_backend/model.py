@@ -4,7 +4,8 @@ The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose conf
 `backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It follows the C++
 backend where it matters: it runs `<version>/model.onnx`, honours the instance kind and device
 id (CUDA provider on a GPU instance when ONNX Runtime has it), and reads
-`intra_op_thread_count` / `inter_op_thread_count` from the model's parameters.
+`intra_op_thread_count` / `inter_op_thread_count` (and `allow_spinning`) from the model's
+parameters.
 
 All requests of one `execute` that share their input shapes run as one batch.
 """
@@ -40,6 +41,9 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = _parameter(config, "intra_op_thread_count")
         options.inter_op_num_threads = _parameter(config, "inter_op_thread_count")
+        spinning = str(_parameter(config, "allow_spinning", 1))
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers: list = ["CPUExecutionProvider"]
         if (

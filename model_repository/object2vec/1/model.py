@@ -44,10 +44,11 @@ async def _run(call: Call) -> np.ndarray:
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
-        params = {k: int(v["string_value"]) for k, v in config["parameters"].items()}
+        params = {k: v["string_value"] for k, v in config["parameters"].items()}
         facts = Facts.load(Path(args["model_repository"]).parent)
-        self.limits = Limits.of(facts, params["max_body_bytes"])
-        self.max_batch_size = params["network_max_batch_size"]
+        self.limits = Limits.of(facts, int(params["max_body_bytes"]))
+        self.max_batch_size = int(params["network_max_batch_size"])
+        self.max_padding_ratio = float(params.get("max_padding_ratio", 0))
 
     async def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -67,7 +68,7 @@ class TritonPythonModel:
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
                 )
         try:
-            calls = plan(parsed, self.max_batch_size)
+            calls = plan(parsed, self.max_batch_size, self.max_padding_ratio)
             outputs = await asyncio.gather(*(_run(call) for call in calls))
             answers = scatter(parsed, calls, outputs)
         except pb_utils.TritonModelException as error:
