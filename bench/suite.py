@@ -83,6 +83,11 @@ def build_model(name: str, out: Path, settings: ServingSettings) -> tuple[Path, 
     """(repository, checkpoint) of the named model, built once under `out`."""
     repository, ckpt = out / name / "model_repository", out / name / "model.pt"
     if (repository / "facts.json").exists() and ckpt.exists():
+        # The model is reused; the front door is the project's current one.
+        shutil.copy2(
+            PROJECT_ROOT / "model_repository" / "object2vec" / "1" / "model.py",
+            repository / "object2vec" / "1" / "model.py",
+        )
         write_configs(repository, settings)
         return repository, ckpt
     _fresh_repository(repository)
