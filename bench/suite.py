@@ -455,6 +455,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="shorter measurements")
     parser.add_argument("--no-peers", action="store_true", help="Triton only")
     parser.add_argument(
+        "--response-cache-bytes",
+        type=int,
+        default=0,
+        help="turn on Triton's response cache for the front door, this size",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -475,13 +481,18 @@ def main(argv: list[str] | None = None) -> None:
             for k, v in overrides.items()
         },
     )
+    settings = replace(settings, response_cache=args.response_cache_bytes > 0)
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
     for model in args.models.split(","):
         repository, ckpt = build_model(model, out / "models", settings)
         chosen = [w for w in workloads(model) if w.name in args.workloads.split(",")]
         with open(out / f"{model}-triton.log", "w") as log:
             server = EmbeddedServer(
-                repository, http_port=18200, grpc_port=18201, metrics_port=18202
+                repository,
+                http_port=18200,
+                grpc_port=18201,
+                metrics_port=18202,
+                cache_bytes=args.response_cache_bytes,
             ).start(stdout=log)
             try:
                 for workload in chosen:
