@@ -273,7 +273,7 @@ def test_rerun_skips_finished_files(server, tmp_path):
 
 
 def test_a_server_restarting_mid_job_loses_and_doubles_nothing(demo_repository, tmp_path):
-    lines = random_lines(1500, "mixed")
+    lines = random_lines(3000, "mixed")  # long enough to be mid-job after 2 s
     write_lines(tmp_path / "in.jsonl", lines)
     restarting = start_server(demo_repository)
     try:
