@@ -96,8 +96,10 @@ def _column(answer: bytes, key: str) -> np.ndarray:
     return np.array([p[key] for p in orjson.loads(answer)["predictions"]], dtype=np.float32)
 
 
-class Client:
-    """Synchronous client of one server."""
+class _Connection:
+    """What both clients hold: the tritonclient of one server and the call settings."""
+
+    _aio = False
 
     def __init__(
         self,
@@ -106,14 +108,20 @@ class Client:
         timeout: float = 60.0,
         model: str = FRONT_DOOR,
     ):
-        module, self._types = _modules(protocol, aio=False)
+        module, self._types = _modules(protocol, aio=self._aio)
         self.url, self.protocol, self.timeout, self.model = url, protocol, timeout, model
-        if protocol == "http":
+        if protocol == "grpc":
+            self._client = module.InferenceServerClient(url)
+        elif self._aio:
+            self._client = module.InferenceServerClient(url, conn_timeout=timeout)
+        else:
             self._client = module.InferenceServerClient(
                 url, connection_timeout=timeout, network_timeout=timeout
             )
-        else:
-            self._client = module.InferenceServerClient(url)
+
+
+class Client(_Connection):
+    """Synchronous client of one server."""
 
     def invoke(
         self, body: bytes | str, content_type: str | None = JSON, accept: str | None = None
@@ -164,22 +172,10 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Connection):
     """asyncio client of one server; same calls as `Client`, awaited."""
 
-    def __init__(
-        self,
-        url: str = "localhost:8000",
-        protocol: str = "http",
-        timeout: float = 60.0,
-        model: str = FRONT_DOOR,
-    ):
-        module, self._types = _modules(protocol, aio=True)
-        self.url, self.protocol, self.timeout, self.model = url, protocol, timeout, model
-        if protocol == "http":
-            self._client = module.InferenceServerClient(url, conn_timeout=timeout)
-        else:
-            self._client = module.InferenceServerClient(url)
+    _aio = True
 
     async def invoke(
         self, body: bytes | str, content_type: str | None = JSON, accept: str | None = None
