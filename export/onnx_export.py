@@ -47,13 +47,38 @@ class ExportMismatch(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance."""
 
 
+def guard(tokens: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens safe to look up, which rows are valid) for ids straight from a caller.
+
+    The networks can be called directly, and on the NGC image the C++ ONNX Runtime backend
+    checks nothing: an id out of range would fail the whole batch (or, negative, wrap around
+    and answer silently). So the graph itself replaces bad ids by padding and marks their row
+    invalid; a row is valid when every id is in [0, vocab_size) and it has at least one
+    position. One padding column is appended so an empty sequence still has a shape every
+    encoder accepts; padding never changes an answer.
+    """
+    in_range = (tokens >= 0) & (tokens < vocab_size)
+    positions = torch.ones_like(tokens).sum(dim=1)
+    valid = in_range.all(dim=1) & (positions > 0)
+    safe = torch.where(in_range, tokens, torch.zeros_like(tokens))
+    column = torch.zeros_like(tokens.sum(dim=1, keepdim=True))  # [N, 1] even when L is 0
+    return torch.cat([safe, column], dim=1), valid
+
+
+def _invalid_as_nan(output: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Rows of invalid input answered with NaN: defined, and no batch-mate is touched."""
+    return torch.where(valid.unsqueeze(1), output, torch.full_like(output, float("nan")))
+
+
 class _EncoderGraph(nn.Module):
     def __init__(self, model: Object2Vec, side: int):
         super().__init__()
         self.model, self.side = model, side
+        self.vocab_size = (model.hp.enc0_vocab_size, model.hp.enc1_vocab_size)[side]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(self.side, tokens)
+        safe, valid = guard(tokens, self.vocab_size)
+        return _invalid_as_nan(self.model.encode(self.side, safe), valid)
 
 
 class _PairGraph(nn.Module):
@@ -62,7 +87,10 @@ class _PairGraph(nn.Module):
         self.model = model
 
     def forward(self, in0: torch.Tensor, in1: torch.Tensor) -> torch.Tensor:
-        return self.model.scores(in0, in1)
+        hp = self.model.hp
+        safe0, valid0 = guard(in0, hp.enc0_vocab_size)
+        safe1, valid1 = guard(in1, hp.enc1_vocab_size)
+        return _invalid_as_nan(self.model.scores(safe0, safe1), valid0 & valid1)
 
 
 @dataclass
@@ -140,6 +168,10 @@ def verification_inputs(
                     for side in (0, 1)
                 )
             )
+    # The id guard: rows with a negative id and an id at the vocabulary size, beside good rows.
+    bad = [_random_tokens(rng, 4, 5, facts.vocab_sizes[side]) for side in (0, 1)]
+    bad[0][1, 2], bad[1][2, 0] = -3, facts.vocab_sizes[1]
+    cases.append(tuple(bad))
     return cases
 
 
@@ -152,7 +184,9 @@ def _verify(
         for feed in feeds:
             expected = module(*(torch.from_numpy(v) for v in feed.values())).numpy()
             (actual,) = session.run(None, feed)
-            worst = max(worst, float(np.abs(actual - expected).max()))
+            if not np.array_equal(np.isnan(actual), np.isnan(expected)):
+                raise ExportMismatch(f"{name}: ONNX Runtime and PyTorch reject different rows")
+            worst = max(worst, float(np.nan_to_num(np.abs(actual - expected), nan=0.0).max()))
     if not worst <= tolerance:
         raise ExportMismatch(
             f"{name}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tolerance:g}); "
@@ -171,7 +205,7 @@ def export(
     model = model.eval()
     facts = facts_of(model)
     cases = verification_inputs(facts, samples)
-    example = tuple(torch.from_numpy(a) for a in cases[-1])
+    example = tuple(torch.from_numpy(a) for a in max(cases, key=lambda case: case[0].size))
     plans = [
         (
             ENCODER_MODELS[side],

@@ -12,8 +12,12 @@ The server picks one with `--model-config-name`, which INFERENCE_PREFERRED_MODE 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from export.facts import (
     ENCODER_INPUT,
@@ -25,6 +29,7 @@ from export.facts import (
     PAIR_OUTPUT,
     Facts,
 )
+from server.payload import DEFAULT_MAX_INSTANCES
 
 # INFERENCE_PREFERRED_MODE -> the models that get the GPU copies.
 MODES: dict[str, tuple[str, ...]] = {
@@ -54,6 +59,7 @@ class ServingSettings:
     # front door needs. Read by the embedded server's ONNX Runtime backend.
     allow_spinning: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
+    max_instances: int = DEFAULT_MAX_INSTANCES  # per request, all its bodies together
     # 0: one call per network per front door execute. Above 0: instances are also split into
     # length groups whose padded size stays under this multiple of their real tokens.
     max_padding_ratio: float = 0.0
@@ -68,8 +74,13 @@ class ServingSettings:
     response_cache: bool = False
 
 
+def _quote(value: object) -> str:
+    """A protobuf text-format string: JSON's escapes (quote, backslash, newline) are the same."""
+    return json.dumps(str(value))
+
+
 def _tensor(name: str, data_type: str, dims: str) -> str:
-    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {dims} ] }}'
+    return f"  {{ name: {_quote(name)} data_type: {data_type} dims: [ {dims} ] }}"
 
 
 def _tensors(kind: str, tensors: list[str]) -> str:
@@ -78,7 +89,8 @@ def _tensors(kind: str, tensors: list[str]) -> str:
 
 def _parameters(values: dict[str, object]) -> str:
     return "".join(
-        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in values.items()
+        f"parameters {{ key: {_quote(k)} value: {{ string_value: {_quote(v)} }} }}\n"
+        for k, v in values.items()
     )
 
 
@@ -95,7 +107,9 @@ def _tensorrt(settings: ServingSettings) -> str:
             "trt_engine_cache_enable": "1",
             "trt_engine_cache_path": settings.tensorrt_engine_cache,
         }
-    body = " ".join(f'parameters {{ key: "{k}" value: "{v}" }}' for k, v in params.items())
+    body = " ".join(
+        f"parameters {{ key: {_quote(k)} value: {_quote(v)} }}" for k, v in params.items()
+    )
     return (
         "optimization { execution_accelerators { gpu_execution_accelerator: [ "
         f'{{ name: "tensorrt" {body} }} ] }} }}\n'
@@ -154,11 +168,23 @@ def front_door_config(settings: ServingSettings) -> str:
         + _parameters(
             {
                 "max_body_bytes": settings.max_body_bytes,
+                "max_instances": settings.max_instances,
                 "network_max_batch_size": settings.network_max_batch_size,
                 "max_padding_ratio": settings.max_padding_ratio,
             }
         )
     )
+
+
+def front_door_parameter(repository: Path, key: str, default: str = "") -> str:
+    """A parameter of the front door's config as the server will read it."""
+    config = model_config_pb2.ModelConfig()
+    path = Path(repository) / FRONT_DOOR / "config.pbtxt"
+    if path.exists():
+        text_format.Parse(path.read_text(), config)
+    if key in config.parameters:
+        return config.parameters[key].string_value
+    return default
 
 
 def write_configs(repository: Path, settings: ServingSettings | None = None) -> list[Path]:

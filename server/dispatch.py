@@ -126,13 +126,22 @@ def plan(
 
 
 def scatter(
-    requests: list[ParsedRequest], calls: list[Call], outputs: list[np.ndarray]
-) -> list[list[tuple[str, np.ndarray]]]:
-    """For each request, its answers in instance order: (key, vector) pairs."""
-    answers: list[list] = [[None] * len(request.instances) for request in requests]
+    requests: list[ParsedRequest], calls: list[Call], outputs: list[np.ndarray | BaseException]
+) -> list[list[tuple[str, np.ndarray]] | BaseException]:
+    """For each request, its answers in instance order, as (key, vector) pairs.
+
+    A call that failed (its output is the exception) fails only the requests that had an
+    instance in it; every other request still gets its answers.
+    """
+    answers: list = [[None] * len(request.instances) for request in requests]
     for call, output in zip(calls, outputs, strict=True):
+        if isinstance(output, BaseException):
+            for r, _ in call.members:
+                answers[r] = output
+            continue
         for (r, i), vector in zip(call.members, output, strict=True):
-            answers[r][i] = (call.key, vector)
+            if not isinstance(answers[r], BaseException):
+                answers[r][i] = (call.key, vector)
     return answers
 
 

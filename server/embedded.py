@@ -18,25 +18,26 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from export.facts import FACTS_FILE
 from server.entrypoint import (
     DEFAULT_MODE,
     SAGEMAKER_PORT,
+    SAGEMAKER_PORT_VARIABLE,
     Launch,
     LaunchError,
     prepare_repository,
+    run,
     server_environment,
+    triton_process,
     tritonserver_args,
 )
+from server.process import TritonProcess
+
+DEFAULT_HOST = "127.0.0.1"  # this machine only, unless --host says otherwise
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _ORT_BACKEND = Path(__file__).resolve().parent / "onnxruntime_backend" / "model.py"
@@ -100,6 +101,7 @@ class EmbeddedServer:
         launch: Launch | None = None,
         **launch_fields,
     ):
+        launch_fields.setdefault("host", DEFAULT_HOST)
         self.launch = launch or Launch.from_env(
             os.environ,
             Path(model_repository),
@@ -111,7 +113,11 @@ class EmbeddedServer:
             **launch_fields,
         )
         self.backend_directory = PROJECT_ROOT / ".triton" / "backends"
-        self.process: subprocess.Popen | None = None
+        self.triton: TritonProcess | None = None
+
+    @property
+    def process(self):
+        return self.triton.process if self.triton else None
 
     @property
     def http_url(self) -> str:
@@ -137,7 +143,8 @@ class EmbeddedServer:
             *tritonserver_args(self.launch, repository),
         ]
 
-    def start(self, timeout: float = 120.0, stdout=None) -> EmbeddedServer:
+    def prepare(self) -> tuple[Path, list[str], dict[str, str]]:
+        """(repository served, command, environment): what a start needs."""
         repository = Path(self.launch.model_repository)
         if not (repository / FACTS_FILE).exists():
             raise LaunchError(
@@ -146,50 +153,19 @@ class EmbeddedServer:
             )
         prepare_backends(self.backend_directory)
         served = prepare_repository(self.launch)
-        self.process = subprocess.Popen(
-            self.command(served),
-            env=embedded_environment(self.launch),
-            stdout=stdout,
-            stderr=subprocess.STDOUT if stdout else None,
-        )
-        self.wait_ready(timeout)
+        return served, self.command(served), embedded_environment(self.launch)
+
+    def start(self, timeout: float = 120.0, stdout=None) -> EmbeddedServer:
+        _, command, env = self.prepare()
+        self.triton = triton_process(self.launch, command, env).start(stdout)
+        self.triton.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        url = (
-            f"http://localhost:{self.launch.sagemaker_port}/ping"
-            if self.launch.sagemaker_port
-            else f"http://{self.http_url}/v2/health/ready"
-        )
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LaunchError(
-                    f"tritonserver exited with code {self.process.returncode} "
-                    "before it was ready: see its log above"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise LaunchError(f"tritonserver was not ready within {timeout:.0f} s")
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGINT)  # Triton's own clean shutdown path
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+    def stop(self) -> int | None:
+        return self.triton.stop() if self.triton else None
 
     def __enter__(self) -> EmbeddedServer:
-        return self if self.process else self.start()
+        return self if self.triton else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -205,47 +181,41 @@ def main(argv: list[str] | None = None) -> int:
         help="INFERENCE_PREFERRED_MODE: embedding or classification "
         f"(default: that variable, else {DEFAULT_MODE})",
     )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}: this machine only; "
+        "0.0.0.0 for every address)",
+    )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument(
         "--sagemaker",
         action="store_true",
-        help=f"also answer /ping and /invocations on port {SAGEMAKER_PORT}",
+        help="SageMaker's contract instead: /ping, /invocations and /execution-parameters on "
+        f"${SAGEMAKER_PORT_VARIABLE} (default {SAGEMAKER_PORT}); Triton on loopback",
     )
     parser.add_argument("extra", nargs="*", help="more tritonserver options, after --")
     args = parser.parse_args(argv)
     try:
-        server = EmbeddedServer(
+        launch = Launch.from_env(
+            os.environ,
             args.model_repository,
-            args.mode,
-            args.http_port,
-            args.grpc_port,
-            args.metrics_port,
-            sagemaker_port=SAGEMAKER_PORT if args.sagemaker else None,
+            sagemaker=args.sagemaker,
+            mode=args.mode,
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port,
+            cache_directory=_pytriton_dir() / "caches",
             extra_args=tuple(args.extra),
         )
-        # Ctrl-C reaches the server through the process group; SIGTERM is forwarded by hand.
-        signal.signal(signal.SIGTERM, lambda *_: server.stop())
-        server.start()
-    except LaunchError as error:
+        repository, command, env = EmbeddedServer(launch=launch).prepare()
+    except (LaunchError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    sagemaker = (
-        f"\n  SageMaker http://localhost:{SAGEMAKER_PORT}/invocations" if args.sagemaker else ""
-    )
-    print(
-        f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={server.launch.mode})\n"
-        f"  HTTP    http://{server.http_url}/v2/models/object2vec/infer\n"
-        f"  gRPC    {server.grpc_url}\n"
-        f"  metrics {server.metrics_url}{sagemaker}\n"
-        "Ctrl-C stops it.",
-        flush=True,
-    )
-    try:
-        return server.process.wait()
-    except KeyboardInterrupt:
-        return server.stop() or 0
+    return run(launch, repository, command, env)
 
 
 if __name__ == "__main__":

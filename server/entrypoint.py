@@ -1,9 +1,13 @@
 """One entrypoint for the NGC image and the embedded server: settings -> tritonserver options.
 
-    python -m server.entrypoint            # in the image: exec tritonserver on $MODEL_REPOSITORY
-    python -m server.entrypoint serve      # SageMaker: /ping and /invocations on port 8080,
-                                           # the repository at /opt/ml/model when the model
-                                           # artifact holds one, else $MODEL_REPOSITORY
+    python -m server.entrypoint            # in the image: tritonserver on $MODEL_REPOSITORY
+    python -m server.entrypoint serve      # SageMaker: /ping, /invocations and
+                                           # /execution-parameters on $SAGEMAKER_BIND_TO_PORT
+                                           # (8080), the repository at /opt/ml/model when the
+                                           # model artifact holds one, else $MODEL_REPOSITORY
+
+The launcher stays in front of tritonserver as its supervisor (`server.process`): SIGTERM or
+SIGINT drains and stops everything, and exits 0.
 
 Environment (all optional):
 
@@ -19,6 +23,11 @@ Environment (all optional):
     O2V_LOG_VERBOSE             tritonserver --log-verbose level (default 0)
     O2V_RESPONSE_CACHE_BYTES    size of Triton's response cache for the front door (default 0:
                                 off); it keys on the body alone, not on content_type/accept
+    O2V_EXIT_TIMEOUT_SECS       how long a stop waits for in-flight requests (default 5)
+    O2V_ADMIN_KEY               opens the restricted APIs (logging, trace, shared memory,
+                                model repository) to requests carrying `admin-key: <key>`;
+                                unset, they are closed
+    SAGEMAKER_BIND_TO_PORT      the SageMaker adapter's port (default 8080)
 
 Setting any O2V_* config variable regenerates the configs from the defaults plus those values
 (`server.configs`); otherwise the repository's configs are used as they are. A read-only
@@ -27,7 +36,9 @@ repository is served from a writable copy (model files linked, not copied).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -36,10 +47,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from export.facts import FACTS_FILE, FRONT_DOOR
-from server.configs import MODES, ServingSettings, write_configs
+from server.configs import MODES, ServingSettings, front_door_parameter, write_configs
+from server.process import FrontEnd, LaunchError, TritonProcess, check_ports, supervise
+from server.sagemaker import default_execution_parameters, start_adapter
 
 DEFAULT_MODE = "classification"
 SAGEMAKER_PORT = 8080
+SAGEMAKER_PORT_VARIABLE = "SAGEMAKER_BIND_TO_PORT"
+DEFAULT_EXIT_TIMEOUT_SECS = 5
+# APIs that change the server or read its memory: closed unless O2V_ADMIN_KEY opens them.
+RESTRICTED_APIS = "logging,trace,shared-memory,model-repository"
+ADMIN_KEY_HEADER = "admin-key"
 SAGEMAKER_REPOSITORY = Path("/opt/ml/model")
 DEFAULT_SHM_BYTES = 64 * 1024 * 1024
 
@@ -54,10 +72,6 @@ _CONFIG_VARIABLES = {
 CACHE_VARIABLE = "O2V_RESPONSE_CACHE_BYTES"
 
 
-class LaunchError(RuntimeError):
-    """The server can't be started as asked: the message says why."""
-
-
 def resolve_mode(mode: str | None, env: Mapping[str, str] = os.environ) -> str:
     """The mode given, else INFERENCE_PREFERRED_MODE, else the default; checked."""
     chosen = mode or env.get("INFERENCE_PREFERRED_MODE") or DEFAULT_MODE
@@ -68,7 +82,7 @@ def resolve_mode(mode: str | None, env: Mapping[str, str] = os.environ) -> str:
     return chosen
 
 
-def _parse(variable: str, text: str, kind: type):
+def _parse(variable: str, text: str, kind: type, minimum: int = 1):
     if kind is bool:
         if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise LaunchError(f"{variable}={text!r}: use true or false")
@@ -79,14 +93,14 @@ def _parse(variable: str, text: str, kind: type):
         raise LaunchError(f"{variable}={text!r} is not {kind.__name__}") from None
     if variable == "O2V_ACCELERATOR" and value not in ("cuda", "tensorrt"):
         raise LaunchError(f"O2V_ACCELERATOR={text!r}: use cuda or tensorrt")
-    if kind is int and value < 1:
-        raise LaunchError(f"{variable}={text!r} must be at least 1")
+    if kind is int and value < minimum:
+        raise LaunchError(f"{variable}={text!r} must be at least {minimum}")
     return value
 
 
 def cache_bytes_from_env(env: Mapping[str, str]) -> int:
     text = env.get(CACHE_VARIABLE, "").strip()
-    return _parse(CACHE_VARIABLE, text, int) if text else 0
+    return _parse(CACHE_VARIABLE, text, int, minimum=0) if text else 0
 
 
 def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
@@ -103,6 +117,10 @@ def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
     return replace(ServingSettings(), response_cache=cache, **values)
 
 
+def _sagemaker_port(text: str) -> int:
+    return _parse(SAGEMAKER_PORT_VARIABLE, text, int) if text else SAGEMAKER_PORT
+
+
 @dataclass(frozen=True)
 class Launch:
     """Everything a tritonserver start needs, whoever starts it."""
@@ -113,6 +131,9 @@ class Launch:
     grpc_port: int = 8001
     metrics_port: int = 8002
     sagemaker_port: int | None = None
+    host: str = "0.0.0.0"  # the image: every address; the embedded server: loopback
+    exit_timeout_secs: int = DEFAULT_EXIT_TIMEOUT_SECS
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     settings: ServingSettings | None = None  # None: the repository's configs as they are
     python_shm_bytes: int = DEFAULT_SHM_BYTES
     log_verbose: int = 0
@@ -134,6 +155,8 @@ class Launch:
             repository = repository or SAGEMAKER_REPOSITORY
         shm = env.get("O2V_PYTHON_SHM_BYTES", "").strip()
         verbose = env.get("O2V_LOG_VERBOSE", "").strip()
+        exit_timeout = env.get("O2V_EXIT_TIMEOUT_SECS", "").strip()
+        port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
         values = {
             "model_repository": Path(repository or env.get("MODEL_REPOSITORY") or default_repo),
             "mode": resolve_mode(overrides.pop("mode", None), env),
@@ -141,10 +164,19 @@ class Launch:
             "python_shm_bytes": _parse("O2V_PYTHON_SHM_BYTES", shm, int)
             if shm
             else DEFAULT_SHM_BYTES,
-            "log_verbose": int(_parse("O2V_LOG_VERBOSE", verbose, int)) if verbose else 0,
-            "sagemaker_port": SAGEMAKER_PORT if sagemaker else None,
+            "log_verbose": _parse("O2V_LOG_VERBOSE", verbose, int, minimum=0) if verbose else 0,
+            "sagemaker_port": (
+                _parse(SAGEMAKER_PORT_VARIABLE, port, int) if port else SAGEMAKER_PORT
+            )
+            if sagemaker
+            else None,
             "cache_bytes": cache_bytes_from_env(env),
+            "exit_timeout_secs": _parse("O2V_EXIT_TIMEOUT_SECS", exit_timeout, int, minimum=0)
+            if exit_timeout
+            else DEFAULT_EXIT_TIMEOUT_SECS,
         }
+        if env.get("O2V_ADMIN_KEY", "").strip():
+            values["admin_key"] = env["O2V_ADMIN_KEY"].strip()
         return cls(**(values | overrides))
 
 
@@ -170,6 +202,7 @@ def prepare_repository(launch: Launch) -> Path:
 
 
 def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
+    restricted = f"{RESTRICTED_APIS}:{ADMIN_KEY_HEADER}={launch.admin_key}"
     args = [
         f"--model-repository={Path(repository).resolve()}",
         f"--model-config-name={launch.mode}",
@@ -177,6 +210,9 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
         f"--log-verbose={launch.log_verbose}",
         "--exit-on-error=true",
         "--strict-readiness=true",
+        f"--exit-timeout-secs={launch.exit_timeout_secs}",
+        f"--http-restricted-api={restricted}",
+        f"--grpc-restricted-protocol={restricted}",
     ]
     if launch.cache_bytes:
         # The directory must come first: tritonserver resolves the cache when it reads the config.
@@ -184,31 +220,105 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
             args.append(f"--cache-directory={launch.cache_directory}")
         args.append(f"--cache-config=local,size={launch.cache_bytes}")
     if launch.sagemaker_port:
+        # Triton stays on loopback; the SageMaker adapter (server.sagemaker) faces the caller.
         args += [
-            "--allow-sagemaker=true",
-            f"--sagemaker-port={launch.sagemaker_port}",
-            "--allow-http=false",
+            "--http-address=127.0.0.1",
+            f"--http-port={launch.http_port}",
             "--allow-grpc=false",
             "--allow-metrics=false",
         ]
     else:
         args += [
+            f"--http-address={launch.host}",
             f"--http-port={launch.http_port}",
+            f"--grpc-address={launch.host}",
             f"--grpc-port={launch.grpc_port}",
+            f"--metrics-address={launch.host}",
             f"--metrics-port={launch.metrics_port}",
         ]
     return args + list(launch.extra_args)
 
 
 def server_environment(launch: Launch, base: Mapping[str, str] = os.environ) -> dict[str, str]:
-    env = dict(base)
+    return dict(base)
+
+
+def _local(host: str) -> str:
+    """Where this machine reaches a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def triton_process(launch: Launch, command: list[str], env: Mapping[str, str]) -> TritonProcess:
+    """The process for a launch: its ports checked, readiness on Triton's HTTP health."""
     if launch.sagemaker_port:
-        env.setdefault("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME", FRONT_DOOR)
-    return env
+        host, ports = "127.0.0.1", {"HTTP": launch.http_port}
+    else:
+        host = launch.host
+        ports = {"HTTP": launch.http_port, "gRPC": launch.grpc_port}
+        ports["metrics"] = launch.metrics_port
+    return TritonProcess(
+        command,
+        env,
+        f"http://{_local(host)}:{launch.http_port}/v2/health/ready",
+        ports=ports,
+        host=host,
+        grace=launch.exit_timeout_secs + 10,
+    )
+
+
+def banner(launch: Launch) -> str:
+    here = _local(launch.host)
+    if launch.sagemaker_port:
+        urls = (
+            f"  SageMaker http://{here}:{launch.sagemaker_port}/invocations "
+            "(/ping, /execution-parameters)\n"
+        )
+    else:
+        urls = (
+            f"  HTTP    http://{here}:{launch.http_port}/v2/models/{FRONT_DOOR}/infer\n"
+            f"  gRPC    {here}:{launch.grpc_port}\n"
+            f"  metrics http://{here}:{launch.metrics_port}/metrics\n"
+        )
+    return (
+        f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={launch.mode}, "
+        f"listening on {launch.host})\n{urls}Ctrl-C or SIGTERM stops it."
+    )
+
+
+def sagemaker_front_end(launch: Launch, repository: Path) -> FrontEnd:
+    """Starts the SageMaker adapter on the launch's host and SageMaker port."""
+    settings = launch.settings or ServingSettings()
+    max_body = int(front_door_parameter(repository, "max_body_bytes", str(settings.max_body_bytes)))
+    parameters = default_execution_parameters(max_body, settings.gpu_copies)
+
+    def start():
+        return start_adapter(
+            launch.host,
+            launch.sagemaker_port,
+            f"http://127.0.0.1:{launch.http_port}",
+            max_body,
+            parameters,
+        )
+
+    return start
+
+
+def run(launch: Launch, repository: Path, command: list[str], env: Mapping[str, str]) -> int:
+    """Supervises tritonserver (and the SageMaker adapter) until a signal or its end."""
+    try:
+        process = triton_process(launch, command, env)
+        front_end = None
+        if launch.sagemaker_port:
+            check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
+            front_end = sagemaker_front_end(launch, repository)
+        return asyncio.run(supervise(process, banner(launch), front_end))
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The image's entrypoint: exec tritonserver (found on PATH) with the options."""
+    """The image's entrypoint: tritonserver (found on PATH), supervised."""
     argv = list(sys.argv[1:] if argv is None else argv)
     sagemaker = bool(argv) and argv[0] == "serve"
     extra = tuple(argv[1:] if sagemaker else argv)
@@ -218,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     except (LaunchError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    command = ["tritonserver", *tritonserver_args(launch, repository)]
-    print(" ".join(command), flush=True)
-    os.execvpe(command[0], command, server_environment(launch))
-    return 0  # not reached
+    command = [
+        os.environ.get("TRITONSERVER", "tritonserver"),
+        *tritonserver_args(launch, repository),
+    ]
+    return run(launch, repository, command, server_environment(launch))
 
 
 if __name__ == "__main__":

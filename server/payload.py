@@ -11,7 +11,7 @@ for that request alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import orjson
@@ -30,6 +30,14 @@ _ALIASES = {
     "application/x-ndjson": JSONLINES,
 }
 MAX_INFER_SEQLEN = 5000
+# The request parameters the front door reads (KServe `parameters`, gRPC or HTTP); no others.
+CONTENT_TYPE_PARAMETER = "content_type"
+ACCEPT_PARAMETER = "accept"
+PARAMETERS = (CONTENT_TYPE_PARAMETER, ACCEPT_PARAMETER)
+# Instances in one request, all bodies together. The hosted real-time endpoint takes at most
+# 6 MB a request; the front door parses about a million instances a minute on one core, so this
+# caps one request near 0.5 s of front-door time (docs/robustness.md measures it).
+DEFAULT_MAX_INSTANCES = 10_000
 
 
 class PayloadError(ValueError):
@@ -53,10 +61,43 @@ class Limits:
     vocab_sizes: tuple[int, int]
     max_seq_lens: tuple[int, int]
     max_body_bytes: int
+    max_instances: int = DEFAULT_MAX_INSTANCES
 
     @classmethod
-    def of(cls, facts: Facts, max_body_bytes: int) -> Limits:
-        return cls(facts.vocab_sizes, facts.max_seq_lens, max_body_bytes)
+    def of(
+        cls, facts: Facts, max_body_bytes: int, max_instances: int = DEFAULT_MAX_INSTANCES
+    ) -> Limits:
+        return cls(facts.vocab_sizes, facts.max_seq_lens, max_body_bytes, max_instances)
+
+
+def request_options(parameters: object) -> tuple[str | None, str | None]:
+    """(content_type, accept) from a request's parameters: a JSON object text, or a dict.
+
+    Anything but those two keys with string values is the caller's mistake, said plainly.
+    """
+    if isinstance(parameters, str | bytes):
+        try:
+            parameters = orjson.loads(parameters or b"{}")
+        except orjson.JSONDecodeError:
+            raise PayloadError("request parameters are not a JSON object") from None
+    if not isinstance(parameters, dict):
+        raise PayloadError("request parameters must be an object")
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise PayloadError(
+            f"unknown request parameter(s) {', '.join(map(repr, unknown))}: "
+            f"the front door reads {PARAMETERS[0]!r} and {PARAMETERS[1]!r}"
+        )
+    values = []
+    for key in PARAMETERS:
+        value = parameters.get(key)
+        if value is not None and not isinstance(value, str):
+            raise PayloadError(
+                f"request parameter {key!r} must be a string (a media type), "
+                f"got {type(value).__name__}"
+            )
+        values.append(value)
+    return values[0], values[1]
 
 
 def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
@@ -120,7 +161,11 @@ def _tokens(value: object, key: str, side: int, limits: Limits, cap: int, where:
         tokens = np.asarray(value)
     except (ValueError, OverflowError):
         tokens = np.asarray([], dtype=object)
-    if tokens.dtype.kind not in "iu" or tokens.ndim != 1:
+    if (
+        tokens.dtype.kind not in "iu"
+        or tokens.ndim != 1
+        or any(t is True or t is False for t in value)
+    ):
         bad = next((t for t in value if isinstance(t, bool) or not isinstance(t, int)), value[0])
         raise PayloadError(f"{where}: {key} holds {bad!r}: token ids are non-negative integers")
     low, high = tokens.min(), tokens.max()
@@ -150,7 +195,15 @@ def _instance(record: object, where: str, limits: Limits, caps: tuple[int, int])
     return Instance(*sides)
 
 
-def _records(body: bytes, content_type: str) -> Sequence[tuple[str, object]]:
+def _check_count(count: int, limits: Limits) -> None:
+    if count > limits.max_instances:
+        raise PayloadError(
+            f"{count} instances exceed the limit of {limits.max_instances} per request: "
+            "split them into smaller requests"
+        )
+
+
+def _records(body: bytes, content_type: str, limits: Limits) -> Sequence[tuple[str, object]]:
     if content_type == JSON:
         try:
             document = orjson.loads(body)
@@ -163,9 +216,12 @@ def _records(body: bytes, content_type: str) -> Sequence[tuple[str, object]]:
         instances = document["instances"]
         if not isinstance(instances, list):
             raise PayloadError('"instances" must be a list')
+        _check_count(len(instances), limits)
         return [(f"instances[{i}]", record) for i, record in enumerate(instances)]
+    lines = body.splitlines()
+    _check_count(sum(1 for line in lines if line.strip()), limits)
     records = []
-    for number, line in enumerate(body.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -193,10 +249,39 @@ def parse_request(
         kind = _sniff(body)
     caps = _infer_max_seqlens(params.get("infer_max_seqlens"), limits)
     answer = _accept_type(accept, kind)
-    records = _records(body, kind)
+    records = _records(body, kind, limits)
     if not records:
         raise PayloadError("no instances in the body")
     return ParsedRequest([_instance(r, where, limits, caps) for where, r in records], answer)
+
+
+def parse_bodies(
+    bodies: Sequence[bytes], content_type: str | None, accept: str | None, limits: Limits
+) -> list[ParsedRequest]:
+    """Every body of one request (the rows of its `body` tensor), all checked, or none.
+
+    The instance limit holds for the request as a whole, so that extra rows cannot multiply it.
+    """
+    if not bodies:
+        raise PayloadError("no body: the body tensor is empty")
+    parsed, left = [], limits.max_instances
+    for number, body in enumerate(bodies, 1):
+        if not isinstance(body, bytes):
+            raise PayloadError("the body must be BYTES")
+        try:
+            request = parse_request(body, content_type, accept, replace(limits, max_instances=left))
+        except PayloadError as error:
+            if len(bodies) == 1:
+                raise
+            raise PayloadError(f"body {number} of {len(bodies)}: {error}") from None
+        left -= len(request.instances)
+        parsed.append(request)
+    return parsed
+
+
+def answer_media_type(answer: bytes) -> str:
+    """The media type of an answer `format_response` wrote: JSON opens with "predictions"."""
+    return JSON if answer.startswith(b'{"predictions"') else JSONLINES
 
 
 def format_response(rows: Sequence[tuple[str, np.ndarray]], accept: str) -> bytes:

@@ -7,7 +7,8 @@ id (CUDA provider on a GPU instance when ONNX Runtime has it), and reads
 `intra_op_thread_count` / `inter_op_thread_count` (and `allow_spinning`) from the model's
 parameters.
 
-All requests of one `execute` that share their input shapes run as one batch.
+All requests of one `execute` that share their input shapes run as one batch; if that batch
+fails, each of its requests runs alone, so an error stays with the request that caused it.
 """
 
 from __future__ import annotations
@@ -71,26 +72,33 @@ class TritonPythonModel:
             groups.setdefault(signature, []).append(index)
         responses: list = [None] * len(requests)
         for members in groups.values():
-            feed = {
-                name: np.concatenate([arrays[i][k] for i in members])
-                for k, name in enumerate(self.inputs)
-            }
             try:
-                results = self.session.run(self.outputs, feed)
-            except Exception as error:  # noqa: BLE001 - every request gets the error
+                self._answer(arrays, members, responses)
+            except Exception:  # noqa: BLE001 - find whose input it was: each request alone
                 for i in members:
-                    responses[i] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"onnxruntime: {error}")
-                    )
-                continue
-            start = 0
-            for i in members:
-                stop = start + len(arrays[i][0])
-                responses[i] = pb_utils.InferenceResponse(
-                    [
-                        pb_utils.Tensor(name, result[start:stop].astype(self.output_dtypes[name]))
-                        for name, result in zip(self.outputs, results, strict=True)
-                    ]
-                )
-                start = stop
+                    try:
+                        self._answer(arrays, [i], responses)
+                    except Exception as error:  # noqa: BLE001 - that request's error only
+                        message = f"onnxruntime: {str(error).splitlines()[0][:200]}"
+                        responses[i] = pb_utils.InferenceResponse(
+                            error=pb_utils.TritonError(message)
+                        )
         return responses
+
+    def _answer(self, arrays: list, members: list[int], responses: list) -> None:
+        """Runs these requests as one batch and slices the outputs back to each."""
+        feed = {
+            name: np.concatenate([arrays[i][k] for i in members])
+            for k, name in enumerate(self.inputs)
+        }
+        results = self.session.run(self.outputs, feed)
+        start = 0
+        for i in members:
+            stop = start + len(arrays[i][0])
+            responses[i] = pb_utils.InferenceResponse(
+                [
+                    pb_utils.Tensor(name, result[start:stop].astype(self.output_dtypes[name]))
+                    for name, result in zip(self.outputs, results, strict=True)
+                ]
+            )
+            start = stop

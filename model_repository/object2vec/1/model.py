@@ -1,9 +1,14 @@
 """The front door: JSON / JSON Lines bodies in, Object2Vec answers out.
 
-One BYTES input holds the whole body (so a raw HTTP body reaches it too); the request parameters
-`content_type` and `accept` carry the media types. Parsing and formatting live in
-`server.payload`, routing and batching in `server.dispatch`; this file only moves tensors.
-The BLS calls of one `execute` (enc0, enc1, pair) are awaited together, so they run at once.
+The BYTES input `body` holds the request's body (a raw HTTP body reaches it too; a request may
+carry several, one per row); the request parameters `content_type` and `accept` carry the media
+types. Parsing and formatting live in `server.payload`, routing and batching in
+`server.dispatch`; this file only moves tensors. The BLS calls of one `execute` (enc0, enc1,
+pair) are awaited together, so they run at once.
+
+Every request is judged alone: whatever goes wrong with one becomes that request's error (400
+when the caller is at fault, 500 with a one-line message when we are), and the others of the
+same `execute` are answered.
 """
 
 import os
@@ -25,7 +30,7 @@ import triton_python_backend_utils as pb_utils
 from export.facts import Facts
 from server.configs import BODY_INPUT, RESPONSE_OUTPUT
 from server.dispatch import Call, plan, scatter
-from server.payload import Limits, PayloadError, format_response, parse_request
+from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
 
 async def _run(call: Call) -> np.ndarray:
@@ -37,8 +42,19 @@ async def _run(call: Call) -> np.ndarray:
     )
     response = await request.async_exec()
     if response.has_error():
-        raise pb_utils.TritonModelException(f"{call.model}: {response.error().message()}")
+        raise RuntimeError(f"{call.model}: {response.error().message()}")
     return pb_utils.get_output_tensor_by_name(response, call.output).as_numpy()
+
+
+def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
+    if isinstance(error, PayloadError):
+        return pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+        )
+    # Ours, not the caller's: one line for the caller, the details in the server's log.
+    pb_utils.Logger.log_error(f"object2vec: {type(error).__name__}: {error}")
+    message = f"internal error: {type(error).__name__}: {str(error)[:200]}"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
 
 
 class TritonPythonModel:
@@ -46,39 +62,41 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         facts = Facts.load(Path(args["model_repository"]).parent)
-        self.limits = Limits.of(facts, int(params["max_body_bytes"]))
+        self.limits = Limits.of(facts, int(params["max_body_bytes"]), int(params["max_instances"]))
         self.max_batch_size = int(params["network_max_batch_size"])
         self.max_padding_ratio = float(params.get("max_padding_ratio", 0))
 
     async def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
-        parsed, owners = [], []
+        parsed, spans = [], []  # spans: (request index, its first parsed body, body count)
         for index, request in enumerate(requests):
-            body = pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy().reshape(-1)[0]
-            params = json.loads(request.parameters())
             try:
-                parsed.append(
-                    parse_request(
-                        body, params.get("content_type"), params.get("accept"), self.limits
-                    )
-                )
-                owners.append(index)
-            except PayloadError as error:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
+                bodies = pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy()
+                content_type, accept = request_options(request.parameters())
+                mine = parse_bodies(list(bodies.reshape(-1)), content_type, accept, self.limits)
+            except Exception as error:  # noqa: BLE001 - this request's error, no one else's
+                responses[index] = _failure(error)
+                continue
+            spans.append((index, len(parsed), len(mine)))
+            parsed.extend(mine)
         try:
             calls = plan(parsed, self.max_batch_size, self.max_padding_ratio)
-            outputs = await asyncio.gather(*(_run(call) for call in calls))
+            outputs = await asyncio.gather(*(_run(c) for c in calls), return_exceptions=True)
             answers = scatter(parsed, calls, outputs)
-        except pb_utils.TritonModelException as error:
+        except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
             answers = [error] * len(parsed)
-        for index, request, rows in zip(owners, parsed, answers, strict=True):
-            if isinstance(rows, Exception):
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(rows)))
-                continue
-            body = format_response(rows, request.accept)
-            responses[index] = pb_utils.InferenceResponse(
-                [pb_utils.Tensor(RESPONSE_OUTPUT, np.array([[body]], dtype=np.object_))]
-            )
+        for index, first, count in spans:
+            mine = answers[first : first + count]
+            failed = next((a for a in mine if isinstance(a, BaseException)), None)
+            try:
+                if failed is not None:
+                    raise failed
+                rows = [
+                    [format_response(a, p.accept)]
+                    for a, p in zip(mine, parsed[first : first + count], strict=True)
+                ]
+                output = pb_utils.Tensor(RESPONSE_OUTPUT, np.array(rows, dtype=np.object_))
+                responses[index] = pb_utils.InferenceResponse([output])
+            except Exception as error:  # noqa: BLE001
+                responses[index] = _failure(error)
         return responses
