@@ -1,6 +1,7 @@
 """Python client of the Object2Vec front door, on tritonclient (HTTP or gRPC, sync or asyncio).
 
     client = Client("localhost:8000")                    # or Client("localhost:8001", "grpc")
+    client = Client("localhost:8080", "sagemaker")       # any SageMaker-contract endpoint
     vectors = client.embed([[6, 17, 606], [774, 14]])   # numpy [2, enc_dim], from enc0
     scores = client.score([([6, 17], [22, 1016])])      # numpy [1, num_classes]
     raw = client.invoke(b'{"in0": [1, 2]}', "application/jsonlines")
@@ -12,9 +13,13 @@ connection, a timeout, a server shutting down).
 
 from __future__ import annotations
 
+import asyncio
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Sequence
 
+import aiohttp
 import numpy as np
 import orjson
 from tritonclient.utils import InferenceServerException
@@ -24,8 +29,8 @@ from server.configs import BODY_INPUT, RESPONSE_OUTPUT
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
-PROTOCOLS = ("http", "grpc")
-_CLIENT_ERRORS = {"400", "StatusCode.INVALID_ARGUMENT"}
+PROTOCOLS = ("http", "grpc", "sagemaker")
+_CLIENT_ERRORS = {"400", "413", "StatusCode.INVALID_ARGUMENT"}
 
 
 class Object2VecError(RuntimeError):
@@ -37,6 +42,8 @@ class Object2VecError(RuntimeError):
 
 
 def _modules(protocol: str, aio: bool):
+    if protocol == "sagemaker":
+        return None, None
     if protocol == "http":
         if aio:
             import tritonclient.http.aio as module
@@ -60,11 +67,43 @@ def translate(error: Exception) -> Object2VecError:
     """Any failure of a call, as an Object2VecError that says whether to retry."""
     if isinstance(error, Object2VecError):
         return error
+    if isinstance(error, urllib.error.HTTPError):
+        return _http_error(str(error.code), error.read())
     if isinstance(error, InferenceServerException):
         status = str(error.status()) if error.status() is not None else None
         message = error.message() or str(error)
         return Object2VecError(message, status, retryable=status not in _CLIENT_ERRORS)
     return Object2VecError(f"{type(error).__name__}: {error}", retryable=True)
+
+
+def _http_error(status: str, raw: bytes) -> Object2VecError:
+    """A SageMaker-contract endpoint's error answer: {"error": message}, or plain text."""
+    try:
+        message = orjson.loads(raw)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = raw.decode(errors="replace")[:500] or f"HTTP {status}"
+    return Object2VecError(message, status, retryable=status not in _CLIENT_ERRORS)
+
+
+def _base_url(url: str) -> str:
+    return url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
+
+
+def _sagemaker_headers(content_type: str | None, accept: str | None) -> dict[str, str]:
+    headers = {"Content-Type": content_type or JSON}
+    if accept:
+        headers["Accept"] = accept
+    return headers
+
+
+def execution_parameters(url: str, timeout: float = 10.0) -> dict:
+    """GET /execution-parameters of a SageMaker-contract endpoint (what a Batch Transform job
+    uses when it sets nothing); {} where the endpoint has none."""
+    try:
+        with urllib.request.urlopen(f"{_base_url(url)}/execution-parameters", timeout=timeout) as r:
+            return orjson.loads(r.read())
+    except (urllib.error.URLError, orjson.JSONDecodeError, OSError):
+        return {}
 
 
 def _request(types, body: bytes, content_type: str | None, accept: str | None):
@@ -110,7 +149,12 @@ class _Connection:
     ):
         module, self._types = _modules(protocol, aio=self._aio)
         self.url, self.protocol, self.timeout, self.model = url, protocol, timeout, model
-        if protocol == "grpc":
+        self._session: aiohttp.ClientSession | None = None  # sagemaker, asyncio only
+        if protocol == "sagemaker":
+            # POST /invocations with the hosted headers; no tritonclient involved.
+            self._client = None
+            self._invocations = f"{_base_url(url)}/invocations"
+        elif protocol == "grpc":
             self._client = module.InferenceServerClient(url)
         elif self._aio:
             self._client = module.InferenceServerClient(url, conn_timeout=timeout)
@@ -127,6 +171,15 @@ class Client(_Connection):
         self, body: bytes | str, content_type: str | None = JSON, accept: str | None = None
     ) -> bytes:
         """The front door's answer to one body, as bytes in the accept format."""
+        if self.protocol == "sagemaker":
+            request = urllib.request.Request(
+                self._invocations, _as_bytes(body), _sagemaker_headers(content_type, accept)
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return response.read()
+            except Exception as error:  # noqa: BLE001 - every failure is translated
+                raise translate(error) from error
         inputs, params = _request(self._types, _as_bytes(body), content_type, accept)
         kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         try:
@@ -149,6 +202,10 @@ class Client(_Connection):
 
     def is_ready(self) -> bool:
         try:
+            if self.protocol == "sagemaker":
+                ping = self._invocations.removesuffix("/invocations") + "/ping"
+                with urllib.request.urlopen(ping, timeout=self.timeout) as response:
+                    return response.status == 200
             return bool(self._client.is_model_ready(self.model))
         except Exception:  # noqa: BLE001 - not reachable is not ready
             return False
@@ -163,7 +220,8 @@ class Client(_Connection):
             time.sleep(0.2)
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> Client:
         return self
@@ -180,6 +238,8 @@ class AsyncClient(_Connection):
     async def invoke(
         self, body: bytes | str, content_type: str | None = JSON, accept: str | None = None
     ) -> bytes:
+        if self.protocol == "sagemaker":
+            return await self._invoke_sagemaker(_as_bytes(body), content_type, accept)
         inputs, params = _request(self._types, _as_bytes(body), content_type, accept)
         kwargs = (
             {"client_timeout": self.timeout}
@@ -191,6 +251,24 @@ class AsyncClient(_Connection):
         except Exception as error:  # noqa: BLE001 - every failure is translated
             raise translate(error) from error
         return result.as_numpy(RESPONSE_OUTPUT).reshape(-1)[0]
+
+    async def _invoke_sagemaker(
+        self, body: bytes, content_type: str | None, accept: str | None
+    ) -> bytes:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            async with self._session.post(
+                self._invocations, data=body, headers=_sagemaker_headers(content_type, accept)
+            ) as response:
+                raw = await response.read()
+                if response.status != 200:
+                    raise _http_error(str(response.status), raw)
+                return raw
+        except Object2VecError:
+            raise
+        except Exception as error:  # noqa: BLE001 - connection failures, timeouts: transient
+            raise translate(error) from error
 
     async def predict(self, instances: Sequence[dict]) -> list[dict]:
         answer = await self.invoke(instances_body(instances), JSON, JSON)
@@ -206,12 +284,17 @@ class AsyncClient(_Connection):
 
     async def is_ready(self) -> bool:
         try:
+            if self.protocol == "sagemaker":
+                return await asyncio.to_thread(Client.is_ready, self)
             return bool(await self._client.is_model_ready(self.model))
         except Exception:  # noqa: BLE001 - not reachable is not ready
             return False
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

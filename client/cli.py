@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from client.api import JSON, JSONLINES, PROTOCOLS, Client, Object2VecError
+from client.api import JSON, JSONLINES, PROTOCOLS, Client, Object2VecError, execution_parameters
 from client.transform import TransformOptions, transform
 
 
@@ -31,7 +31,9 @@ def _add_connection(parser: argparse.ArgumentParser, many: bool) -> None:
         "--protocol",
         choices=PROTOCOLS,
         default="http",
-        help="tritonclient protocol (default: http)",
+        help="http or grpc: Triton's API (tritonclient); sagemaker: POST /invocations of any "
+        "SageMaker-contract endpoint (ours with --sagemaker, or any container speaking the "
+        "hosted format) (default: http)",
     )
     parser.add_argument(
         "--content-type",
@@ -43,7 +45,7 @@ def _add_connection(parser: argparse.ArgumentParser, many: bool) -> None:
 
 
 def _default_url(protocol: str) -> str:
-    return "localhost:8001" if protocol == "grpc" else "localhost:8000"
+    return {"grpc": "localhost:8001", "sagemaker": "localhost:8080"}.get(protocol, "localhost:8000")
 
 
 def _invoke(args: argparse.Namespace) -> int:
@@ -54,16 +56,33 @@ def _invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_settings(args: argparse.Namespace, urls: tuple[str, ...]) -> tuple[float, int]:
+    """--max-payload and --max-concurrent-transforms: given, else what a SageMaker endpoint's
+    /execution-parameters says (as a Batch Transform job does), else 6 MB and 4."""
+    payload, concurrency = args.max_payload, args.max_concurrent_transforms
+    if args.protocol == "sagemaker" and (payload is None or concurrency is None):
+        found = execution_parameters(urls[0])
+        if found:
+            print(f"{urls[0]}/execution-parameters: {found}", file=sys.stderr)
+        payload = payload if payload is not None else found.get("MaxPayloadInMB")
+        concurrency = (
+            concurrency if concurrency is not None else found.get("MaxConcurrentTransforms")
+        )
+    return float(payload or 6.0), int(concurrency or 4)
+
+
 def _transform(args: argparse.Namespace) -> int:
+    urls = tuple(args.url or [_default_url(args.protocol)])
+    max_payload, max_concurrent = _job_settings(args, urls)
     options = TransformOptions(
-        urls=tuple(args.url or [_default_url(args.protocol)]),
+        urls=urls,
         output_path=args.output_path,
         protocol=args.protocol,
         content_type=args.content_type,
         accept=args.accept,
         strategy=args.strategy,
-        max_payload_mb=args.max_payload,
-        max_concurrent_transforms=args.max_concurrent_transforms,
+        max_payload_mb=max_payload,
+        max_concurrent_transforms=max_concurrent,
         max_attempts=args.max_attempts,
         timeout=args.timeout,
         progress=not args.quiet,
@@ -114,13 +133,18 @@ def parser() -> argparse.ArgumentParser:
         "request; SingleRecord sends one line per request",
     )
     job.add_argument(
-        "--max-payload", type=float, default=6.0, help="largest request body in MB (default: 6)"
+        "--max-payload",
+        type=float,
+        default=None,
+        help="largest request body in MB (default: the endpoint's /execution-parameters with "
+        "--protocol sagemaker, else 6)",
     )
     job.add_argument(
         "--max-concurrent-transforms",
         type=int,
-        default=4,
-        help="requests in flight per server (default: 4)",
+        default=None,
+        help="requests in flight per server (default: the endpoint's /execution-parameters "
+        "with --protocol sagemaker, else 4)",
     )
     job.add_argument(
         "--max-attempts",

@@ -61,7 +61,9 @@ class _Sender:
         answers: list[bytes] = [b""] * len(lines)
         errors: list[str] = [""] * len(lines)
         lost = np.zeros(len(lines), dtype=bool)
-        for indexes, why in pack(lines, opts.content_type, opts.strategy, opts.max_payload_bytes):
+        for indexes, why in pack(
+            lines, opts.content_type, opts.strategy, opts.max_payload_bytes, opts.max_records
+        ):
             if why:
                 errors[indexes[0]] = why
                 continue

@@ -15,6 +15,7 @@ when complete; a file whose `.out` exists is skipped, so a re-run finishes an in
 from __future__ import annotations
 
 import asyncio
+import posixpath
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -25,9 +26,12 @@ import orjson
 from tqdm import tqdm
 
 from client.api import JSON, JSONLINES, AsyncClient, Object2VecError
+from server.payload import DEFAULT_MAX_INSTANCES
 
 MB = 1024 * 1024
 OUT_SUFFIX = ".out"
+# The front door's default limit of instances per request.
+DEFAULT_MAX_RECORDS = DEFAULT_MAX_INSTANCES
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class TransformOptions:
     strategy: str = "MultiRecord"  # or SingleRecord
     max_payload_mb: float = 6.0
     max_concurrent_transforms: int = 4  # requests in flight per server
+    max_records: int = DEFAULT_MAX_RECORDS  # instances per request, at most
     max_attempts: int = 8  # per request, transient failures only
     timeout: float = 60.0
     progress: bool = True
@@ -107,10 +112,22 @@ def list_inputs(source: str) -> tuple[fsspec.AbstractFileSystem, list[str], str]
     return fs, files, root.rsplit("/", 1)[0] if "/" in root else ""
 
 
+class UnsafePath(ValueError):
+    """An input key whose output would land outside --output-path."""
+
+
 def output_name(path: str, root: str, output_path: str) -> str:
+    """Where the answers of `path` go: its place under `root`, mirrored under `output_path`.
+
+    Keys are names chosen by whoever wrote the input (S3 allows `a/../../b`): one that would
+    resolve outside `output_path` is refused rather than followed.
+    """
     relative = path[len(root) :].lstrip("/") if root and path.startswith(root) else path
     relative = relative.rsplit("/", 1)[-1] if not root else relative
-    return output_path.rstrip("/") + "/" + relative + OUT_SUFFIX
+    normal = posixpath.normpath(relative)
+    if normal.startswith(("../", "/")) or normal in ("..", ".", ""):
+        raise UnsafePath(f"{path!r}: its output would land outside the output path: refused")
+    return output_path.rstrip("/") + "/" + normal + OUT_SUFFIX
 
 
 # ---- packing lines into requests -------------------------------------------------------------
@@ -130,15 +147,24 @@ def make_body(lines: Sequence[bytes], content_type: str) -> bytes:
 
 
 def pack(
-    lines: Sequence[bytes], content_type: str, strategy: str, max_bytes: int
+    lines: Sequence[bytes],
+    content_type: str,
+    strategy: str,
+    max_bytes: int,
+    max_records: int = DEFAULT_MAX_RECORDS,
 ) -> Iterator[tuple[list[int], str | None]]:
-    """Groups of line indexes, each a request under `max_bytes`; (index, why) when one can't.
+    """Groups of line indexes, each a request under `max_bytes` and `max_records`; (index, why)
+    when a line can't be sent: too big alone, or blank (it still gets its error record, so the
+    output stays line for line with the input).
 
     MultiRecord packs as many consecutive lines as fit; SingleRecord sends one line a request.
     """
     group: list[int] = []
     size = body_size([], content_type)
     for index, line in enumerate(lines):
+        if not line.strip():
+            yield [index], "blank line: no instance"
+            continue
         alone = body_size([line], content_type)
         if alone > max_bytes:
             yield [index], f"record of {alone} bytes exceeds max_payload ({max_bytes} bytes)"
@@ -148,7 +174,7 @@ def pack(
             continue
         # A newline after every JSON Lines record; a comma between JSON instances.
         added = len(line) + (1 if content_type == JSONLINES or group else 0)
-        if group and size + added > max_bytes:
+        if group and (size + added > max_bytes or len(group) >= max_records):
             yield group, None
             group, size = [], body_size([], content_type)
             added = len(line) + (1 if content_type == JSONLINES else 0)
@@ -220,7 +246,11 @@ class LocalEngine:
         queue: asyncio.Queue[_Work] = asyncio.Queue()
         for job in jobs:
             for indexes, why in pack(
-                job.lines, opts.content_type, opts.strategy, opts.max_payload_bytes
+                job.lines,
+                opts.content_type,
+                opts.strategy,
+                opts.max_payload_bytes,
+                opts.max_records,
             ):
                 if why:
                     self._fail(job, indexes[0], why, summary, bar, write)
@@ -245,11 +275,13 @@ class LocalEngine:
     async def _worker(self, server: _Server, queue, write, bar, summary) -> None:
         opts = self.options
         while True:
+            # A server in back-off takes no work: what is queued stays for the others.
+            wait = server.down_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
             work = await queue.get()
             try:
-                wait = server.down_until - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
                 lines = [work.job.lines[i] for i in work.indexes]
                 body = make_body(lines, opts.content_type)
                 try:
@@ -307,8 +339,9 @@ class LocalEngine:
 
 
 def _read_lines(fs, path: str) -> list[bytes]:
+    """Every line, blank ones too: line N of X.out answers line N of X."""
     with fs.open(path, "rb") as f:
-        return [line.rstrip(b"\r\n") for line in f.read().splitlines() if line.strip()]
+        return f.read().splitlines()
 
 
 def transform(source: str, options: TransformOptions, engine: str = "local") -> Summary:
@@ -320,7 +353,11 @@ def transform(source: str, options: TransformOptions, engine: str = "local") -> 
     out_fs.makedirs(out_root, exist_ok=True)
     jobs = []
     for path in files:
-        target = output_name(path, root, out_root)
+        try:
+            target = output_name(path, root, out_root)
+        except UnsafePath as error:
+            summary.failures.append(Failure(path, 0, str(error)))
+            continue
         if out_fs.exists(target):
             summary.skipped += 1
             continue

@@ -23,6 +23,8 @@ Environment (all optional):
     O2V_LOG_VERBOSE             tritonserver --log-verbose level (default 0)
     O2V_RESPONSE_CACHE_BYTES    size of Triton's response cache for the front door (default 0:
                                 off); it keys on the body alone, not on content_type/accept
+    O2V_HTTP_PORT, O2V_GRPC_PORT, O2V_METRICS_PORT
+                                Triton's ports (default 8000, 8001, 8002)
     O2V_EXIT_TIMEOUT_SECS       how long a stop waits for in-flight requests (default 5)
     O2V_ADMIN_KEY               opens the restricted APIs (logging, trace, shared memory,
                                 model repository) to requests carrying `admin-key: <key>`;
@@ -61,6 +63,12 @@ ADMIN_KEY_HEADER = "admin-key"
 SAGEMAKER_REPOSITORY = Path("/opt/ml/model")
 DEFAULT_SHM_BYTES = 64 * 1024 * 1024
 
+# Launch field -> variable: the image's ports, where 8000/8001/8002 are taken.
+_PORT_VARIABLES = {
+    "http_port": "O2V_HTTP_PORT",
+    "grpc_port": "O2V_GRPC_PORT",
+    "metrics_port": "O2V_METRICS_PORT",
+}
 # O2V_* variable -> ServingSettings field
 _CONFIG_VARIABLES = {
     "O2V_GPU_COPIES": "gpu_copies",
@@ -175,6 +183,9 @@ class Launch:
             if exit_timeout
             else DEFAULT_EXIT_TIMEOUT_SECS,
         }
+        for name, variable in _PORT_VARIABLES.items():
+            if env.get(variable, "").strip() and name not in overrides:
+                values[name] = _parse(variable, env[variable].strip(), int)
         if env.get("O2V_ADMIN_KEY", "").strip():
             values["admin_key"] = env["O2V_ADMIN_KEY"].strip()
         return cls(**(values | overrides))
