@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import urllib.error
 import urllib.request
 
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
 
+from server.configs import ServingSettings, write_configs
 from server.entrypoint import Launch, LaunchError, settings_from_env, tritonserver_args
-from tests.conftest import free_port, start_server
+from tests.conftest import start_server
 from tests.test_server import DOC_EXAMPLE
 
 
@@ -28,9 +34,24 @@ def test_environment_maps_to_tritonserver_options(tmp_path):
     assert "--model-config-name=embedding" in args
     assert "--backend-config=python,shm-default-byte-size=1048576" in args
     assert "--log-verbose=1" in args and "--http-port=8000" in args
-    sagemaker = tritonserver_args(Launch.from_env({}, sagemaker=True), tmp_path)
-    assert "--allow-sagemaker=true" in sagemaker and "--sagemaker-port=8080" in sagemaker
+    assert "--http-address=0.0.0.0" in args  # the image: every address
+    restricted = [a for a in args if a.startswith(("--http-restricted", "--grpc-restricted"))]
+    assert len(restricted) == 2 and all("logging,trace,shared-memory" in a for a in restricted)
+    sagemaker_launch = Launch.from_env({"SAGEMAKER_BIND_TO_PORT": "9090"}, sagemaker=True)
+    sagemaker = tritonserver_args(sagemaker_launch, tmp_path)
+    # Triton on loopback behind the adapter, which takes SageMaker's port.
+    assert "--http-address=127.0.0.1" in sagemaker and "--allow-grpc=false" in sagemaker
+    assert sagemaker_launch.sagemaker_port == 9090
+    assert Launch.from_env({}, sagemaker=True).sagemaker_port == 8080
     assert Launch.from_env({}).mode == "classification"
+    keyed = Launch.from_env({"O2V_ADMIN_KEY": "s3cret"})
+    assert (
+        "--http-restricted-api=logging,trace,shared-memory,model-repository:admin-key=s3cret"
+        in (tritonserver_args(keyed, tmp_path))
+    )
+    assert Launch.from_env({}).admin_key != Launch.from_env({}).admin_key  # closed: unguessable
+    zeros = Launch.from_env({"O2V_LOG_VERBOSE": "0", "O2V_RESPONSE_CACHE_BYTES": "0"})
+    assert (zeros.log_verbose, zeros.cache_bytes) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -94,28 +115,35 @@ def test_gpu_copies_from_the_environment_reach_the_served_config(
     assert warmup and warmup[0]["name"] == "warmup"
 
 
-def test_sagemaker_ping_and_invocations(demo_repository, tmp_path):
-    port = free_port()
-    with start_server(demo_repository, sagemaker_port=port) as running:
-        with urllib.request.urlopen(f"http://localhost:{port}/ping") as ping:
-            assert ping.status == 200
-        body = json.dumps({"instances": [{"in0": s} for s in DOC_EXAMPLE]}).encode()
-        request = urllib.request.Request(
-            f"http://localhost:{port}/invocations",
-            data=body,
-            headers={
-                "Content-Type": "application/vnd.sagemaker-triton.binary+json;json-header-size=0"
-            },
-        )
-        with urllib.request.urlopen(request) as response:
-            header_length = int(
-                response.headers.get("Inference-Header-Content-Length", 0)
-                or response.headers.get("json-header-size", 0)
-                or 0
-            )
-            raw = response.read()
-        assert running.process.poll() is None
-    assert b'"predictions"' in raw and raw.count(b'"embeddings"') == 3, (header_length, raw[:300])
+def test_restricted_apis_are_closed_and_the_key_opens_them(demo_repository, tmp_path, monkeypatch):
+    monkeypatch.setenv("O2V_ADMIN_KEY", "open-sesame")
+    with start_server(demo_repository) as running:
+        url = f"http://{running.http_url}/v2/logging"
+        body = json.dumps({"log_verbose_level": 1}).encode()
+        refused = urllib.request.Request(url, data=body)
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(refused)
+        assert "restricted" in error.value.read().decode()
+        allowed = urllib.request.Request(url, data=body, headers={"admin-key": "open-sesame"})
+        with urllib.request.urlopen(allowed) as response:
+            assert response.status == 200
+        client = grpcclient.InferenceServerClient(running.grpc_url)
+        with pytest.raises(InferenceServerException):
+            client.register_system_shared_memory("stolen", "/triton_python_backend_shm_region_1", 8)
+        assert client.is_model_ready("object2vec")
+
+
+def test_a_quote_in_a_setting_cannot_inject_config_lines(tmp_path, demo_repository):
+    repository = tmp_path / "model_repository"
+    shutil.copytree(demo_repository, repository)
+    evil = '/cache" } ] } }\nmax_batch_size: 1\n#'
+    settings = settings_from_env({"O2V_ACCELERATOR": "tensorrt", "O2V_TENSORRT_ENGINE_CACHE": evil})
+    write_configs(repository, settings)
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse((repository / "pair" / "config.pbtxt").read_text(), config)
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.parameters["trt_engine_cache_path"] == evil
+    assert config.max_batch_size == ServingSettings().network_max_batch_size
 
 
 def test_response_cache_answers_repeated_bodies_from_the_cache(
