@@ -13,7 +13,15 @@ import pytest
 
 from client.api import JSON, JSONLINES, AsyncClient, Client, Object2VecError
 from client.cli import main as cli
-from client.transform import TransformOptions, body_size, make_body, pack, transform
+from client.transform import (
+    TransformOptions,
+    UnsafePath,
+    body_size,
+    make_body,
+    output_name,
+    pack,
+    transform,
+)
 from tests.conftest import free_port, start_server
 from tests.test_server import DOC_EXAMPLE
 
@@ -325,7 +333,8 @@ def s3(monkeypatch):
 
     s3fs.S3FileSystem.clear_instance_cache()
     fs = fsspec.filesystem("s3")
-    fs.mkdir("bucket")
+    if not fs.exists("bucket"):  # moto keeps its buckets for the whole process
+        fs.mkdir("bucket")
     yield fs
     s3fs.S3FileSystem.clear_instance_cache()
     moto.stop()
@@ -374,3 +383,79 @@ def test_ray_engine_gives_the_same_outputs_as_the_local_engine(server, second_se
     b = (tmp_path / "ray" / "out" / "x.jsonl.out").read_bytes().splitlines()
     assert len(a) == len(b) == 300
     assert all(_same(x, y) if b"error" not in x else x == y for x, y in zip(a, b, strict=True))
+
+
+# ---- the boundary: paths, blank lines, dead servers -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, root",
+    [
+        ("bucket/in/../../etc/x.jsonl", "bucket/in"),
+        ("bucket/in/a/../../../x.jsonl", "bucket/in"),
+        ("bucket/in/..", "bucket/in"),
+    ],
+)
+def test_output_names_that_escape_the_output_path_are_refused(path, root):
+    with pytest.raises(UnsafePath):
+        output_name(path, root, "out")
+    assert output_name("bucket/in/a/./b.jsonl", "bucket/in", "out") == "out/a/b.jsonl.out"
+
+
+def test_s3_keys_with_dot_dot_are_refused_and_nothing_lands_outside(server, tmp_path, s3):
+    line = random_lines(1, "pairs")[0] + b"\n"
+    s3.mkdir("traversal")
+    s3.pipe("traversal/input/good.jsonl", line)
+    s3.pipe("traversal/input/x/../../../escaped.jsonl", line)
+    listed = s3.find("traversal/input")
+    summary = transform(
+        "s3://traversal/input/",
+        options(tmp_path, [server], output_path="s3://traversal/output/"),
+    )
+    written = [p for p in s3.find("traversal") if p.endswith(".out")]
+    assert written == ["traversal/output/good.jsonl.out"], (listed, written)
+    assert any(".." in p for p in listed), listed  # the store keeps the key as given
+    assert [f.line for f in summary.failures] == [0]
+    assert "outside the output path" in summary.failures[0].message
+
+
+def test_blank_lines_keep_their_place_and_line_numbers_are_right(server, tmp_path):
+    lines = random_lines(6, "mixed")
+    lines[1] = b""
+    lines[4] = b"   "
+    write_lines(tmp_path / "in.jsonl", lines)
+    summary = transform(str(tmp_path / "in.jsonl"), options(tmp_path, [server]))
+    out = (tmp_path / "out" / "in.jsonl.out").read_bytes().splitlines()
+    assert len(out) == len(lines)
+    assert [f.line for f in summary.failures] == [2, 5]
+    assert b"blank line" in out[1] and b"blank line" in out[4]
+    for i in (0, 2, 3, 5):
+        assert _same(out[i], alone(server, lines[i], JSONLINES))
+
+
+def test_a_dead_server_holds_no_work_while_it_backs_off(server, tmp_path):
+    lines = random_lines(300, "mixed")
+    write_lines(tmp_path / "in.jsonl", lines)
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.monotonic()
+    summary = transform(
+        str(tmp_path / "in.jsonl"),
+        options(
+            tmp_path,
+            [server],
+            urls=(dead, server.http_url),
+            strategy="SingleRecord",
+            max_concurrent_transforms=2,
+        ),
+    )
+    elapsed = time.monotonic() - start
+    assert summary.ok, summary.report()
+    # A worker that kept its request through a back-off would hold it for up to 30 s; the
+    # live server takes every request while the dead one waits, so the job ends long before.
+    assert elapsed < 20, f"{elapsed:.1f} s: work waited on the dead server"
+
+
+def test_packing_respects_the_record_cap():
+    lines = [b'{"in0": [1]}'] * 25
+    groups = [g for g, why in pack(lines, JSONLINES, "MultiRecord", 10**6, max_records=10)]
+    assert [len(g) for g in groups] == [10, 10, 5]
