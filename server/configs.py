@@ -16,9 +16,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
 from export.facts import (
     ENCODER_INPUT,
     ENCODER_MODELS,
@@ -174,17 +171,6 @@ def front_door_config(settings: ServingSettings) -> str:
             }
         )
     )
-
-
-def front_door_parameter(repository: Path, key: str, default: str = "") -> str:
-    """A parameter of the front door's config as the server will read it."""
-    config = model_config_pb2.ModelConfig()
-    path = Path(repository) / FRONT_DOOR / "config.pbtxt"
-    if path.exists():
-        text_format.Parse(path.read_text(), config)
-    if key in config.parameters:
-        return config.parameters[key].string_value
-    return default
 
 
 def write_configs(repository: Path, settings: ServingSettings | None = None) -> list[Path]:

@@ -48,8 +48,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
 from export.facts import FACTS_FILE, FRONT_DOOR
-from server.configs import MODES, ServingSettings, front_door_parameter, write_configs
+from server.configs import MODES, ServingSettings, write_configs
 from server.process import FrontEnd, LaunchError, TritonProcess, check_ports, supervise
 from server.sagemaker import default_execution_parameters, start_adapter
 
@@ -294,6 +297,17 @@ def banner(launch: Launch) -> str:
         f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={launch.mode}, "
         f"listening on {launch.host})\n{urls}Ctrl-C or SIGTERM stops it."
     )
+
+
+def front_door_parameter(repository: Path, key: str, default: str = "") -> str:
+    """A parameter of the front door's config as the server will read it."""
+    config = model_config_pb2.ModelConfig()
+    path = Path(repository) / FRONT_DOOR / "config.pbtxt"
+    if path.exists():
+        text_format.Parse(path.read_text(), config)
+    if key in config.parameters:
+        return config.parameters[key].string_value
+    return default
 
 
 def sagemaker_front_end(launch: Launch, repository: Path) -> FrontEnd:

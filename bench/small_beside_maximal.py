@@ -1,0 +1,97 @@
+"""A small request beside a maximal one: how long the small one waits.
+
+    python -m bench.small_beside_maximal [--repository model_repository] [--seconds 10]
+
+The embedded server on the repository. First the documentation's example alone, one at a time
+(p50/p99); then the same while another client keeps sending maximal requests (the instance
+limit, 10,000 instances of the example's first sequence, about 0.9 MB); and the maximal
+request's own latency. Both clients over gRPC, same machine, one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from bench.serving_latency import DOC_EXAMPLE
+from server.embedded import PROJECT_ROOT, EmbeddedServer
+from server.payload import DEFAULT_MAX_INSTANCES, JSON
+
+FIRST = json.loads(DOC_EXAMPLE)["instances"][0]
+MAXIMAL = json.dumps({"instances": [FIRST] * DEFAULT_MAX_INSTANCES}).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(client: grpcclient.InferenceServerClient, body: bytes) -> float:
+    tensor = grpcclient.InferInput("body", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[body]], dtype=np.object_))
+    start = time.perf_counter()
+    client.infer("object2vec", [tensor], parameters={"content_type": JSON}, client_timeout=120)
+    return time.perf_counter() - start
+
+
+def small_latencies(url: str, seconds: float) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    stop, out = time.perf_counter() + seconds, []
+    while time.perf_counter() < stop:
+        out.append(call(client, DOC_EXAMPLE))
+    return np.array(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    (PROJECT_ROOT / "runs").mkdir(exist_ok=True)
+    with (
+        open(PROJECT_ROOT / "runs" / "small_beside_maximal_server.log", "w") as log,
+        EmbeddedServer(
+            args.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+        ).start(stdout=log) as server,
+    ):
+        small_latencies(server.grpc_url, 1.0)  # warm-up
+        alone = small_latencies(server.grpc_url, args.seconds)
+        stop, big = threading.Event(), []
+
+        def maximal() -> None:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            while not stop.is_set():
+                big.append(call(client, MAXIMAL))
+
+        thread = threading.Thread(target=maximal)
+        thread.start()
+        time.sleep(1.0)
+        beside = small_latencies(server.grpc_url, args.seconds)
+        stop.set()
+        thread.join()
+    big_ms = np.array(big) * 1e3
+    print(f"maximal request: {len(MAXIMAL) / 1e6:.2f} MB, {DEFAULT_MAX_INSTANCES} instances")
+    print(f"{'':26}{'n':>7}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
+    for name, lat in (("small alone", alone * 1e3), ("small beside maximal", beside * 1e3)):
+        print(
+            f"{name:26}{len(lat):>7}{np.percentile(lat, 50):>10.2f}"
+            f"{np.percentile(lat, 99):>10.2f}{lat.max():>10.2f}"
+        )
+    print(
+        f"{'maximal itself':26}{len(big_ms):>7}{np.percentile(big_ms, 50):>10.2f}"
+        f"{np.percentile(big_ms, 99):>10.2f}{big_ms.max():>10.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
