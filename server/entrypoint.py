@@ -38,7 +38,6 @@ repository is served from a writable copy (model files linked, not copied).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import shutil
@@ -48,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+import uvloop
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -336,7 +336,7 @@ def run(launch: Launch, repository: Path, command: list[str], env: Mapping[str, 
         if launch.sagemaker_port:
             check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
             front_end = sagemaker_front_end(launch, repository)
-        return asyncio.run(supervise(process, banner(launch), front_end))
+        return uvloop.run(supervise(process, banner(launch), front_end))
     except LaunchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
