@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,13 +27,8 @@ from bench.serving_latency import DOC_EXAMPLE as BODY
 from export.facts import FRONT_DOOR
 from server.embedded import PROJECT_ROOT
 from server.payload import JSON
-from server.sagemaker import _infer_request
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from server.process import free_port
+from server.sagemaker import infer_request
 
 
 async def _load(url: str, data: bytes, headers: dict, concurrency: int, seconds: float):
@@ -99,7 +93,7 @@ def main() -> None:
     )
     try:
         _wait(f"http://127.0.0.1:{port}/ping")
-        data, header_length = _infer_request(BODY, JSON, None)
+        data, header_length = infer_request(BODY, JSON, None)
         paths = {
             "direct": (
                 f"http://127.0.0.1:{triton_port}/v2/models/{FRONT_DOOR}/infer",

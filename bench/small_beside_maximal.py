@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -23,15 +22,10 @@ import tritonclient.grpc as grpcclient
 from bench.serving_latency import DOC_EXAMPLE
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 from server.payload import DEFAULT_MAX_INSTANCES, JSON
+from server.process import free_port
 
 FIRST = json.loads(DOC_EXAMPLE)["instances"][0]
 MAXIMAL = json.dumps({"instances": [FIRST] * DEFAULT_MAX_INSTANCES}).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(client: grpcclient.InferenceServerClient, body: bytes) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,19 +28,13 @@ import orjson
 from bench.serving_latency import DOC_EXAMPLE
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 from server.payload import JSON
-from server.process import _group_members
-from server.sagemaker import _answer, _infer_request
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from server.process import free_port, group_members
+from server.sagemaker import binary_answer, infer_request
 
 
 def group_rss_mb(group: int) -> float:
     total = 0
-    for pid in _group_members(group):
+    for pid in group_members(group):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -99,7 +92,7 @@ def _same(answer: bytes, expected: bytes) -> bool:
 
 
 async def soak(base: str, seconds: float, concurrency: int, bad: float, group: int) -> Counter:
-    good_data, good_length = _infer_request(DOC_EXAMPLE, JSON, None)
+    good_data, good_length = infer_request(DOC_EXAMPLE, JSON, None)
     good_headers = {"Inference-Header-Content-Length": str(good_length)}
     front = f"{base}/v2/models/object2vec/infer"
     kinds = bad_requests(base)
@@ -107,7 +100,7 @@ async def soak(base: str, seconds: float, concurrency: int, bad: float, group: i
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async with session.post(front, data=good_data, headers=good_headers) as response:
             raw = await response.read()
-            expected = _answer(raw, int(response.headers["Inference-Header-Content-Length"]))
+            expected = binary_answer(raw, int(response.headers["Inference-Header-Content-Length"]))
         stop = time.monotonic() + seconds
         rng = random.Random(0)
 
@@ -134,7 +127,7 @@ async def soak(base: str, seconds: float, concurrency: int, bad: float, group: i
                 counts["good sent"] += 1
                 if status != 200:
                     counts[f"good failed {status}"] += 1
-                elif not _same(_answer(raw, int(length)), expected):
+                elif not _same(binary_answer(raw, int(length)), expected):
                     counts["good changed"] += 1
 
         async def report() -> None:

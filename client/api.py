@@ -96,6 +96,11 @@ def _sagemaker_headers(content_type: str | None, accept: str | None) -> dict[str
     return headers
 
 
+def _ping(url: str, timeout: float) -> bool:
+    with urllib.request.urlopen(f"{_base_url(url)}/ping", timeout=timeout) as response:
+        return response.status == 200
+
+
 def execution_parameters(url: str, timeout: float = 10.0) -> dict:
     """GET /execution-parameters of a SageMaker-contract endpoint (what a Batch Transform job
     uses when it sets nothing); {} where the endpoint has none."""
@@ -203,9 +208,7 @@ class Client(_Connection):
     def is_ready(self) -> bool:
         try:
             if self.protocol == "sagemaker":
-                ping = self._invocations.removesuffix("/invocations") + "/ping"
-                with urllib.request.urlopen(ping, timeout=self.timeout) as response:
-                    return response.status == 200
+                return _ping(self.url, self.timeout)
             return bool(self._client.is_model_ready(self.model))
         except Exception:  # noqa: BLE001 - not reachable is not ready
             return False
@@ -285,7 +288,7 @@ class AsyncClient(_Connection):
     async def is_ready(self) -> bool:
         try:
             if self.protocol == "sagemaker":
-                return await asyncio.to_thread(Client.is_ready, self)
+                return await asyncio.to_thread(_ping, self.url, self.timeout)
             return bool(await self._client.is_model_ready(self.model))
         except Exception:  # noqa: BLE001 - not reachable is not ready
             return False

@@ -47,6 +47,13 @@ def _die_with_parent() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (for tests and benchmarks that start servers)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 def check_ports(host: str, ports: Mapping[str, int]) -> None:
     """Refuses ports another process already listens on, before anything starts."""
     for what, port in ports.items():
@@ -63,7 +70,7 @@ def check_ports(host: str, ports: Mapping[str, int]) -> None:
                 ) from None
 
 
-def _group_members(group: int) -> list[int]:
+def group_members(group: int) -> list[int]:
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -78,7 +85,7 @@ def _group_members(group: int) -> list[int]:
     return members
 
 
-def _shared_memory_of(pids: list[int]) -> set[str]:
+def shared_memory_of(pids: list[int]) -> set[str]:
     regions = set()
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -164,13 +171,13 @@ class TritonProcess:
     def cleanup(self) -> None:
         """Kills the server's process group and removes the shared memory it leaves behind."""
         group = self.process.pid
-        members = _group_members(group)
-        regions = _shared_memory_of(members)
+        members = group_members(group)
+        regions = shared_memory_of(members)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
         self.process.wait()
         deadline = time.monotonic() + 5
-        while _group_members(group) and time.monotonic() < deadline:
+        while group_members(group) and time.monotonic() < deadline:
             time.sleep(0.05)
         for region in regions:
             with contextlib.suppress(FileNotFoundError):

@@ -82,7 +82,7 @@ def default_execution_parameters(
     return ExecutionParameters(concurrency, payload)
 
 
-def _infer_request(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, int]:
+def infer_request(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, int]:
     """Triton's binary HTTP request: a JSON header, then the body as one BYTES element."""
     parameters = {}
     if content_type:
@@ -106,7 +106,7 @@ def _infer_request(body: bytes, content_type: str | None, accept: str | None) ->
     return header + struct.pack("<I", len(body)) + body, len(header)
 
 
-def _answer(raw: bytes, header_length: int) -> bytes:
+def binary_answer(raw: bytes, header_length: int) -> bytes:
     """The one output element of Triton's binary response."""
     (size,) = struct.unpack_from("<I", raw, header_length)
     start = header_length + 4
@@ -344,7 +344,7 @@ class Adapter:
             )
         content_type = request.headers.get(b"content-type")
         accept = request.headers.get(b"accept")
-        data, header_length = _infer_request(
+        data, header_length = infer_request(
             request.body,
             content_type.decode("latin-1") if content_type else None,
             accept.decode("latin-1") if accept else None,
@@ -366,7 +366,7 @@ class Adapter:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 message = raw.decode(errors="replace")[:500]
             return _error(400 if status == 400 else 500, message)
-        answer = _answer(raw, length)
+        answer = binary_answer(raw, length)
         return 200, answer, answer_media_type(answer)
 
     async def drain(self, timeout: float = 30.0) -> None:

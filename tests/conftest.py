@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
 from export import demo
 from server.embedded import PROJECT_ROOT, EmbeddedServer
+from server.process import free_port  # noqa: F401 - the tests' import of it
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def start_server(repository: Path, mode: str | None = None, **kwargs) -> EmbeddedServer:

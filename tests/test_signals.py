@@ -21,7 +21,7 @@ import pytest
 
 from server.embedded import PROJECT_ROOT, _pytriton_dir, embedded_environment, prepare_backends
 from server.entrypoint import Launch
-from server.process import _group_members, _shared_memory_of
+from server.process import group_members, shared_memory_of
 from tests.conftest import free_port
 from tests.test_server import DOC_EXAMPLE, json_body
 
@@ -85,9 +85,9 @@ class Launcher:
 
 def assert_nothing_left(group: int, regions: set[str], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while _group_members(group) and time.monotonic() < deadline:
+    while group_members(group) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _group_members(group), "processes of the server's group are left"
+    assert not group_members(group), "processes of the server's group are left"
     assert not [r for r in regions if os.path.exists(r)], "shared memory regions are left"
 
 
@@ -137,7 +137,7 @@ def test_a_signal_at_any_moment_stops_everything_and_exits_0(
                 thread.start()
             time.sleep(2.0)
             assert answered, "no load reached the server"
-    regions = _shared_memory_of(_group_members(group))
+    regions = shared_memory_of(group_members(group))
     launcher.process.send_signal(signum)
     code = launcher.wait()
     stop.set()
@@ -155,8 +155,8 @@ def test_a_killed_server_takes_its_stubs_and_memory_along(demo_repository, tmp_p
     )
     group = launcher.server_pid()
     launcher.wait_ready()
-    regions = _shared_memory_of(_group_members(group))
-    assert len(_group_members(group)) > 1, "the stubs are in the server's group"
+    regions = shared_memory_of(group_members(group))
+    assert len(group_members(group)) > 1, "the stubs are in the server's group"
     os.kill(group, signal.SIGKILL)
     assert launcher.wait() != 0  # the server died: not a clean stop
     assert_nothing_left(group, regions)
@@ -226,7 +226,7 @@ def test_the_image_entrypoint_is_supervised_the_same_way(demo_repository, tmp_pa
     launcher.process, launcher.log, launcher.http_port = process, log, int(ports["HTTP"])
     launcher.wait_ready()
     group = launcher.server_pid()
-    regions = _shared_memory_of(_group_members(group))
+    regions = shared_memory_of(group_members(group))
     process.send_signal(signal.SIGTERM)
     assert launcher.wait() == 0, log.read_text()[-2000:]
     assert_nothing_left(group, regions)
