@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	# torch first, alone: where a CPU wheel of this version lies in pip's find-links (as on the
 	# project's machines) pip takes it, instead of the multi-GB CUDA build the resolver picks.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[export,server,ray,bench,test]"
+	$(PY) -m pip install --quiet -e ".[client,export,server,ray,bench,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

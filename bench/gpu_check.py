@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
 
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE  # noqa: E402
+from contract.padding import pad
 from export.hyperparameters import Hyperparameters  # noqa: E402
 from export.network import Object2Vec  # noqa: E402
-from export.padding import pad  # noqa: E402
 
 SMALL = REALISTIC | {
     "enc_dim": 32,

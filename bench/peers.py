@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 
-from export.facts import ENCODER_MODELS, PAIR_MODEL, Facts
-from server.configs import ServingSettings
+from contract.facts import Facts
+from contract.names import ENCODER_MODELS, PAIR_MODEL
 from server.dispatch import Runner, dispatch
 from server.payload import Limits, PayloadError, format_response, parse_request
+from server.settings import ServingSettings
 
 
 def onnx_runner(repository: Path, threads: int = 0) -> Runner:

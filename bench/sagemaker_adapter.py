@@ -24,9 +24,8 @@ import aiohttp
 import numpy as np
 
 from bench.serving_latency import DOC_EXAMPLE as BODY
-from export.facts import FRONT_DOOR
+from contract.names import FRONT_DOOR, JSON
 from server.embedded import PROJECT_ROOT
-from server.payload import JSON
 from server.process import free_port
 from server.sagemaker import infer_request
 

@@ -19,8 +19,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.peers import Pipeline, onnx_runner
+from contract.names import JSON
 from server.embedded import EmbeddedServer
-from server.payload import JSON
 
 DOC_EXAMPLE = json.dumps(
     {

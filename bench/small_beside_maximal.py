@@ -20,8 +20,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.serving_latency import DOC_EXAMPLE
+from contract.names import DEFAULT_MAX_INSTANCES, JSON
 from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.payload import DEFAULT_MAX_INSTANCES, JSON
 from server.process import free_port
 
 FIRST = json.loads(DOC_EXAMPLE)["instances"][0]

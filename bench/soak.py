@@ -26,8 +26,8 @@ import numpy as np
 import orjson
 
 from bench.serving_latency import DOC_EXAMPLE
+from contract.names import JSON
 from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.payload import JSON
 from server.process import free_port, group_members
 from server.sagemaker import binary_answer, infer_request
 

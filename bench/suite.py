@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,9 @@ import orjson
 
 from bench.peers import Pipeline, best_batch_rate, onnx_runner, torch_runner
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
-from server.configs import ServingSettings, write_configs
+from server.configs import write_configs
 from server.embedded import PROJECT_ROOT, EmbeddedServer
+from server.settings import ServingSettings, from_texts
 
 UA_BASE = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k" / "ua.base"
 CONCURRENCIES = (1, 16, 64)
@@ -465,22 +466,15 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a serving setting (server/configs.py ServingSettings), for tuning",
+        help="a serving setting (server/settings.py ServingSettings), for tuning",
     )
     args = parser.parse_args(argv)
     out = args.out
     (out / "perf_analyzer").mkdir(parents=True, exist_ok=True)
     seconds = 2.0 if args.quick else 5.0
     rows: list[Row] = []
-    types = {f.name: type(f.default) for f in fields(ServingSettings)}
-    overrides = dict(item.split("=", 1) for item in args.set)
-    settings = replace(
-        ServingSettings(),
-        **{
-            k: (v.lower() == "true") if types[k] is bool else types[k](v)
-            for k, v in overrides.items()
-        },
-    )
+    # The same parser as the launchers' and the config CLI's (server.settings).
+    settings = from_texts(ServingSettings, dict(item.split("=", 1) for item in args.set))
     settings = replace(settings, response_cache=args.response_cache_bytes > 0)
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
     for model in args.models.split(","):

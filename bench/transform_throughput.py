@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from client.transform import TransformOptions, transform
+from client.batching import TransformOptions
+from client.transform import transform
 from server.embedded import EmbeddedServer
 
 UA_BASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ua.base"

@@ -24,11 +24,8 @@ import numpy as np
 import orjson
 from tritonclient.utils import InferenceServerException
 
-from export.facts import FRONT_DOOR
-from server.configs import BODY_INPUT, RESPONSE_OUTPUT
+from contract.names import BODY_INPUT, FRONT_DOOR, JSON, RESPONSE_OUTPUT
 
-JSON = "application/json"
-JSONLINES = "application/jsonlines"
 PROTOCOLS = ("http", "grpc", "sagemaker")
 _CLIENT_ERRORS = {"400", "413", "StatusCode.INVALID_ARGUMENT"}
 

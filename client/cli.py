@@ -11,8 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from client.api import JSON, JSONLINES, PROTOCOLS, Client, Object2VecError, execution_parameters
-from client.transform import TransformOptions, transform
+from client.api import PROTOCOLS, Client, Object2VecError, execution_parameters
+from client.batching import TransformOptions
+from client.ray_engine import connect
+from client.transform import transform
+from contract.names import JSON, JSONLINES
 
 
 def _add_connection(parser: argparse.ArgumentParser, many: bool) -> None:
@@ -88,8 +91,6 @@ def _transform(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if args.engine == "ray":
-        from client.ray_engine import connect
-
         connect(args.ray_address)
     summary = transform(args.input, options, engine=args.engine)
     print(summary.report(), file=sys.stderr)

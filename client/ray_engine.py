@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from client.api import Client, Object2VecError
-from client.transform import Failure, TransformOptions, make_body, pack, split_answer
+from client.batching import Failure, TransformOptions, make_body, pack, split_answer
 
 BATCH_ROWS = 2048
 

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import torch
 
-from export.padding import pad
+from contract.padding import pad
 
 
 @dataclass

@@ -73,7 +73,6 @@ def build(repository: Path, checkpoint_path: Path, progress: bool = True) -> dic
     from export.hyperparameters import Hyperparameters
     from export.onnx_export import export
     from export.train import evaluate, train
-    from server.configs import write_configs
 
     train_data, validation = synthetic_pairs(20000, SEED), synthetic_pairs(1000, SEED + 1)
     hp = Hyperparameters.from_dict(HYPERPARAMETERS)
@@ -81,7 +80,6 @@ def build(repository: Path, checkpoint_path: Path, progress: bool = True) -> dic
     checkpoint.save(model, checkpoint_path)
     samples = list(zip(validation.in0[:8], validation.in1[:8], strict=True))
     export(model, repository, samples)
-    write_configs(repository)
     return evaluate(model, validation)
 
 

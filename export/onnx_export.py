@@ -26,18 +26,18 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from export import checkpoint
-from export.facts import (
+from contract.facts import Facts
+from contract.names import (
     ENCODER_INPUT,
     ENCODER_MODELS,
     ENCODER_OUTPUT,
     PAIR_INPUTS,
     PAIR_MODEL,
     PAIR_OUTPUT,
-    Facts,
 )
+from contract.padding import pad
+from export import checkpoint
 from export.network import Object2Vec
-from export.padding import pad
 
 TOLERANCE = 1e-5
 OPSET = 17
@@ -265,9 +265,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{r.name:>5}: {r.bytes / 1e6:8.2f} MB  max |onnxruntime - torch| = "
             f"{r.max_abs_diff:.2e}  ({r.seconds:.1f} s)"
         )
-    from server.configs import write_configs  # the repository side: configs from the facts
-
-    write_configs(args.repository)
+    # The configs are the server's side: it writes them from facts.json when it starts
+    # (or now: python -m server.configs --repository ...).
     print(f"model repository ready: {args.repository}")
 
 

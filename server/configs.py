@@ -7,16 +7,26 @@ Every model gets `config.pbtxt`; the ONNX models also get `configs/embedding.pbt
 (enc0 and enc1 in embedding mode, pair in classification mode) gets `gpu_copies` copies of
 KIND_AUTO (GPUs where there are any, the CPU otherwise), the other network one KIND_CPU copy.
 The server picks one with `--model-config-name`, which INFERENCE_PREFERRED_MODE sets.
+
+Each config is built as data, parsed into Triton's own `ModelConfig` protobuf (an unknown field
+or a wrong type fails here, not when Triton loads it) and written by protobuf's text format,
+which also escapes every string. The front door's config depends on the settings only; the
+committed `model_repository/object2vec/config.pbtxt` is this module's output for the defaults
+(a test keeps them equal).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from export.facts import (
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from contract.facts import Facts
+from contract.names import (
+    BODY_INPUT,
     ENCODER_INPUT,
     ENCODER_MODELS,
     ENCODER_OUTPUT,
@@ -24,153 +34,109 @@ from export.facts import (
     PAIR_INPUTS,
     PAIR_MODEL,
     PAIR_OUTPUT,
-    Facts,
+    RESPONSE_OUTPUT,
 )
-from server.payload import DEFAULT_MAX_INSTANCES
+from server.settings import ServingSettings, add_arguments
 
 # INFERENCE_PREFERRED_MODE -> the models that get the GPU copies.
 MODES: dict[str, tuple[str, ...]] = {
     "embedding": ENCODER_MODELS,
     "classification": (PAIR_MODEL,),
 }
-
-# The front door's one input and one output.
-BODY_INPUT = "body"
-RESPONSE_OUTPUT = "response"
+Config = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    gpu_copies: int = 2  # copies of the preferred network per GPU (KIND_AUTO)
-    cpu_copies: int = 1  # copies of every ONNX model outside the preferred mode
-    network_max_batch_size: int = 4096  # instances per call to enc0/enc1/pair
-    # No waiting: the front door already batches, and requests queue while an instance is busy
-    # (docs/performance.md: 0 beat 200/500 µs on the realistic model).
-    network_queue_delay_us: int = 0
-    front_door_max_batch_size: int = 64  # requests per front door execute
-    front_door_queue_delay_us: int = 0
-    front_door_copies: int = 1
-    intra_op_thread_count: int = 0  # ONNX Runtime's default (all cores) when 0
-    inter_op_thread_count: int = 0
-    # ONNX Runtime's idle threads spin, waiting for work; on a small CPU they take the cores the
-    # front door needs. Read by the embedded server's ONNX Runtime backend.
-    allow_spinning: bool = False
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_instances: int = DEFAULT_MAX_INSTANCES  # per request, all its bodies together
-    # 0: one call per network per front door execute. Above 0: instances are also split into
-    # length groups whose padded size stays under this multiple of their real tokens.
-    max_padding_ratio: float = 0.0
-    # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
-    accelerator: str = "cuda"  # cuda | tensorrt
-    tensorrt_fp16: bool = False
-    tensorrt_engine_cache: str = ""  # a folder: engines survive restarts
-    warmup: bool = True  # a warm-up request per model instance, so the first user is not slow
-    # Triton's response cache on the front door (needs --cache-config on the server). It keys on
-    # the body alone, not on the content_type / accept parameters: opt in where clients send
-    # each body in one format.
-    response_cache: bool = False
+def _tensor(name: str, data_type: str, dims: list[int]) -> Config:
+    return {"name": name, "data_type": data_type, "dims": dims}
 
 
-def _quote(value: object) -> str:
-    """A protobuf text-format string: JSON's escapes (quote, backslash, newline) are the same."""
-    return json.dumps(str(value))
+def _parameters(values: dict[str, object]) -> Config:
+    return {key: {"string_value": str(value)} for key, value in values.items()}
 
 
-def _tensor(name: str, data_type: str, dims: str) -> str:
-    return f"  {{ name: {_quote(name)} data_type: {data_type} dims: [ {dims} ] }}"
+def _instance_group(count: int, kind: str) -> list[Config]:
+    return [{"count": count, "kind": kind}]
 
 
-def _tensors(kind: str, tensors: list[str]) -> str:
-    return f"{kind} [\n" + ",\n".join(tensors) + "\n]\n"
-
-
-def _parameters(values: dict[str, object]) -> str:
-    return "".join(
-        f"parameters {{ key: {_quote(k)} value: {{ string_value: {_quote(v)} }} }}\n"
-        for k, v in values.items()
-    )
-
-
-def _instance_group(count: int, kind: str) -> str:
-    return f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
-
-
-def _tensorrt(settings: ServingSettings) -> str:
+def _tensorrt(settings: ServingSettings) -> Config:
     if settings.accelerator != "tensorrt":
-        return ""
+        return {}
     params = {"precision_mode": "FP16" if settings.tensorrt_fp16 else "FP32"}
     if settings.tensorrt_engine_cache:
         params |= {
             "trt_engine_cache_enable": "1",
             "trt_engine_cache_path": settings.tensorrt_engine_cache,
         }
-    body = " ".join(
-        f"parameters {{ key: {_quote(k)} value: {_quote(v)} }}" for k, v in params.items()
-    )
-    return (
-        "optimization { execution_accelerators { gpu_execution_accelerator: [ "
-        f'{{ name: "tensorrt" {body} }} ] }} }}\n'
-    )
+    accelerator = {"name": "tensorrt", "parameters": params}
+    return {
+        "optimization": {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
+    }
 
 
-def _warmup(settings: ServingSettings, inputs: tuple[str, ...]) -> str:
+def _warmup(settings: ServingSettings, inputs: tuple[str, ...]) -> Config:
     if not settings.warmup:
-        return ""
+        return {}
     # Zeros are padding: a valid input for every vocabulary, and it runs the whole graph.
-    tensors = " ".join(
-        f'inputs {{ key: "{n}" value: {{ data_type: TYPE_INT64 dims: [ 16 ] zero_data: true }} }}'
-        for n in inputs
-    )
-    return f'model_warmup [ {{ name: "warmup" batch_size: 1 {tensors} }} ]\n'
+    tensors = {n: {"data_type": "TYPE_INT64", "dims": [16], "zero_data": True} for n in inputs}
+    return {"model_warmup": [{"name": "warmup", "batch_size": 1, "inputs": tensors}]}
 
 
-def onnx_config(name: str, facts: Facts, settings: ServingSettings, instance_group: str) -> str:
-    names = PAIR_INPUTS if name == PAIR_MODEL else (ENCODER_INPUT,)
+def onnx_config(
+    name: str, facts: Facts, settings: ServingSettings, instance_group: list[Config]
+) -> Config:
     if name == PAIR_MODEL:
-        inputs = [_tensor(n, "TYPE_INT64", "-1") for n in PAIR_INPUTS]
-        outputs = [_tensor(PAIR_OUTPUT, "TYPE_FP32", str(facts.output_dim))]
+        names, output = PAIR_INPUTS, _tensor(PAIR_OUTPUT, "TYPE_FP32", [facts.output_dim])
     else:
-        inputs = [_tensor(ENCODER_INPUT, "TYPE_INT64", "-1")]
-        outputs = [_tensor(ENCODER_OUTPUT, "TYPE_FP32", str(facts.enc_dim))]
-    return (
-        f'name: "{name}"\nbackend: "onnxruntime"\n'
-        f"max_batch_size: {settings.network_max_batch_size}\n"
-        + _tensors("input", inputs)
-        + _tensors("output", outputs)
-        + "dynamic_batching { max_queue_delay_microseconds: "
-        + f"{settings.network_queue_delay_us} }}\n"
-        + instance_group
-        + _tensorrt(settings)
-        + _warmup(settings, names)
-        + _parameters(
+        names, output = (ENCODER_INPUT,), _tensor(ENCODER_OUTPUT, "TYPE_FP32", [facts.enc_dim])
+    return {
+        "name": name,
+        "backend": "onnxruntime",
+        "max_batch_size": settings.network_max_batch_size,
+        "input": [_tensor(n, "TYPE_INT64", [-1]) for n in names],
+        "output": [output],
+        "dynamic_batching": {"max_queue_delay_microseconds": settings.network_queue_delay_us},
+        "instance_group": instance_group,
+        **_tensorrt(settings),
+        **_warmup(settings, names),
+        "parameters": _parameters(
             {
                 "intra_op_thread_count": settings.intra_op_thread_count,
                 "inter_op_thread_count": settings.inter_op_thread_count,
                 "allow_spinning": int(settings.allow_spinning),
             }
-        )
-    )
+        ),
+    }
 
 
-def front_door_config(settings: ServingSettings) -> str:
-    return (
-        f'name: "{FRONT_DOOR}"\nbackend: "python"\n'
-        f"max_batch_size: {settings.front_door_max_batch_size}\n"
-        + _tensors("input", [_tensor(BODY_INPUT, "TYPE_STRING", "1")])
-        + _tensors("output", [_tensor(RESPONSE_OUTPUT, "TYPE_STRING", "1")])
-        + "dynamic_batching { max_queue_delay_microseconds: "
-        + f"{settings.front_door_queue_delay_us} }}\n"
-        + _instance_group(settings.front_door_copies, "KIND_CPU")
-        + ("response_cache { enable: true }\n" if settings.response_cache else "")
-        + _parameters(
+def front_door_config(settings: ServingSettings) -> Config:
+    return {
+        "name": FRONT_DOOR,
+        "backend": "python",
+        "max_batch_size": settings.front_door_max_batch_size,
+        "input": [_tensor(BODY_INPUT, "TYPE_STRING", [1])],
+        "output": [_tensor(RESPONSE_OUTPUT, "TYPE_STRING", [1])],
+        "dynamic_batching": {"max_queue_delay_microseconds": settings.front_door_queue_delay_us},
+        "instance_group": _instance_group(settings.front_door_copies, "KIND_CPU"),
+        **({"response_cache": {"enable": True}} if settings.response_cache else {}),
+        "parameters": _parameters(
             {
                 "max_body_bytes": settings.max_body_bytes,
                 "max_instances": settings.max_instances,
                 "network_max_batch_size": settings.network_max_batch_size,
                 "max_padding_ratio": settings.max_padding_ratio,
             }
-        )
-    )
+        ),
+    }
+
+
+def to_text(config: Config) -> str:
+    """The config as Triton reads it, checked against Triton's ModelConfig on the way."""
+    message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return text_format.MessageToString(message)
+
+
+def read(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
 
 
 def write_configs(repository: Path, settings: ServingSettings | None = None) -> list[Path]:
@@ -178,24 +144,22 @@ def write_configs(repository: Path, settings: ServingSettings | None = None) -> 
     settings = settings or ServingSettings()
     repository = Path(repository)
     facts = Facts.load(repository)
-    written = []
-
-    def write(path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
-
+    texts: dict[Path, str] = {}
     for name in (*ENCODER_MODELS, PAIR_MODEL):
         cpu = _instance_group(settings.cpu_copies, "KIND_CPU")
-        write(repository / name / "config.pbtxt", onnx_config(name, facts, settings, cpu))
+        texts[repository / name / "config.pbtxt"] = to_text(onnx_config(name, facts, settings, cpu))
         for mode, preferred in MODES.items():
             group = _instance_group(settings.gpu_copies, "KIND_AUTO") if name in preferred else cpu
-            write(
-                repository / name / "configs" / f"{mode}.pbtxt",
-                onnx_config(name, facts, settings, group),
+            texts[repository / name / "configs" / f"{mode}.pbtxt"] = to_text(
+                onnx_config(name, facts, settings, group)
             )
-    write(repository / FRONT_DOOR / "config.pbtxt", front_door_config(settings))
-    return written
+    texts[repository / FRONT_DOOR / "config.pbtxt"] = to_text(front_door_config(settings))
+    # Everything is checked before anything is written.
+    for path, text in texts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    return list(texts)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,14 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    defaults = ServingSettings()
-    for name, value in vars(defaults).items():
-        kind = (
-            (lambda v: v.lower() in ("1", "true", "yes"))
-            if isinstance(value, bool)
-            else type(value)
-        )
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
+    add_arguments(parser, ServingSettings)
     args = vars(parser.parse_args(argv))
     repository = args.pop("repository")
     for path in write_configs(repository, ServingSettings(**args)):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from export.facts import (
+from contract.names import (
     ENCODER_INPUT,
     ENCODER_MODELS,
     ENCODER_OUTPUT,
@@ -22,7 +22,7 @@ from export.facts import (
     PAIR_MODEL,
     PAIR_OUTPUT,
 )
-from export.padding import pad
+from contract.padding import pad
 from server.payload import Instance, ParsedRequest
 
 # (model name, {input name: array}, output name) -> output array [N, ...]

@@ -22,7 +22,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from export.facts import FACTS_FILE
+from contract.facts import FACTS_FILE
 from server.entrypoint import (
     DEFAULT_MODE,
     SAGEMAKER_PORT,

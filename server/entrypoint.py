@@ -44,17 +44,26 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import uvloop
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.facts import FACTS_FILE, FRONT_DOOR
-from server.configs import MODES, ServingSettings, write_configs
+from contract.facts import FACTS_FILE
+from contract.names import ENCODER_MODELS, FRONT_DOOR, PAIR_MODEL
+from server.configs import MODES, write_configs
 from server.process import FrontEnd, LaunchError, TritonProcess, check_ports, supervise
 from server.sagemaker import default_execution_parameters, start_adapter
+from server.settings import (
+    ServingSettings,
+    SettingError,
+    env_texts,
+    from_env,
+    parse_setting,
+    setting,
+)
 
 DEFAULT_MODE = "classification"
 SAGEMAKER_PORT = 8080
@@ -65,21 +74,6 @@ RESTRICTED_APIS = "logging,trace,shared-memory,model-repository"
 ADMIN_KEY_HEADER = "admin-key"
 SAGEMAKER_REPOSITORY = Path("/opt/ml/model")
 DEFAULT_SHM_BYTES = 64 * 1024 * 1024
-
-# Launch field -> variable: the image's ports, where 8000/8001/8002 are taken.
-_PORT_VARIABLES = {
-    "http_port": "O2V_HTTP_PORT",
-    "grpc_port": "O2V_GRPC_PORT",
-    "metrics_port": "O2V_METRICS_PORT",
-}
-# O2V_* variable -> ServingSettings field
-_CONFIG_VARIABLES = {
-    "O2V_GPU_COPIES": "gpu_copies",
-    "O2V_ACCELERATOR": "accelerator",
-    "O2V_TENSORRT_FP16": "tensorrt_fp16",
-    "O2V_TENSORRT_ENGINE_CACHE": "tensorrt_engine_cache",
-    "O2V_WARMUP": "warmup",
-}
 CACHE_VARIABLE = "O2V_RESPONSE_CACHE_BYTES"
 
 
@@ -93,62 +87,44 @@ def resolve_mode(mode: str | None, env: Mapping[str, str] = os.environ) -> str:
     return chosen
 
 
-def _parse(variable: str, text: str, kind: type, minimum: int = 1):
-    if kind is bool:
-        if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise LaunchError(f"{variable}={text!r}: use true or false")
-        return text.lower() in ("1", "true", "yes")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise LaunchError(f"{variable}={text!r} is not {kind.__name__}") from None
-    if variable == "O2V_ACCELERATOR" and value not in ("cuda", "tensorrt"):
-        raise LaunchError(f"O2V_ACCELERATOR={text!r}: use cuda or tensorrt")
-    if kind is int and value < minimum:
-        raise LaunchError(f"{variable}={text!r} must be at least {minimum}")
-    return value
-
-
-def cache_bytes_from_env(env: Mapping[str, str]) -> int:
-    text = env.get(CACHE_VARIABLE, "").strip()
-    return _parse(CACHE_VARIABLE, text, int, minimum=0) if text else 0
-
-
 def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
-    """Config settings asked for by O2V_* variables, or None when none is set."""
-    given = {v: env[v] for v in _CONFIG_VARIABLES if env.get(v, "").strip()}
-    cache = cache_bytes_from_env(env) > 0
-    if not given and not cache:
-        return None
-    types = {f.name: type(f.default) for f in fields(ServingSettings)}
-    values = {
-        _CONFIG_VARIABLES[v]: _parse(v, text.strip(), types[_CONFIG_VARIABLES[v]])
-        for v, text in given.items()
-    }
-    return replace(ServingSettings(), response_cache=cache, **values)
+    """Config settings asked for by O2V_* variables, or None when none is set (then the
+    repository's configs are served as they are)."""
+    try:
+        given = env_texts(ServingSettings, env)
+        cache = from_env(Launch, {k: v for k, v in env.items() if k == CACHE_VARIABLE})
+        if not given and not cache.cache_bytes:
+            return None
+        return replace(from_env(ServingSettings, env), response_cache=cache.cache_bytes > 0)
+    except SettingError as error:
+        raise LaunchError(str(error)) from None
 
 
-def _sagemaker_port(text: str) -> int:
-    return _parse(SAGEMAKER_PORT_VARIABLE, text, int) if text else SAGEMAKER_PORT
+def _random_key() -> str:
+    return secrets.token_urlsafe(24)
 
 
 @dataclass(frozen=True)
 class Launch:
-    """Everything a tritonserver start needs, whoever starts it."""
+    """Everything a tritonserver start needs, whoever starts it; its fields with a variable are
+    read from the environment by `server.settings` (one parser, one rule for each type)."""
 
-    model_repository: Path
-    mode: str = DEFAULT_MODE
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    sagemaker_port: int | None = None
+    model_repository: Path = setting(Path("model_repository"), "MODEL_REPOSITORY")
+    mode: str = DEFAULT_MODE  # INFERENCE_PREFERRED_MODE, see resolve_mode
+    http_port: int = setting(8000, "O2V_HTTP_PORT", minimum=1)
+    grpc_port: int = setting(8001, "O2V_GRPC_PORT", minimum=1)
+    metrics_port: int = setting(8002, "O2V_METRICS_PORT", minimum=1)
+    sagemaker_port: int | None = None  # SageMaker mode only: SAGEMAKER_BIND_TO_PORT
     host: str = "0.0.0.0"  # the image: every address; the embedded server: loopback
-    exit_timeout_secs: int = DEFAULT_EXIT_TIMEOUT_SECS
-    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    exit_timeout_secs: int = setting(DEFAULT_EXIT_TIMEOUT_SECS, "O2V_EXIT_TIMEOUT_SECS", minimum=0)
+    admin_key: str = field(
+        default_factory=_random_key, repr=False, metadata={"env": "O2V_ADMIN_KEY"}
+    )
     settings: ServingSettings | None = None  # None: the repository's configs as they are
-    python_shm_bytes: int = DEFAULT_SHM_BYTES
-    log_verbose: int = 0
-    cache_bytes: int = 0  # Triton's local response cache; 0: off
+    python_shm_bytes: int = setting(DEFAULT_SHM_BYTES, "O2V_PYTHON_SHM_BYTES", minimum=1)
+    log_verbose: int = setting(0, "O2V_LOG_VERBOSE", minimum=0)
+    # Triton's local response cache; 0: off.
+    cache_bytes: int = setting(0, CACHE_VARIABLE, minimum=0)
     cache_directory: Path | None = None  # where the cache library is, if not Triton's default
     extra_args: tuple[str, ...] = field(default=())
 
@@ -160,47 +136,43 @@ class Launch:
         sagemaker: bool = False,
         **overrides,
     ) -> Launch:
-        default_repo = Path("model_repository")
         if sagemaker and (SAGEMAKER_REPOSITORY / FACTS_FILE).exists():
             # SageMaker unpacks the model artifact here; it wins over a baked-in repository.
             repository = repository or SAGEMAKER_REPOSITORY
-        shm = env.get("O2V_PYTHON_SHM_BYTES", "").strip()
-        verbose = env.get("O2V_LOG_VERBOSE", "").strip()
-        exit_timeout = env.get("O2V_EXIT_TIMEOUT_SECS", "").strip()
-        port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
+        try:
+            launch = from_env(cls, env)
+            port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
+            sagemaker_port = (
+                parse_setting(cls, "http_port", port, label=SAGEMAKER_PORT_VARIABLE)
+                if port
+                else SAGEMAKER_PORT
+            )
+        except SettingError as error:
+            raise LaunchError(str(error)) from None
         values = {
-            "model_repository": Path(repository or env.get("MODEL_REPOSITORY") or default_repo),
             "mode": resolve_mode(overrides.pop("mode", None), env),
             "settings": settings_from_env(env),
-            "python_shm_bytes": _parse("O2V_PYTHON_SHM_BYTES", shm, int)
-            if shm
-            else DEFAULT_SHM_BYTES,
-            "log_verbose": _parse("O2V_LOG_VERBOSE", verbose, int, minimum=0) if verbose else 0,
-            "sagemaker_port": (
-                _parse(SAGEMAKER_PORT_VARIABLE, port, int) if port else SAGEMAKER_PORT
-            )
-            if sagemaker
-            else None,
-            "cache_bytes": cache_bytes_from_env(env),
-            "exit_timeout_secs": _parse("O2V_EXIT_TIMEOUT_SECS", exit_timeout, int, minimum=0)
-            if exit_timeout
-            else DEFAULT_EXIT_TIMEOUT_SECS,
+            "sagemaker_port": sagemaker_port if sagemaker else None,
         }
-        for name, variable in _PORT_VARIABLES.items():
-            if env.get(variable, "").strip() and name not in overrides:
-                values[name] = _parse(variable, env[variable].strip(), int)
-        if env.get("O2V_ADMIN_KEY", "").strip():
-            values["admin_key"] = env["O2V_ADMIN_KEY"].strip()
-        return cls(**(values | overrides))
+        if repository:
+            values["model_repository"] = Path(repository)
+        return replace(launch, **(values | overrides))
+
+
+def _configs_missing(repository: Path) -> bool:
+    models = (*ENCODER_MODELS, PAIR_MODEL, FRONT_DOOR)
+    return any(not (repository / m / "config.pbtxt").exists() for m in models)
 
 
 def prepare_repository(launch: Launch) -> Path:
-    """The repository to serve: configs regenerated if settings ask for it."""
+    """The repository to serve: configs written if settings ask for it or a model has none
+    (export writes the model and facts.json; configs are the server's side)."""
     repository = Path(launch.model_repository)
-    if launch.settings is None:
+    if launch.settings is None and not _configs_missing(repository):
         return repository
+    settings = launch.settings or ServingSettings()
     try:
-        write_configs(repository, launch.settings)
+        write_configs(repository, settings)
         return repository
     except OSError:
         pass  # read-only (a mounted volume, SageMaker's model folder): work on a copy
@@ -211,7 +183,7 @@ def prepare_repository(launch: Launch) -> Path:
         copy_function=os.symlink,
         ignore=shutil.ignore_patterns("config.pbtxt", "configs"),
     )
-    write_configs(copy, launch.settings)
+    write_configs(copy, settings)
     return copy
 
 

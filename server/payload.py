@@ -16,10 +16,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import orjson
 
-from export.facts import Facts
+from contract.facts import Facts
+from contract.names import (
+    DEFAULT_MAX_INSTANCES,
+    JSON,
+    JSONLINES,
+    PARAMETERS,
+)
 
-JSON = "application/json"
-JSONLINES = "application/jsonlines"
 # Spellings seen in the wild for the same two formats.
 _ALIASES = {
     JSON: JSON,
@@ -30,14 +34,6 @@ _ALIASES = {
     "application/x-ndjson": JSONLINES,
 }
 MAX_INFER_SEQLEN = 5000
-# The request parameters the front door reads (KServe `parameters`, gRPC or HTTP); no others.
-CONTENT_TYPE_PARAMETER = "content_type"
-ACCEPT_PARAMETER = "accept"
-PARAMETERS = (CONTENT_TYPE_PARAMETER, ACCEPT_PARAMETER)
-# Instances in one request, all bodies together. The hosted real-time endpoint takes at most
-# 6 MB a request; the front door parses about a million instances a minute on one core, so this
-# caps one request near 0.5 s of front-door time (docs/robustness.md measures it).
-DEFAULT_MAX_INSTANCES = 10_000
 
 
 class PayloadError(ValueError):

@@ -35,9 +35,14 @@ from pathlib import Path
 import httptools
 import orjson
 
-from export.facts import FRONT_DOOR
-from server.configs import BODY_INPUT, RESPONSE_OUTPUT
-from server.payload import ACCEPT_PARAMETER, CONTENT_TYPE_PARAMETER, answer_media_type
+from contract.names import (
+    ACCEPT_PARAMETER,
+    BODY_INPUT,
+    CONTENT_TYPE_PARAMETER,
+    FRONT_DOOR,
+    RESPONSE_OUTPUT,
+)
+from server.payload import answer_media_type
 
 MB = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_MB = 6  # the hosted service's real-time limit and Batch Transform default

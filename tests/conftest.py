@@ -1,47 +1,86 @@
-"""Shared fixtures: a demo model repository built once, and a real tritonserver on it."""
+"""Fixtures: a demo model repository built once, and a real tritonserver on it.
+
+The end-to-end tests run against a server this session starts (the embedded tritonserver), or
+against one already running, anywhere: the NGC image on a GPU host, for example.
+
+    pytest tests/e2e --server-url HOST:8000 --grpc-url HOST:8001 \\
+        --model-repository PATH   # the repository that server serves (for reference answers)
+
+Tests that start servers of their own (signals, SageMaker mode, the modes, restarts) are
+marked `local` and skipped then, with that reason.
+"""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from export import demo
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.process import free_port  # noqa: F401 - the tests' import of it
+from server.embedded import PROJECT_ROOT
+from tests.helpers import start_server
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
-def start_server(repository: Path, mode: str | None = None, **kwargs) -> EmbeddedServer:
-    server = EmbeddedServer(
-        repository,
-        mode,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        **kwargs,
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("object2vec", "the server under test")
+    group.addoption("--server-url", help="HTTP host:port of a running server (else one starts)")
+    group.addoption("--grpc-url", help="gRPC host:port of that server")
+    group.addoption(
+        "--model-repository", type=Path, help="the repository that server serves (reference)"
     )
-    log = open(repository.parent / f"tritonserver-{server.http_port}.log", "w")  # noqa: SIM115
-    return server.start(stdout=log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local: starts servers of its own (skipped remotely)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if not config.getoption("--server-url"):
+        return
+    skip = pytest.mark.skip(reason="starts its own servers; --server-url was given")
+    for item in items:
+        if "local" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class RemoteServer:
+    """A server someone else runs: the addresses the tests talk to."""
+
+    http_url: str
+    grpc_url: str
 
 
 @pytest.fixture(scope="session")
-def demo_repository(tmp_path_factory) -> Path:
-    """A fresh repository: the committed front door plus the demo model exported into it."""
+def demo_repository(request, tmp_path_factory) -> Path:
+    """The repository the server serves: given with --model-repository, or a fresh demo one
+    (the committed front door plus the demo model exported into it)."""
+    given = request.config.getoption("--model-repository")
+    if given:
+        return Path(given).resolve()
     repository = tmp_path_factory.mktemp("demo") / "model_repository"
     shutil.copytree(
         PROJECT_ROOT / "model_repository" / "object2vec",
         repository / "object2vec",
-        ignore=shutil.ignore_patterns("config.pbtxt", "__pycache__"),
+        ignore=shutil.ignore_patterns("__pycache__"),
     )
     demo.build(repository, repository.parent / "demo.pt", progress=False)
     return repository
 
 
 @pytest.fixture(scope="session")
-def server(demo_repository) -> EmbeddedServer:
+def server(request, demo_repository):
+    url = request.config.getoption("--server-url")
+    if url:
+        grpc_url = request.config.getoption("--grpc-url")
+        if not grpc_url:
+            pytest.exit("--server-url needs --grpc-url too", returncode=4)
+        yield RemoteServer(url, grpc_url)
+        return
     with start_server(demo_repository) as running:
         yield running
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from export.facts import Facts
-from server.configs import BODY_INPUT, RESPONSE_OUTPUT
+from contract.facts import Facts
+from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from server.dispatch import Call, plan, scatter
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 

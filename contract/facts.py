@@ -1,7 +1,7 @@
-"""The facts about an exported model that the server needs, and the names the parts share.
+"""The facts about an exported model that the server needs.
 
 Export writes `facts.json` once into the model repository; the config generator and the front
-door read it, so no dimension or name is written down twice.
+door read it, so no dimension is written down twice.
 """
 
 from __future__ import annotations
@@ -12,15 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FACTS_FILE = "facts.json"
-
-# Model names in the repository and the tensor names of the exported graphs.
-FRONT_DOOR = "object2vec"
-ENCODER_MODELS = ("enc0", "enc1")
-PAIR_MODEL = "pair"
-ENCODER_INPUT = "tokens"
-ENCODER_OUTPUT = "embedding"
-PAIR_INPUTS = ("in0", "in1")
-PAIR_OUTPUT = "scores"
 
 
 @dataclass(frozen=True)

@@ -11,39 +11,12 @@ import numpy as np
 import orjson
 import pytest
 
-from client.api import JSON, JSONLINES, AsyncClient, Client, Object2VecError
+from client.api import AsyncClient, Client, Object2VecError
+from client.batching import TransformOptions, make_body
 from client.cli import main as cli
-from client.transform import (
-    TransformOptions,
-    UnsafePath,
-    body_size,
-    make_body,
-    output_name,
-    pack,
-    transform,
-)
-from tests.conftest import free_port, start_server
-from tests.test_server import DOC_EXAMPLE
-
-RNG_SEED = 11
-
-
-def random_lines(count: int, kind: str, seed: int = RNG_SEED) -> list[bytes]:
-    rng = np.random.default_rng(seed)
-
-    def tokens() -> list[int]:
-        return rng.integers(1, 12000, size=rng.integers(1, 40)).tolist()
-
-    def instance() -> dict:
-        if kind == "pairs":
-            return {"in0": tokens(), "in1": tokens()}
-        if kind == "mixed":
-            return [{"in0": tokens()}, {"in1": tokens()}, {"in0": tokens(), "in1": tokens()}][
-                int(rng.integers(3))
-            ]
-        return {"in0": tokens()}
-
-    return [orjson.dumps(instance()) for _ in range(count)]
+from client.transform import transform
+from contract.names import JSON, JSONLINES
+from tests.helpers import DOC_EXAMPLE, free_port, random_lines, same, start_server
 
 
 def write_lines(path, lines: list[bytes]) -> None:
@@ -111,14 +84,6 @@ def test_async_client_gives_the_same_answers(server, protocol):
         np.testing.assert_allclose(scores, client.score([(DOC_EXAMPLE[0], [5])]), atol=1e-6)
 
 
-def test_an_unreachable_server_is_a_retryable_error():
-    with Client(f"localhost:{free_port()}", timeout=2) as client:
-        with pytest.raises(Object2VecError) as error:
-            client.embed([[1, 2]])
-        assert error.value.retryable
-        assert not client.is_ready()
-
-
 def test_invoke_command_prints_the_answer(server, tmp_path, capsysbinary):
     body = tmp_path / "body.jsonl"
     write_lines(body, [orjson.dumps({"in0": s}) for s in DOC_EXAMPLE])
@@ -141,48 +106,7 @@ def test_invoke_command_prints_the_answer(server, tmp_path, capsysbinary):
     assert len(answer["predictions"]) == 3
 
 
-# ---- packing ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("content_type", [JSON, JSONLINES])
-def test_multirecord_packs_up_to_the_limit_and_never_over(content_type):
-    lines = random_lines(300, "mixed")
-    for limit in (
-        body_size(lines[:1], content_type),
-        body_size(lines[:7], content_type),
-        body_size(lines[:7], content_type) + 1,
-        4096,
-    ):
-        groups = list(pack(lines, content_type, "MultiRecord", limit))
-        assert sorted(i for g, _ in groups for i in g) == list(range(len(lines)))
-        packed = [group for group, why in groups if not why]
-        for group in packed:
-            size = len(make_body([lines[i] for i in group], content_type))
-            assert size == body_size([lines[i] for i in group], content_type) <= limit
-        # Full: the next line that fits alone would not have fit in the group.
-        for group, following in zip(packed, packed[1:], strict=False):
-            with_next = [lines[i] for i in group + following[:1]]
-            assert body_size(with_next, content_type) > limit
-    exact = body_size(lines[:7], content_type)
-    first, _ = next(pack(lines, content_type, "MultiRecord", exact))
-    assert len(first) >= 7
-
-
-def test_singlerecord_sends_one_line_per_request():
-    lines = random_lines(20, "pairs")
-    assert [g for g, _ in pack(lines, JSONLINES, "SingleRecord", 10**6)] == [[i] for i in range(20)]
-
-
-def test_a_record_alone_over_the_payload_is_refused():
-    lines = [b'{"in0":[1]}', b'{"in0":[' + b"1," * 100 + b"1]}", b'{"in0":[2]}']
-    groups = list(pack(lines, JSONLINES, "MultiRecord", 100))
-    assert groups[0] == ([1], "record of 212 bytes exceeds max_payload (100 bytes)")
-    assert [g for g, why in groups if not why] == [[0, 2]]
-
-
-# ---- transform -------------------------------------------------------------------------------
-
-
+@pytest.mark.local
 @pytest.mark.parametrize("content_type", [JSONLINES, JSON])
 def test_transform_over_two_servers_equals_invoke_line_by_line(
     server, second_server, tmp_path, content_type
@@ -207,16 +131,7 @@ def test_transform_over_two_servers_equals_invoke_line_by_line(
         out = (tmp_path / "out" / (name + ".out")).read_bytes().splitlines()
         assert len(out) == len(lines)
         for line, answer in zip(lines, out, strict=True):
-            assert _same(answer, alone(server, line, content_type))
-
-
-def _same(a: bytes, b: bytes) -> bool:
-    """Equal JSON, floats within 1e-5 (a line's answer may come from another batch)."""
-    x, y = orjson.loads(a), orjson.loads(b)
-    flat = lambda d: np.array(  # noqa: E731
-        next(iter((d["predictions"][0] if "predictions" in d else d).values()))
-    )
-    return x.keys() == y.keys() and np.allclose(flat(x), flat(y), atol=1e-5, rtol=0)
+            assert same(answer, alone(server, line, content_type))
 
 
 def _request_counts(servers) -> list[int]:
@@ -267,7 +182,7 @@ def test_bad_and_oversized_lines_are_reported_and_the_rest_answered(server, tmp_
         if i in (4, 11, 20):
             assert b'"error"' in answer
         else:
-            assert _same(answer, alone(server, line, JSONLINES))
+            assert same(answer, alone(server, line, JSONLINES))
 
 
 def test_rerun_skips_finished_files(server, tmp_path):
@@ -280,6 +195,7 @@ def test_rerun_skips_finished_files(server, tmp_path):
     assert (second.files, second.skipped, second.records) == (1, 1, 10)
 
 
+@pytest.mark.local
 def test_a_server_restarting_mid_job_loses_and_doubles_nothing(demo_repository, tmp_path):
     lines = random_lines(3000, "mixed")  # long enough to be mid-job after 2 s
     write_lines(tmp_path / "in.jsonl", lines)
@@ -309,7 +225,7 @@ def test_a_server_restarting_mid_job_loses_and_doubles_nothing(demo_repository, 
         out = (tmp_path / "out" / "in.jsonl.out").read_bytes().splitlines()
         assert len(out) == len(lines)
         for i in range(0, len(lines), 50):
-            assert _same(out[i], alone(restarting, lines[i], JSONLINES))
+            assert same(out[i], alone(restarting, lines[i], JSONLINES))
     finally:
         restarting.stop()
 
@@ -349,7 +265,7 @@ def test_s3_input_and_output(server, tmp_path, s3):
     )
     assert summary.ok and summary.files == 2
     out = s3.cat("bucket/output/part-0.jsonl.out").splitlines()
-    assert len(out) == 40 and _same(out[7], alone(server, lines[7], JSONLINES))
+    assert len(out) == 40 and same(out[7], alone(server, lines[7], JSONLINES))
     assert not [p for p in s3.find("bucket/output") if p.endswith(".partial")]
     again = transform(
         "s3://bucket/input/", options(tmp_path, [server], output_path="s3://bucket/output")
@@ -357,6 +273,7 @@ def test_s3_input_and_output(server, tmp_path, s3):
     assert again.skipped == 2 and again.files == 0
 
 
+@pytest.mark.local
 def test_ray_engine_gives_the_same_outputs_as_the_local_engine(server, second_server, tmp_path):
     pytest.importorskip("ray")
     lines = random_lines(300, "mixed")
@@ -382,24 +299,10 @@ def test_ray_engine_gives_the_same_outputs_as_the_local_engine(server, second_se
     a = (tmp_path / "local" / "out" / "x.jsonl.out").read_bytes().splitlines()
     b = (tmp_path / "ray" / "out" / "x.jsonl.out").read_bytes().splitlines()
     assert len(a) == len(b) == 300
-    assert all(_same(x, y) if b"error" not in x else x == y for x, y in zip(a, b, strict=True))
+    assert all(same(x, y) if b"error" not in x else x == y for x, y in zip(a, b, strict=True))
 
 
 # ---- the boundary: paths, blank lines, dead servers -----------------------------------------
-
-
-@pytest.mark.parametrize(
-    "path, root",
-    [
-        ("bucket/in/../../etc/x.jsonl", "bucket/in"),
-        ("bucket/in/a/../../../x.jsonl", "bucket/in"),
-        ("bucket/in/..", "bucket/in"),
-    ],
-)
-def test_output_names_that_escape_the_output_path_are_refused(path, root):
-    with pytest.raises(UnsafePath):
-        output_name(path, root, "out")
-    assert output_name("bucket/in/a/./b.jsonl", "bucket/in", "out") == "out/a/b.jsonl.out"
 
 
 def test_s3_keys_with_dot_dot_are_refused_and_nothing_lands_outside(server, tmp_path, s3):
@@ -430,7 +333,7 @@ def test_blank_lines_keep_their_place_and_line_numbers_are_right(server, tmp_pat
     assert [f.line for f in summary.failures] == [2, 5]
     assert b"blank line" in out[1] and b"blank line" in out[4]
     for i in (0, 2, 3, 5):
-        assert _same(out[i], alone(server, lines[i], JSONLINES))
+        assert same(out[i], alone(server, lines[i], JSONLINES))
 
 
 def test_a_dead_server_holds_no_work_while_it_backs_off(server, tmp_path):
@@ -453,9 +356,3 @@ def test_a_dead_server_holds_no_work_while_it_backs_off(server, tmp_path):
     # A worker that kept its request through a back-off would hold it for up to 30 s; the
     # live server takes every request while the dead one waits, so the job ends long before.
     assert elapsed < 20, f"{elapsed:.1f} s: work waited on the dead server"
-
-
-def test_packing_respects_the_record_cap():
-    lines = [b'{"in0": [1]}'] * 25
-    groups = [g for g, why in pack(lines, JSONLINES, "MultiRecord", 10**6, max_records=10)]
-    assert [len(g) for g in groups] == [10, 10, 5]

@@ -15,24 +15,16 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from export.facts import Facts
-from export.padding import pad
-from server.payload import (
-    JSON,
-    JSONLINES,
-    Limits,
-    PayloadError,
-    parse_bodies,
-    parse_request,
-    request_options,
-)
-from tests.test_server import DOC_EXAMPLE, client_for, json_body, onnx_run
+from contract.facts import Facts
+from contract.names import JSON, JSONLINES
+from contract.padding import pad
+from server.payload import Limits, PayloadError, parse_bodies, parse_request, request_options
+from tests.helpers import DOC_EXAMPLE, answer_vectors, client_for, json_body, onnx_run, same
 
 OUTCOMES: Counter = Counter()
 VOCAB = (12000, 12000)  # the demo model's vocabularies (checked in the fixture)
@@ -73,22 +65,6 @@ def expected_vectors(repository, facts: Facts, body: bytes, content_type, accept
             feed = {"tokens": pad([instance.in0 if side == 0 else instance.in1], 10**9)}
             vectors.append(("embeddings", onnx_run(repository, f"enc{side}", feed)[0]))
     return vectors
-
-
-def same(a: bytes, b: bytes) -> bool:
-    """The same answer, up to float noise between batch shapes."""
-    got, expected = answer_vectors(a), answer_vectors(b)
-    return [k for k, _ in got] == [k for k, _ in expected] and all(
-        np.allclose(g, e, atol=1e-5, rtol=0) for (_, g), (_, e) in zip(got, expected, strict=True)
-    )
-
-
-def answer_vectors(answer: bytes) -> list:
-    if answer.startswith(b'{"predictions"'):
-        rows = orjson.loads(answer)["predictions"]
-    else:
-        rows = [orjson.loads(line) for line in answer.splitlines() if line.strip()]
-    return [next(iter(row.items())) for row in rows]
 
 
 # ---- strategies -------------------------------------------------------------------------

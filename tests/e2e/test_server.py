@@ -11,58 +11,28 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import onnxruntime as ort
 import orjson
 import pytest
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from export.facts import Facts
-from export.padding import pad
-from server.configs import ServingSettings, write_configs
+from contract.facts import Facts
+from contract.padding import pad
+from server.configs import write_configs
 from server.embedded import PROJECT_ROOT
-from tests.conftest import start_server
-
-# The hosted documentation's example request.
-DOC_EXAMPLE = [
-    [6, 17, 606, 19, 53, 67, 52, 12, 5, 10, 15, 10178, 7, 33, 652, 80, 15, 69, 821, 4],
-    [22, 1016, 32, 13, 25, 11, 5, 64, 573, 45, 5, 80, 15, 67, 21, 7, 9, 107, 4],
-    [774, 14, 21, 206],
-]
-JSON, JSONLINES = "application/json", "application/jsonlines"
-PROTOCOLS = ["http", "grpc"]
-
-
-def client_for(server, protocol: str):
-    if protocol == "http":
-        return httpclient, httpclient.InferenceServerClient(server.http_url, concurrency=16)
-    return grpcclient, grpcclient.InferenceServerClient(server.grpc_url)
-
-
-def infer(server, protocol: str, body: bytes | str, content_type=None, accept=None) -> bytes:
-    module, client = client_for(server, protocol)
-    return _infer(module, client, body, content_type, accept)
-
-
-def _infer(module, client, body, content_type=None, accept=None) -> bytes:
-    data = body.encode() if isinstance(body, str) else body
-    tensor = module.InferInput("body", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-    params = {k: v for k, v in (("content_type", content_type), ("accept", accept)) if v}
-    result = client.infer("object2vec", [tensor], parameters=params or None)
-    return result.as_numpy("response").reshape(-1)[0]
-
-
-def json_body(instances: list[dict]) -> str:
-    return json.dumps({"instances": instances})
-
-
-def onnx_run(repository, model: str, feed: dict) -> np.ndarray:
-    session = ort.InferenceSession(
-        str(repository / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    return session.run(None, feed)[0]
+from server.settings import ServingSettings
+from tests.helpers import (
+    DOC_EXAMPLE,
+    JSON,
+    JSONLINES,
+    PROTOCOLS,
+    client_for,
+    infer,
+    infer_with,
+    json_body,
+    onnx_run,
+    start_server,
+)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -204,7 +174,7 @@ def test_a_bad_request_fails_alone_in_its_batch(server):
     bodies = [(good, JSON) if i % 2 else BAD_REQUESTS[i % len(BAD_REQUESTS)][:2] for i in range(64)]
     with ThreadPoolExecutor(32) as pool:
         outcomes = list(pool.map(lambda b: _try(module, client, *b), bodies))
-    expected = _infer(module, client, good, JSON)
+    expected = infer_with(module, client, good, JSON)
     for i, outcome in enumerate(outcomes):
         if i % 2:
             assert outcome == expected
@@ -223,7 +193,7 @@ def test_a_bad_request_fails_alone_in_its_batch(server):
 
 def _try(module, client, body, content_type):
     try:
-        return _infer(module, client, body, content_type)
+        return infer_with(module, client, body, content_type)
     except InferenceServerException as error:
         return error
 
@@ -244,11 +214,13 @@ def test_200_concurrent_requests_equal_the_same_instances_sent_alone(server):
     module, client = client_for(server, "grpc")
     with ThreadPoolExecutor(64) as pool:
         together = list(
-            pool.map(lambda r: orjson.loads(_infer(module, client, json_body(r), JSON)), requests)
+            pool.map(
+                lambda r: orjson.loads(infer_with(module, client, json_body(r), JSON)), requests
+            )
         )
     for instances, answer in zip(requests, together, strict=True):
         for instance, prediction in zip(instances, answer["predictions"], strict=True):
-            alone = orjson.loads(_infer(module, client, json_body([instance]), JSON))
+            alone = orjson.loads(infer_with(module, client, json_body([instance]), JSON))
             (key,) = prediction
             np.testing.assert_allclose(
                 prediction[key], alone["predictions"][0][key], atol=1e-5, rtol=0
@@ -264,6 +236,7 @@ def mode_repository(demo_repository, tmp_path_factory):
     return repository
 
 
+@pytest.mark.local
 @pytest.mark.parametrize(
     "mode, preferred", [("embedding", {"enc0", "enc1"}), ("classification", {"pair"})]
 )
@@ -281,9 +254,10 @@ def test_each_mode_loads_and_gives_the_preferred_network_its_copies(
         assert len(answer["predictions"][0]["scores"]) == 2
 
 
+@pytest.mark.local
 def test_regression_models_answer_one_score(tmp_path_factory):
     from export.onnx_export import export
-    from tests.test_network import small
+    from tests.helpers import small_model as small
 
     repository = tmp_path_factory.mktemp("regression") / "model_repository"
     shutil.copytree(
@@ -311,6 +285,7 @@ def _launch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.local
 def test_launcher_refuses_an_unknown_mode_and_a_missing_model(tmp_path):
     import os
 

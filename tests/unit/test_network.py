@@ -4,27 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from contract.padding import pad
 from export import demo
 from export.data import PairData
 from export.hyperparameters import Hyperparameters
 from export.network import Object2Vec
-from export.padding import pad
 from export.train import train
+from tests.helpers import SMALL_MODEL, small_model
 
-BASE = {
-    "enc0_max_seq_len": 40,
-    "enc1_max_seq_len": 40,
-    "enc0_vocab_size": 300,
-    "enc1_vocab_size": 300,
-    "enc_dim": 12,
-    "enc0_token_embedding_dim": 8,
-    "mlp_dim": 16,
-}
-
-
-def small(**overrides) -> Object2Vec:
-    torch.manual_seed(0)
-    return Object2Vec(Hyperparameters.from_dict(BASE | overrides)).eval()
+BASE = SMALL_MODEL
+small = small_model
 
 
 ENCODER_SETUPS = [

@@ -4,7 +4,8 @@ import numpy as np
 import orjson
 import pytest
 
-from server.payload import JSON, JSONLINES, Limits, PayloadError, format_response, parse_request
+from contract.names import JSON, JSONLINES
+from server.payload import Limits, PayloadError, format_response, parse_request
 
 LIMITS = Limits(vocab_sizes=(100, 50), max_seq_lens=(8, 4), max_body_bytes=1000)
 

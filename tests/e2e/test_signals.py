@@ -22,8 +22,9 @@ import pytest
 from server.embedded import PROJECT_ROOT, _pytriton_dir, embedded_environment, prepare_backends
 from server.entrypoint import Launch
 from server.process import group_members, shared_memory_of
-from tests.conftest import free_port
-from tests.test_server import DOC_EXAMPLE, json_body
+from tests.helpers import DOC_EXAMPLE, free_port, json_body
+
+pytestmark = pytest.mark.local  # starts servers of its own
 
 
 class Launcher:
@@ -69,8 +70,9 @@ class Launcher:
             return False
 
     def wait_ready(self, timeout: float = 120) -> None:
+        """Until Triton answers ready and the launcher has said so (its banner)."""
         deadline = time.monotonic() + timeout
-        while not self.ready():
+        while not (self.ready() and b"is ready" in self.log.read_bytes()):
             assert self.process.poll() is None, self.log.read_text()[-2000:]
             assert time.monotonic() < deadline, "not ready in time"
             time.sleep(0.2)

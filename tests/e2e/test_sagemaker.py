@@ -25,9 +25,9 @@ from botocore.config import Config
 from client.api import Client
 from client.cli import main as cli
 from server.embedded import PROJECT_ROOT
-from tests.conftest import free_port
-from tests.test_robustness import same
-from tests.test_server import DOC_EXAMPLE, JSON, JSONLINES, json_body
+from tests.helpers import DOC_EXAMPLE, JSON, JSONLINES, free_port, json_body, same
+
+pytestmark = pytest.mark.local  # starts servers of its own
 
 
 @dataclass

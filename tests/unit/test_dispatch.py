@@ -3,10 +3,11 @@
 import numpy as np
 import orjson
 
-from bench.peers import onnx_runner
-from export.facts import Facts
+from contract.facts import Facts
+from contract.names import JSON
 from server.dispatch import dispatch, plan
-from server.payload import JSON, Limits, parse_request
+from server.payload import Limits, parse_request
+from tests.helpers import onnx_runner
 
 
 def _requests(repository, bodies):

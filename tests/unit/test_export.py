@@ -5,10 +5,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from contract.facts import Facts
 from export import checkpoint, demo
-from export.facts import Facts
 from export.onnx_export import ExportMismatch, export
-from tests.test_network import small
+from tests.helpers import small_model as small
 
 
 def _session(path):
@@ -44,7 +44,7 @@ def test_onnx_runtime_agrees_with_torch(tmp_path, setup):
     tokens = [rng.integers(1, 300, size=n).tolist() for n in (2, 9, 31)]
     import torch
 
-    from export.padding import pad
+    from contract.padding import pad
 
     array = pad(tokens, 40)
     (got,) = _session(tmp_path / "enc1" / "1" / "model.onnx").run(None, {"tokens": array})

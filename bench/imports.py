@@ -1,0 +1,127 @@
+"""The import graph between the project's top-level packages, checked against the layers.
+
+    python -m bench.imports          # prints package -> packages it imports, and any breach
+
+Every import counts, at module level or inside a function. The layers, bottom up:
+
+    contract                      imports nothing of ours
+    export, client, server        contract only (side by side: none imports another)
+    model_repository              contract, server (the front door is server code's user)
+    bench, tests                  anything below; tests never import bench, and a test
+                                  module imports no other test module (only tests.helpers)
+
+Also reported: import cycles between modules, wherever they are. Exit code 1 on any breach.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("contract", "export", "client", "server", "model_repository", "bench", "tests")
+ALLOWED: dict[str, set[str]] = {
+    "contract": set(),
+    "export": {"contract"},
+    "client": {"contract"},
+    "server": {"contract"},
+    "model_repository": {"contract", "server"},
+    "bench": {"contract", "export", "client", "server"},
+    "tests": {"contract", "export", "client", "server"},
+}
+
+
+SHARED_TEST_MODULES = {"tests", "tests.helpers", "tests.conftest"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module of ours this file imports, wherever the import statement is."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(n for n in names if n.split(".")[0] in PACKAGES)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    """module -> modules of ours it imports (only names that are modules or packages)."""
+    files = {
+        _module_name(p): p
+        for package in PACKAGES
+        for p in (ROOT / package).rglob("*.py")
+        if ".venv" not in p.parts
+    }
+    edges = {}
+    for module, path in files.items():
+        targets = set()
+        for name in imports_of(path):
+            while name and name not in files:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                targets.add(name)
+        edges[module] = targets
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == "open":
+                found.append(stack[stack.index(target) :] + [target])
+            elif target not in state:
+                visit(target, stack + [target])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def breaches(edges: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, targets in sorted(edges.items()):
+        package = module.split(".")[0]
+        for target in sorted(targets):
+            other = target.split(".")[0]
+            if other != package and other not in ALLOWED[package]:
+                out.append(f"{module} imports {target}: {package} may not import {other}")
+            if package == "tests" and other == "tests" and target not in SHARED_TEST_MODULES:
+                out.append(f"{module} imports {target}: a test imports only tests.helpers")
+    out += [" -> ".join(cycle) + ": an import cycle" for cycle in cycles(edges)]
+    return out
+
+
+def main() -> int:
+    edges = graph()
+    packages: dict[str, set[str]] = defaultdict(set)
+    for module, targets in edges.items():
+        for target in targets:
+            if target.split(".")[0] != module.split(".")[0]:
+                packages[module.split(".")[0]].add(target.split(".")[0])
+    for package in PACKAGES:
+        print(f"{package:17} -> {', '.join(sorted(packages[package])) or '(nothing of ours)'}")
+    problems = breaches(edges)
+    for problem in problems:
+        print(f"BREACH {problem}")
+    print("layers respected, no cycles" if not problems else f"{len(problems)} breach(es)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

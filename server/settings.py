@@ -1,0 +1,142 @@
+"""Every serving setting, typed, with one parser: the config CLI, the launchers and the
+benchmarks all read settings through this module.
+
+A setting is a dataclass field whose metadata says how it is written outside Python: its
+environment variable (`env`), its lowest value (`minimum`) or its choices (`choices`).
+`parse_setting` turns one text into one value with the same rules everywhere (booleans:
+true/false, 1/0, yes/no), and says what is wrong with a text it refuses.
+
+    ServingSettings   what goes into the generated Triton configs
+    (server.entrypoint.Launch is a settings dataclass of the same kind: the process's options)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, get_type_hints
+
+from contract.names import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES
+
+
+class SettingError(ValueError):
+    """A setting's text can't be used: the message names the setting and says why."""
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+T = TypeVar("T")
+
+
+def setting(default: Any, env: str | None = None, minimum: float | None = None, choices=None):
+    """A dataclass field that is a setting."""
+    return field(default=default, metadata={"env": env, "minimum": minimum, "choices": choices})
+
+
+def _kind(cls: type, name: str) -> type:
+    hint = get_type_hints(cls)[name]
+    return hint if isinstance(hint, type) else str
+
+
+def parse_setting(cls: type, name: str, text: str, label: str | None = None) -> Any:
+    """The value of setting `name` of `cls` from its text; SettingError when it is not one."""
+    spec = {f.name: f for f in fields(cls)}[name]
+    label = label or spec.metadata.get("env") or name
+    kind = _kind(cls, name)
+    text = text.strip()
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise SettingError(f"{label}={text!r}: use true or false")
+        return text.lower() in _TRUE
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingError(f"{label}={text!r} is not {kind.__name__}") from None
+    choices = spec.metadata.get("choices")
+    if choices and value not in choices:
+        raise SettingError(f"{label}={text!r}: use {' or '.join(choices)}")
+    minimum = spec.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise SettingError(f"{label}={text!r} must be at least {minimum}")
+    return value
+
+
+def from_texts(cls: type[T], texts: Mapping[str, str], base: T | None = None) -> T:
+    """`base` (else the defaults) with the settings named in `texts` parsed and replaced."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(texts) - known)
+    if unknown:
+        raise SettingError(f"unknown setting(s) {', '.join(unknown)}: known are {sorted(known)}")
+    values = {name: parse_setting(cls, name, text, label=name) for name, text in texts.items()}
+    return dataclasses.replace(base if base is not None else cls(), **values)
+
+
+def env_texts(cls: type, env: Mapping[str, str]) -> dict[str, str]:
+    """{setting: text} for every setting of `cls` whose variable is set (and not blank)."""
+    return {
+        f.name: env[f.metadata["env"]]
+        for f in fields(cls)
+        if f.metadata.get("env") and env.get(f.metadata["env"], "").strip()
+    }
+
+
+def from_env(cls: type[T], env: Mapping[str, str], base: T | None = None) -> T:
+    """`base` (else the defaults) with every setting whose variable is set in `env`."""
+    values = {name: parse_setting(cls, name, text) for name, text in env_texts(cls, env).items()}
+    return dataclasses.replace(base if base is not None else cls(), **values)
+
+
+def add_arguments(parser, cls: type) -> None:
+    """One --option per setting of `cls`, parsed by `parse_setting`."""
+    defaults = cls()
+    for f in fields(cls):
+
+        def convert(text: str, name: str = f.name) -> Any:
+            try:
+                return parse_setting(cls, name, text, label="--" + name.replace("_", "-"))
+            except SettingError as error:
+                raise ValueError(str(error)) from None
+
+        convert.__name__ = _kind(cls, f.name).__name__
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=convert,
+            default=getattr(defaults, f.name),
+            help=f"default {getattr(defaults, f.name)!r}"
+            + (f"; env {f.metadata['env']}" if f.metadata.get("env") else ""),
+        )
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What the generated configs say; see server.configs for where each one goes."""
+
+    gpu_copies: int = setting(2, "O2V_GPU_COPIES", minimum=1)  # preferred network, per GPU
+    cpu_copies: int = setting(1, minimum=1)  # every ONNX model outside the preferred mode
+    network_max_batch_size: int = setting(4096, minimum=1)  # instances per call to a network
+    # No waiting: the front door already batches, and requests queue while an instance is busy
+    # (docs/performance.md: 0 beat 200/500 µs on the realistic model).
+    network_queue_delay_us: int = setting(0, minimum=0)
+    front_door_max_batch_size: int = setting(64, minimum=1)  # requests per front door execute
+    front_door_queue_delay_us: int = setting(0, minimum=0)
+    front_door_copies: int = setting(1, minimum=1)
+    intra_op_thread_count: int = setting(0, minimum=0)  # 0: ONNX Runtime's default (all cores)
+    inter_op_thread_count: int = setting(0, minimum=0)
+    # ONNX Runtime's idle threads spin, waiting for work; on a small CPU they take the cores the
+    # front door needs. Read by the embedded server's ONNX Runtime backend.
+    allow_spinning: bool = setting(False)
+    max_body_bytes: int = setting(DEFAULT_MAX_BODY_BYTES, minimum=1)
+    max_instances: int = setting(DEFAULT_MAX_INSTANCES, minimum=1)  # per request, all bodies
+    # 0: one call per network per front door execute. Above 0: instances are also split into
+    # length groups whose padded size stays under this multiple of their real tokens.
+    max_padding_ratio: float = setting(0.0, minimum=0.0)
+    # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
+    accelerator: str = setting("cuda", "O2V_ACCELERATOR", choices=("cuda", "tensorrt"))
+    tensorrt_fp16: bool = setting(False, "O2V_TENSORRT_FP16")
+    tensorrt_engine_cache: str = setting("", "O2V_TENSORRT_ENGINE_CACHE")  # engines kept here
+    # A warm-up request per model instance, so the first user is not slow.
+    warmup: bool = setting(True, "O2V_WARMUP")
+    # Triton's response cache on the front door (needs --cache-config on the server). It keys on
+    # the body alone, not on the content_type / accept parameters: opt in where clients send
+    # each body in one format. The launcher turns it on with O2V_RESPONSE_CACHE_BYTES.
+    response_cache: bool = setting(False)
