@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint bench bench-deps bench-export clean
+.PHONY: install demo serve test lint bench bench-export perf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,14 +32,19 @@ test: install
 lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-# perf_analyzer 2.51 needs Debian's libb64 (and libcudart, from the bench extra).
-bench-deps: install
-	@dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y -q libb64-0d \
-		|| (apt-get update -q && apt-get install -y -q libb64-0d)
-
-# Triton against its peers: report, CSV and plot under runs/bench (about 15 minutes).
-bench: bench-deps
+# Triton against its peers: report, CSV and plot under runs/bench (about 15 minutes). No root:
+# perf_analyzer's libraries come from the wheels (bench/perf_analyzer.py).
+bench: install
 	$(PY) -m bench.suite
+
+# perf_analyzer against a running server's front door with your body:
+#   make perf BODY=request.json [URL=localhost:8001] [PROTOCOL=grpc|http] [CONTENT_TYPE=...]
+BODY ?=
+PROTOCOL ?= grpc
+perf: install
+	@test -n "$(BODY)" || { echo "usage: make perf BODY=request.json [URL=host:port] [PROTOCOL=grpc|http]"; exit 2; }
+	$(PY) -m bench.perf_analyzer $(BODY) --protocol $(PROTOCOL) $(if $(URL),--url $(URL)) \
+		$(if $(CONTENT_TYPE),--content-type "$(CONTENT_TYPE)")
 
 # Quality figures of the export issue (needs ../shared/data).
 bench-export: install

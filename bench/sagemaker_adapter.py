@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from bench.serving_latency import DOC_EXAMPLE as BODY
+from contract.example import DOC_EXAMPLE_BODY as BODY
 from contract.names import FRONT_DOOR, JSON
 from server.embedded import PROJECT_ROOT
 from server.process import free_port

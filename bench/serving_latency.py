@@ -10,7 +10,6 @@ front door's own modules, no server. Both on the same model and cores, in one ru
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
@@ -19,41 +18,12 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.peers import Pipeline, onnx_runner
+from contract.example import DOC_EXAMPLE_BODY
 from contract.names import JSON
 from server.embedded import EmbeddedServer
+from server.process import free_port
 
-DOC_EXAMPLE = json.dumps(
-    {
-        "instances": [
-            {
-                "in0": [
-                    6,
-                    17,
-                    606,
-                    19,
-                    53,
-                    67,
-                    52,
-                    12,
-                    5,
-                    10,
-                    15,
-                    10178,
-                    7,
-                    33,
-                    652,
-                    80,
-                    15,
-                    69,
-                    821,
-                    4,
-                ]
-            },
-            {"in0": [22, 1016, 32, 13, 25, 11, 5, 64, 573, 45, 5, 80, 15, 67, 21, 7, 9, 107, 4]},
-            {"in0": [774, 14, 21, 206]},
-        ]
-    }
-).encode()
+DOC_EXAMPLE = DOC_EXAMPLE_BODY
 
 
 def served_call(client: grpcclient.InferenceServerClient) -> None:
@@ -97,7 +67,6 @@ def main() -> None:
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--port", type=int, default=18001)
     args = parser.parse_args()
 
     local = in_process_call(args.repository)
@@ -105,9 +74,9 @@ def main() -> None:
         open(Path("runs") / "serving_latency_server.log", "w") as log,
         EmbeddedServer(
             args.repository,
-            http_port=args.port - 1,
-            grpc_port=args.port,
-            metrics_port=args.port + 1,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
         ).start(stdout=log) as server,
     ):
         client = grpcclient.InferenceServerClient(server.grpc_url)

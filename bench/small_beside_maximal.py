@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from bench.serving_latency import DOC_EXAMPLE
+from contract.example import DOC_EXAMPLE_BODY as DOC_EXAMPLE
 from contract.names import DEFAULT_MAX_INSTANCES, JSON
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 from server.process import free_port

@@ -25,7 +25,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from bench.serving_latency import DOC_EXAMPLE
+from contract.example import DOC_EXAMPLE_BODY as DOC_EXAMPLE
 from contract.names import JSON
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 from server.process import free_port, group_members

@@ -17,53 +17,29 @@ results.csv, report.md and throughput_vs_p99.png under --out.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
-import urllib.request
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import orjson
 
+from bench import perf_analyzer as pa
+from bench.load import CONCURRENCIES, Row, Workload, loadgen, start_fastapi
 from bench.peers import Pipeline, best_batch_rate, onnx_runner, torch_runner
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
+from bench.report import plot, report, server_profile
+from contract.example import DOC_EXAMPLE
 from server.configs import write_configs
 from server.embedded import PROJECT_ROOT, EmbeddedServer
+from server.process import free_port
 from server.settings import ServingSettings, from_texts
 
 UA_BASE = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k" / "ua.base"
-CONCURRENCIES = (1, 16, 64)
-DOC_EXAMPLE = [
-    [6, 17, 606, 19, 53, 67, 52, 12, 5, 10, 15, 10178, 7, 33, 652, 80, 15, 69, 821, 4],
-    [22, 1016, 32, 13, 25, 11, 5, 64, 573, 45, 5, 80, 15, 67, 21, 7, 9, 107, 4],
-    [774, 14, 21, 206],
-]
-
-
-@dataclass
-class Row:
-    model: str
-    workload: str
-    system: str  # triton-perf_analyzer, triton-loadgen, fastapi, ceiling-onnxruntime, torch
-    protocol: str
-    concurrency: int
-    instances_per_s: float
-    p50_ms: float
-    p99_ms: float
-
-
-@dataclass
-class Workload:
-    name: str
-    bodies: list[bytes]
-    instances: int  # per body
 
 
 # ---- models and workloads --------------------------------------------------------------------
@@ -141,49 +117,22 @@ def workloads(name: str, count: int = 64, seed: int = 0) -> list[Workload]:
 # ---- Triton through perf_analyzer ------------------------------------------------------------
 
 
-def perf_analyzer_env() -> dict[str, str]:
-    import nvidia.cuda_runtime
-
-    lib = Path(nvidia.cuda_runtime.__path__[0]) / "lib"
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = f"{lib}:{env.get('LD_LIBRARY_PATH', '')}"
-    return env
-
-
 def perf_analyzer(
     server: EmbeddedServer, workload: Workload, protocol: str, out: Path, model: str, quick: bool
 ) -> list[Row]:
-    data = out / f"{model}-{workload.name}.json"
-    data.write_text(json.dumps({"data": [{"body": [b.decode()]} for b in workload.bodies]}))
+    data = pa.input_data(workload.bodies, out / f"{model}-{workload.name}.json")
     rows = []
     for concurrency in CONCURRENCIES:
         csv_path = out / f"{model}-{workload.name}-{protocol}-c{concurrency}.csv"
-        command = [
-            str(Path(sys.executable).parent / "perf_analyzer"),
-            "-m",
-            "object2vec",
-            "-u",
+        args = pa.command(
             server.grpc_url if protocol == "grpc" else server.http_url,
-            "-i",
             protocol,
-            "--input-data",
-            str(data),
-            "--shape",
-            "body:1",
-            "--concurrency-range",
+            data,
             f"{concurrency}:{concurrency}",
-            "--measurement-interval",
-            "2000" if quick else "4000",
-            "--stability-percentage",
-            "1000",
-            "--max-trials",
-            "3",
-            "--percentile",
-            "99",
-            "-f",
-            str(csv_path),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, env=perf_analyzer_env())
+            csv_path,
+            measurement_ms=2000 if quick else 4000,
+        )
+        result = subprocess.run(args, capture_output=True, text=True, env=pa.environment())
         if result.returncode != 0 and not csv_path.exists():
             raise RuntimeError(f"perf_analyzer failed:\n{result.stdout}\n{result.stderr}")
         with open(csv_path) as f:
@@ -203,93 +152,7 @@ def perf_analyzer(
     return rows
 
 
-# ---- one HTTP load generator for Triton and the FastAPI peer ----------------------------------
-
-
-async def _load(
-    url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
-) -> tuple[list[float], float]:
-    import aiohttp
-
-    latencies: list[float] = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        stop = time.perf_counter() + seconds
-
-        async def worker(k: int) -> None:
-            i = k
-            while time.perf_counter() < stop:
-                start = time.perf_counter()
-                async with session.post(
-                    url, data=bodies[i % len(bodies)], headers=headers
-                ) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"{url}: HTTP {response.status}")
-                latencies.append(time.perf_counter() - start)
-                i += concurrency
-
-        begin = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        return latencies, time.perf_counter() - begin
-
-
-def loadgen(
-    url: str, headers: dict, workload: Workload, system: str, model: str, seconds: float
-) -> list[Row]:
-    rows = []
-    asyncio.run(_load(url, workload.bodies, headers, 4, 1.0))  # warm-up
-    for concurrency in CONCURRENCIES:
-        latencies, took = asyncio.run(_load(url, workload.bodies, headers, concurrency, seconds))
-        lat = np.array(latencies) * 1e3
-        rows.append(
-            Row(
-                model,
-                workload.name,
-                system,
-                "http",
-                concurrency,
-                len(lat) * workload.instances / took,
-                float(np.percentile(lat, 50)),
-                float(np.percentile(lat, 99)),
-            )
-        )
-    return rows
-
-
 TRITON_RAW = {"Inference-Header-Content-Length": "0", "Content-Type": "application/octet-stream"}
-
-
-def start_fastapi(repository: Path, port: int, log) -> subprocess.Popen:
-    # One worker with ONNX Runtime on all cores. (`--workers 2` was tried: uvicorn's
-    # multi-process mode answered every request 40 ms late here, a Nagle/delayed-ACK stall.)
-    env = dict(os.environ, O2V_PEER_REPOSITORY=str(repository), O2V_PEER_THREADS="0")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "bench.peers:app_from_environment",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://localhost:{port}/ping", timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("the FastAPI peer did not start")
 
 
 # ---- in process ------------------------------------------------------------------------------
@@ -317,133 +180,6 @@ def in_process(
         single_ms,
         float("nan"),
     )
-
-
-# ---- where the time goes, by the server's own statistics --------------------------------------
-
-
-def server_profile(server: EmbeddedServer) -> str:
-    """Per model: requests, executions, and the mean queue / compute time of each."""
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(server.http_url)
-    lines = [
-        "| model | requests | executions | requests/execution | queue us/request "
-        "| compute us/execution |",
-        "|---|---|---|---|---|---|",
-    ]
-    for stats in client.get_inference_statistics()["model_stats"]:
-        inference = stats["inference_stats"]
-        requests = int(inference["success"]["count"]) or 1
-        executions = int(stats["execution_count"]) or 1
-        compute = sum(
-            int(inference[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output")
-        )
-        lines.append(
-            f"| {stats['name']} | {requests} | {executions} | "
-            f"{requests / executions:.1f} | {int(inference['queue']['ns']) / requests / 1e3:,.0f} "
-            f"| {compute / executions / 1e3:,.0f} |"
-        )
-    client.close()
-    return "\n".join(lines) + "\n"
-
-
-# ---- report ----------------------------------------------------------------------------------
-
-
-def report(rows: list[Row], out: Path) -> str:
-    lines = []
-    keyed = {(r.model, r.workload, r.system, r.protocol, r.concurrency): r for r in rows}
-    for model, workload in dict.fromkeys((r.model, r.workload) for r in rows):
-        lines += [
-            f"\n### {model} / {workload}\n",
-            "| system | protocol | inst/s c1 | inst/s c16 | inst/s c64 | p50 ms c16 | p99 ms c16 |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for system, protocol in dict.fromkeys(
-            (r.system, r.protocol) for r in rows if (r.model, r.workload) == (model, workload)
-        ):
-            if system in ("ceiling-onnxruntime", "torch-eager"):
-                r = keyed[(model, workload, system, protocol, 0)]
-                lines.append(
-                    f"| {system} | {protocol} | | {r.instances_per_s:,.0f} | | "
-                    f"{r.p50_ms:.2f} (one request) | |"
-                )
-                continue
-            cells = [keyed[(model, workload, system, protocol, c)] for c in CONCURRENCIES]
-            lines.append(
-                f"| {system} | {protocol} | "
-                + " | ".join(f"{c.instances_per_s:,.0f}" for c in cells)
-                + f" | {cells[1].p50_ms:.2f} | {cells[1].p99_ms:.2f} |"
-            )
-        triton = keyed.get((model, workload, "triton-perf_analyzer", "grpc", 16))
-        ceiling = next(
-            (
-                r
-                for r in rows
-                if (r.model, r.workload, r.system) == (model, workload, "ceiling-onnxruntime")
-            ),
-            None,
-        )
-        ours = keyed.get((model, workload, "triton-loadgen", "http", 16))
-        peer = keyed.get((model, workload, "fastapi", "http", 16))
-        if triton and ceiling:
-            lines.append(
-                f"\nTriton gRPC / ceiling at c16: "
-                f"{triton.instances_per_s / ceiling.instances_per_s:.2f}x"
-            )
-        if ours and peer:
-            lines.append(
-                f"Triton HTTP / FastAPI peer at c16 (same load generator): "
-                f"{ours.instances_per_s / peer.instances_per_s:.2f}x"
-            )
-        single = keyed.get((model, workload, "triton-perf_analyzer", "grpc", 1))
-        if single and ceiling and not np.isnan(ceiling.p50_ms):
-            lines.append(
-                f"Per-request overhead of Triton at c1 (gRPC p50 - in-process "
-                f"single request): {(single.p50_ms - ceiling.p50_ms) * 1e3:,.0f} us"
-            )
-    text = "\n".join(lines)
-    (out / "report.md").write_text(text + "\n")
-    return text
-
-
-def plot(rows: list[Row], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = list(dict.fromkeys((r.model, r.workload) for r in rows))
-    figure, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
-    for axis, (model, workload) in zip(axes[0], groups, strict=True):
-        series = dict.fromkeys(
-            (r.system, r.protocol)
-            for r in rows
-            if (r.model, r.workload) == (model, workload) and r.concurrency
-        )
-        for system, protocol in series:
-            points = [
-                r
-                for r in rows
-                if (r.model, r.workload, r.system, r.protocol)
-                == (model, workload, system, protocol)
-            ]
-            axis.plot(
-                [p.p99_ms for p in points],
-                [p.instances_per_s for p in points],
-                marker="o",
-                label=f"{system} {protocol}",
-            )
-        axis.set(
-            title=f"{model} / {workload}",
-            xlabel="p99 latency (ms)",
-            ylabel="instances / s",
-            xscale="log",
-        )
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out / "throughput_vs_p99.png", dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -483,9 +219,9 @@ def main(argv: list[str] | None = None) -> None:
         with open(out / f"{model}-triton.log", "w") as log:
             server = EmbeddedServer(
                 repository,
-                http_port=18200,
-                grpc_port=18201,
-                metrics_port=18202,
+                http_port=free_port(),
+                grpc_port=free_port(),
+                metrics_port=free_port(),
                 cache_bytes=args.response_cache_bytes,
             ).start(stdout=log)
             try:
@@ -512,11 +248,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.no_peers:
             continue
         with open(out / f"{model}-fastapi.log", "w") as log:
-            peer = start_fastapi(repository, 18300, log)
+            peer_port = free_port()
+            peer = start_fastapi(repository, peer_port, log)
             try:
                 for workload in chosen:
                     rows += loadgen(
-                        "http://localhost:18300/invocations",
+                        f"http://localhost:{peer_port}/invocations",
                         {"Content-Type": "application/json"},
                         workload,
                         "fastapi",

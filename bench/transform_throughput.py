@@ -21,6 +21,7 @@ import orjson
 from client.batching import TransformOptions
 from client.transform import transform
 from server.embedded import EmbeddedServer
+from server.process import free_port
 
 UA_BASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ua.base"
 
@@ -62,9 +63,9 @@ def main() -> None:
     servers = [
         EmbeddedServer(
             args.repository,
-            http_port=18100 + 10 * i,
-            grpc_port=18101 + 10 * i,
-            metrics_port=18102 + 10 * i,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
         )
         for i in range(2)
     ]

@@ -1,0 +1,124 @@
+"""Load generation: one asyncio HTTP load generator for Triton and its peers alike.
+
+Each body is POSTed as is (`headers` say how the server reads it); `loadgen` runs a warm-up
+and then every concurrency of the sweep, and returns one `Row` per concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from server.embedded import PROJECT_ROOT
+
+CONCURRENCIES = (1, 16, 64)
+
+
+@dataclass
+class Row:
+    model: str
+    workload: str
+    system: str  # triton-perf_analyzer, triton-loadgen, fastapi, ceiling-onnxruntime, torch
+    protocol: str
+    concurrency: int
+    instances_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class Workload:
+    name: str
+    bodies: list[bytes]
+    instances: int  # per body
+
+
+async def _load(
+    url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
+) -> tuple[list[float], float]:
+    import aiohttp
+
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        stop = time.perf_counter() + seconds
+
+        async def worker(k: int) -> None:
+            i = k
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                async with session.post(
+                    url, data=bodies[i % len(bodies)], headers=headers
+                ) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url}: HTTP {response.status}")
+                latencies.append(time.perf_counter() - start)
+                i += concurrency
+
+        begin = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return latencies, time.perf_counter() - begin
+
+
+def loadgen(
+    url: str, headers: dict, workload: Workload, system: str, model: str, seconds: float
+) -> list[Row]:
+    rows = []
+    asyncio.run(_load(url, workload.bodies, headers, 4, 1.0))  # warm-up
+    for concurrency in CONCURRENCIES:
+        latencies, took = asyncio.run(_load(url, workload.bodies, headers, concurrency, seconds))
+        lat = np.array(latencies) * 1e3
+        rows.append(
+            Row(
+                model,
+                workload.name,
+                system,
+                "http",
+                concurrency,
+                len(lat) * workload.instances / took,
+                float(np.percentile(lat, 50)),
+                float(np.percentile(lat, 99)),
+            )
+        )
+    return rows
+
+
+def start_fastapi(repository: Path, port: int, log) -> subprocess.Popen:
+    # One worker with ONNX Runtime on all cores. (`--workers 2` was tried: uvicorn's
+    # multi-process mode answered every request 40 ms late here, a Nagle/delayed-ACK stall.)
+    env = dict(os.environ, O2V_PEER_REPOSITORY=str(repository), O2V_PEER_THREADS="0")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.peers:app_from_environment",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://localhost:{port}/ping", timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("the FastAPI peer did not start")
