@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from contract.facts import Facts
-from contract.names import ENCODER_MODELS, PAIR_MODEL
+from contract.names import ENCODER_MODELS, JSON, PAIR_MODEL
 from server.dispatch import Runner, dispatch
 from server.payload import Limits, PayloadError, format_response, parse_request
 from server.settings import ServingSettings
@@ -86,7 +86,7 @@ def fastapi_app(repository: Path, threads: int = 1):
             answer = pipeline.answer(body, request.headers.get("content-type"))
         except PayloadError as error:
             raise HTTPException(400, str(error)) from None
-        return Response(answer, media_type="application/json")
+        return Response(answer, media_type=JSON)
 
     @app.get("/ping")
     async def ping() -> dict:

@@ -69,7 +69,7 @@ def bad_requests(base: str) -> list[tuple[str, str, bytes, dict]]:
     kinds.append(("parameter type", front, data, headers))
     data, headers = _with_header({"inputs": [dict(body_input, shape=[2, 1])]}, [DOC_EXAMPLE, b"{"])
     kinds.append(("two bodies, one bad", front, data, headers))
-    network = {"Content-Type": "application/json"}
+    network = {"Content-Type": JSON}
     enc0 = orjson.dumps(
         {"inputs": [{"name": "tokens", "shape": [1, 2], "datatype": "INT64", "data": [-5, 10**6]}]}
     )

@@ -34,6 +34,7 @@ from bench.peers import Pipeline, best_batch_rate, onnx_runner, torch_runner
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
 from bench.report import plot, report, server_profile
 from contract.example import DOC_EXAMPLE
+from contract.names import JSON
 from server.configs import write_configs
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 from server.process import free_port
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
                 for workload in chosen:
                     rows += loadgen(
                         f"http://localhost:{peer_port}/invocations",
-                        {"Content-Type": "application/json"},
+                        {"Content-Type": JSON},
                         workload,
                         "fastapi",
                         model,

@@ -40,6 +40,7 @@ from contract.names import (
     BODY_INPUT,
     CONTENT_TYPE_PARAMETER,
     FRONT_DOOR,
+    JSON,
     RESPONSE_OUTPUT,
 )
 from server.payload import answer_media_type
@@ -218,7 +219,7 @@ def _response(status: int, body: bytes, content_type: str | None, keep_alive: bo
 
 
 def _error(status: int, message: str) -> tuple[int, bytes, str]:
-    return status, orjson.dumps({"error": message}), "application/json"
+    return status, orjson.dumps({"error": message}), JSON
 
 
 class _Connection(asyncio.Protocol):
@@ -330,7 +331,7 @@ class Adapter:
         if path == b"/ping":
             return await self.ping()
         if path == b"/execution-parameters":
-            return 200, self.parameters.as_json(), "application/json"
+            return 200, self.parameters.as_json(), JSON
         return _error(404, "no such route: /ping, /invocations, /execution-parameters")
 
     async def ping(self) -> tuple[int, bytes, str | None]:

@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import DOC_EXAMPLE, infer, json_body, start_server
+from tests.helpers import DOC_EXAMPLE, JSON, infer, json_body, start_server
 
 pytestmark = pytest.mark.local  # starts servers of its own
 
@@ -72,7 +72,7 @@ def test_response_cache_answers_repeated_bodies_from_the_cache(
     monkeypatch.setenv("O2V_RESPONSE_CACHE_BYTES", str(8 * 1024 * 1024))
     with start_server(repository) as running:
         body = json_body([{"in0": s} for s in DOC_EXAMPLE])
-        answers = {infer(running, "http", body, "application/json") for _ in range(5)}
+        answers = {infer(running, "http", body, JSON) for _ in range(5)}
         client = httpclient.InferenceServerClient(running.http_url)
         stats = client.get_inference_statistics("object2vec")["model_stats"][0]
         config = client.get_model_config("object2vec")
