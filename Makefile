@@ -48,7 +48,7 @@ perf: install
 
 # Quality figures of the export issue (needs ../shared/data).
 bench-export: install
-	$(PY) bench/export_quality.py
+	$(PY) -m bench.export_quality
 
 clean:
 	rm -rf .triton runs model_repository/*/config.pbtxt model_repository/*/configs \

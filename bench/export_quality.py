@@ -1,6 +1,6 @@
 """Quality and export figures for the export issue (a benchmark, not a test).
 
-    python bench/export_quality.py [--data ../shared/data] [--work runs/quality]
+    python -m bench.export_quality [--data ../shared/data] [--work runs/quality]
 
 MovieLens 100k regression as in the public example (pooled_embedding both sides, enc_dim 1024,
 one MLP layer of 256 tanh, adam lr 0.001, batch 64, up to 20 epochs): RMSE on held-out ratings.

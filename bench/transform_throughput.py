@@ -1,6 +1,6 @@
 """Batch Transform throughput: 100,000 MovieLens pair lines, one server and two, local and Ray.
 
-    python bench/transform_throughput.py [--repository model_repository] [--records 100000]
+    python -m bench.transform_throughput [--repository model_repository] [--records 100000]
 
 The lines are `{"in0": [user], "in1": [movie]}` from ../shared/data/ml-100k/ua.base (cycled to
 the record count; random ids of the same ranges when the data is absent). The servers are

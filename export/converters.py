@@ -40,19 +40,38 @@ def encode(text: str, vocabulary: dict[str, int]) -> list[int]:
 
 
 def movielens(
-    ua_base: Path, out: Path, task: str = "regression", test_fraction: float = 0.1, seed: int = 0
+    ua_base: Path,
+    out: Path,
+    task: str = "regression",
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    split: str = "per-user",
+    per_user: int = 10,
 ) -> dict[str, int]:
     """`in0=[user]`, `in1=[movie]`; label: the rating, or 1 if rating > 3 (classification).
 
-    Writes train.jsonl and test.jsonl (a random `test_fraction` of the ratings held out).
+    Writes train.jsonl and test.jsonl. `split="per-user"` holds out `per_user` random ratings
+    of every user, as MovieLens' own `ua` split does (so every user is seen in training and
+    scored in the test); `split="random"` holds out a random `test_fraction` of all ratings.
     Returns the vocabulary sizes to train with (largest id + 1).
     """
     ratings = np.loadtxt(ua_base, dtype=np.int64, usecols=(0, 1, 2))
     users, movies, stars = ratings.T
     labels = stars.astype(float) if task == "regression" else (stars > 3).astype(int)
-    order = np.random.default_rng(seed).permutation(len(ratings))
-    cut = int(len(order) * (1 - test_fraction))
-    for name, rows in (("train", order[:cut]), ("test", order[cut:])):
+    rng = np.random.default_rng(seed)
+    if split == "per-user":
+        held = np.zeros(len(ratings), dtype=bool)
+        for user in np.unique(users):
+            rows = np.flatnonzero(users == user)
+            held[rng.choice(rows, size=min(per_user, len(rows) - 1), replace=False)] = True
+        parts = {"train": rng.permutation(np.flatnonzero(~held)), "test": np.flatnonzero(held)}
+    elif split == "random":
+        order = rng.permutation(len(ratings))
+        cut = int(len(order) * (1 - test_fraction))
+        parts = {"train": order[:cut], "test": order[cut:]}
+    else:
+        raise ValueError(f"split {split!r}: use per-user or random")
+    for name, rows in parts.items():
         write_jsonlines(
             out / f"{name}.jsonl",
             (
@@ -101,13 +120,30 @@ def main(argv: list[str] | None = None) -> None:
     ml.add_argument("ua_base", type=Path)
     ml.add_argument("out", type=Path)
     ml.add_argument("--task", choices=("regression", "classification"), default="regression")
+    ml.add_argument(
+        "--split",
+        choices=("per-user", "random"),
+        default="per-user",
+        help="per-user: --per-user ratings of every user held out, as MovieLens' ua split "
+        "(default); random: --test-fraction of all ratings",
+    )
+    ml.add_argument("--per-user", type=int, default=10)
     ml.add_argument("--test-fraction", type=float, default=0.1)
     st = sub.add_parser("sts", help="STS Benchmark folder -> train/dev JSON Lines + vocab.json")
     st.add_argument("data_dir", type=Path)
     st.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if args.dataset == "movielens":
-        print(movielens(args.ua_base, args.out, args.task, args.test_fraction))
+        print(
+            movielens(
+                args.ua_base,
+                args.out,
+                args.task,
+                args.test_fraction,
+                split=args.split,
+                per_user=args.per_user,
+            )
+        )
     else:
         print(sts(args.data_dir, args.out))
 

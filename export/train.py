@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def _optimizer(hp: Hyperparameters, model: Object2Vec) -> _Optimizers:
                 if all(module.weight is not t for t in tables):
                     tables.append(module.weight)
     dense = [p for p in trainable if all(p is not t for t in tables)]
-    optimizers = [kinds[hp.optimizer](dense, lr=hp.learning_rate, weight_decay=hp.weight_decay)]
+    extra = {"fused": True} if hp.optimizer in ("adam", "adagrad", "sgd") else {}
+    optimizers = [
+        kinds[hp.optimizer](dense, lr=hp.learning_rate, weight_decay=hp.weight_decay, **extra)
+    ]
     if tables:
         optimizers.append(torch.optim.SparseAdam(tables, lr=hp.learning_rate))
     return _Optimizers(*optimizers)
@@ -135,6 +139,7 @@ def train(
     best_loss, best_state, stale = math.inf, None, 0
     steps = math.ceil(len(train_data) / hp.mini_batch_size)
     for epoch in range(1, hp.epochs + 1):
+        started = time.perf_counter()
         model.train()
         running, seen = 0.0, 0
         bar = tqdm(
@@ -158,7 +163,11 @@ def train(
         validation = evaluate(model, validation_data) if validation_data is not None else {}
         reports.append(EpochReport(epoch, running / seen, validation))
         metrics = "  ".join(f"validation:{k}={v:.4f}" for k, v in validation.items())
-        print(f"#epoch {epoch}: train:loss={running / seen:.4f}  {metrics}", flush=True)
+        seconds = time.perf_counter() - started
+        print(
+            f"#epoch {epoch}: train:loss={running / seen:.4f}  {metrics}  ({seconds:.1f} s)",
+            flush=True,
+        )
         if not validation:
             continue
         loss_now = validation[loss_key]
