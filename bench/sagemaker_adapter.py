@@ -11,18 +11,17 @@ rounds interleaved so both see the same machine. Prints p50/p99 and requests/s, 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import aiohttp
 import numpy as np
 
+from bench.local import RUNS, arguments
 from contract.example import DOC_EXAMPLE_BODY as BODY
 from contract.names import FRONT_DOOR, JSON
 from server.embedded import PROJECT_ROOT
@@ -64,16 +63,13 @@ def _wait(url: str, timeout: float = 180) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser = arguments(__doc__, seconds=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
     port, triton_port = free_port(), free_port()
-    log = open(PROJECT_ROOT / "runs" / "sagemaker_adapter_server.log", "w")  # noqa: SIM115
+    RUNS.mkdir(exist_ok=True)
+    log = open(RUNS / "sagemaker_adapter_server.log", "w")  # noqa: SIM115
     server = subprocess.Popen(
         [
             sys.executable,

@@ -10,19 +10,16 @@ request's own latency. Both clients over gRPC, same machine, one run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from bench.local import arguments, embedded_server
 from contract.example import DOC_EXAMPLE_BODY as DOC_EXAMPLE
 from contract.names import DEFAULT_MAX_INSTANCES, JSON
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.process import free_port
 
 FIRST = json.loads(DOC_EXAMPLE)["instances"][0]
 MAXIMAL = json.dumps({"instances": [FIRST] * DEFAULT_MAX_INSTANCES}).encode()
@@ -45,19 +42,9 @@ def small_latencies(url: str, seconds: float) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser = arguments(__doc__, seconds=10.0)
     args = parser.parse_args()
-    (PROJECT_ROOT / "runs").mkdir(exist_ok=True)
-    with (
-        open(PROJECT_ROOT / "runs" / "small_beside_maximal_server.log", "w") as log,
-        EmbeddedServer(
-            args.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-        ).start(stdout=log) as server,
-    ):
+    with embedded_server(args.repository, "small_beside_maximal") as server:
         small_latencies(server.grpc_url, 1.0)  # warm-up
         alone = small_latencies(server.grpc_url, args.seconds)
         stop, big = threading.Event(), []

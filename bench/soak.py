@@ -14,7 +14,6 @@ Not part of CI: it runs for minutes by design.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import time
@@ -25,10 +24,10 @@ import aiohttp
 import numpy as np
 import orjson
 
+from bench.local import arguments, embedded_server
 from contract.example import DOC_EXAMPLE_BODY as DOC_EXAMPLE
 from contract.names import JSON
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.process import free_port, group_members
+from server.process import group_members
 from server.sagemaker import binary_answer, infer_request
 
 
@@ -150,21 +149,11 @@ async def soak(base: str, seconds: float, concurrency: int, bad: float, group: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=PROJECT_ROOT / "model_repository")
-    parser.add_argument("--seconds", type=float, default=600.0)
+    parser = arguments(__doc__, seconds=600.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--bad", type=float, default=0.1, help="fraction of bad requests")
     args = parser.parse_args()
-    (PROJECT_ROOT / "runs").mkdir(exist_ok=True)
-    with (
-        open(PROJECT_ROOT / "runs" / "soak_server.log", "w") as log,
-        EmbeddedServer(
-            args.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-        ).start(stdout=log) as server,
-    ):
+    with embedded_server(args.repository, "soak") as server:
         counts = asyncio.run(
             soak(
                 f"http://{server.http_url}",
