@@ -45,6 +45,21 @@ def split(data: PairData, fraction: float) -> tuple[PairData, PairData]:
     )
 
 
+def tfidf_cosines(train_data: PairData, data: PairData, vocab: int) -> np.ndarray:
+    """The simple baseline: cosine of the two sentences' TF-IDF vectors (IDF from training)."""
+    documents = [s for pair in zip(train_data.in0, train_data.in1, strict=True) for s in pair]
+    frequency = np.zeros(vocab)
+    for document in documents:
+        frequency[np.unique(document)] += 1
+    idf = np.log((1 + len(documents)) / (1 + frequency)) + 1
+
+    def vector(tokens: list[int]) -> np.ndarray:
+        v = np.bincount(tokens, minlength=vocab) * idf
+        return v / (np.linalg.norm(v) or 1.0)
+
+    return np.array([vector(a) @ vector(b) for a, b in zip(data.in0, data.in1, strict=True)])
+
+
 def report_export(name: str, model, repository: Path) -> None:
     start = time.perf_counter()
     graphs = export(model, repository)
@@ -111,6 +126,12 @@ def main() -> None:
         vocab = sts(args.data / "stsbenchmark", args.work / "sts")["vocab_size"]
         train_data, held = split(read_jsonlines(args.work / "sts" / "train.jsonl"), 0.1)
         dev = read_jsonlines(args.work / "sts" / "dev.jsonl")
+        baseline = float(np.corrcoef(tfidf_cosines(train_data, dev, vocab), dev.labels)[0, 1])
+        print(
+            f"[sts] baseline, TF-IDF cosine of the two sentences: Pearson on sts-dev "
+            f"({len(dev)} pairs): {baseline:.4f}",
+            flush=True,
+        )
         for network in ("hcnn", "bilstm"):
             hp = Hyperparameters.from_dict(
                 {
