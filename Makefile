@@ -51,5 +51,6 @@ bench-export: install
 	$(PY) -m bench.export_quality
 
 clean:
-	rm -rf .triton runs model_repository/*/config.pbtxt model_repository/*/configs \
+	rm -rf .triton runs model_repository/enc*/config.pbtxt model_repository/pair/config.pbtxt \
+		model_repository/*/configs \
 		model_repository/*/1/model.onnx model_repository/facts.json
