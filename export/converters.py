@@ -47,13 +47,15 @@ def movielens(
     seed: int = 0,
     split: str = "per-user",
     per_user: int = 10,
+    validation_fraction: float = 0.05,
 ) -> dict[str, int]:
     """`in0=[user]`, `in1=[movie]`; label: the rating, or 1 if rating > 3 (classification).
 
-    Writes train.jsonl and test.jsonl. `split="per-user"` holds out `per_user` random ratings
-    of every user, as MovieLens' own `ua` split does (so every user is seen in training and
-    scored in the test); `split="random"` holds out a random `test_fraction` of all ratings.
-    Returns the vocabulary sizes to train with (largest id + 1).
+    Writes train.jsonl, validation.jsonl (a random `validation_fraction` of the training part:
+    what early stopping watches) and test.jsonl (what the model is scored on, never seen in
+    training). `split="per-user"` holds out `per_user` random ratings of every user, as
+    MovieLens' own `ua` split does; `split="random"` holds out a random `test_fraction` of all
+    ratings. Returns the vocabulary sizes to train with (largest id + 1).
     """
     ratings = np.loadtxt(ua_base, dtype=np.int64, usecols=(0, 1, 2))
     users, movies, stars = ratings.T
@@ -71,6 +73,8 @@ def movielens(
         parts = {"train": order[:cut], "test": order[cut:]}
     else:
         raise ValueError(f"split {split!r}: use per-user or random")
+    cut = int(len(parts["train"]) * (1 - validation_fraction))
+    parts["train"], parts["validation"] = parts["train"][:cut], parts["train"][cut:]
     for name, rows in parts.items():
         write_jsonlines(
             out / f"{name}.jsonl",
@@ -116,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = parser.add_subparsers(dest="dataset", required=True)
-    ml = sub.add_parser("movielens", help="MovieLens 100k ua.base -> train/test JSON Lines")
+    ml = sub.add_parser(
+        "movielens", help="MovieLens 100k ua.base -> train/validation/test JSON Lines"
+    )
     ml.add_argument("ua_base", type=Path)
     ml.add_argument("out", type=Path)
     ml.add_argument("--task", choices=("regression", "classification"), default="regression")
