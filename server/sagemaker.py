@@ -223,7 +223,8 @@ def _error(status: int, message: str) -> tuple[int, bytes, str]:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: requests parsed as they arrive, answered in order."""
+    """One client connection: requests parsed as they arrive, answered in order; closed after
+    `idle_timeout` seconds without a request in flight."""
 
     def __init__(self, adapter: Adapter):
         self.adapter = adapter
@@ -232,17 +233,33 @@ class _Connection(asyncio.Protocol):
         self.queue: collections.deque[_Request] = collections.deque()
         self.worker: asyncio.Task | None = None
         self.closing = False
+        self.idle: asyncio.TimerHandle | None = None
 
     # -- asyncio
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.adapter.connections.add(self)
+        self._arm_idle_timer()
 
     def connection_lost(self, exc) -> None:
         self.adapter.connections.discard(self)
         self.closing = True
+        if self.idle is not None:
+            self.idle.cancel()
+
+    def _arm_idle_timer(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.adapter.idle_timeout, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        if not self.busy and not self.transport.is_closing():
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -300,18 +317,29 @@ class _Connection(asyncio.Protocol):
             if not keep_alive:
                 self.transport.close()
                 return
+        self._arm_idle_timer()
 
     @property
     def busy(self) -> bool:
         return bool(self.queue) or (self.worker is not None and not self.worker.done())
 
 
+IDLE_TIMEOUT_S = 75.0  # above the 60 s that load balancers commonly keep idle connections
+
+
 class Adapter:
-    def __init__(self, triton_url: str, max_body_bytes: int, parameters: ExecutionParameters):
+    def __init__(
+        self,
+        triton_url: str,
+        max_body_bytes: int,
+        parameters: ExecutionParameters,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ):
         host, _, port = triton_url.removeprefix("http://").rstrip("/").partition(":")
         self.pool = _Pool(host, int(port))
         self.max_body_bytes = max_body_bytes
         self.parameters = parameters
+        self.idle_timeout = idle_timeout
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._infer_head = (
@@ -389,10 +417,15 @@ class Adapter:
 
 
 async def start_adapter(
-    host: str, port: int, triton_url: str, max_body_bytes: int, parameters: ExecutionParameters
+    host: str,
+    port: int,
+    triton_url: str,
+    max_body_bytes: int,
+    parameters: ExecutionParameters,
+    idle_timeout: float = IDLE_TIMEOUT_S,
 ) -> Callable[[], Awaitable[None]]:
     """Serves the adapter on host:port; returns what stops it, draining requests in flight."""
-    adapter = Adapter(triton_url, max_body_bytes, parameters)
+    adapter = Adapter(triton_url, max_body_bytes, parameters, idle_timeout)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Connection(adapter), host, port, reuse_address=True)
 
