@@ -31,7 +31,6 @@ from server.entrypoint import (
     LaunchError,
     prepare_repository,
     run,
-    server_environment,
     triton_process,
     tritonserver_args,
 )
@@ -81,7 +80,7 @@ def embedded_environment(launch: Launch) -> dict[str, str]:
     """Library and module paths the server and its Python stubs need."""
     triton = _pytriton_dir()
     libs = [str(triton.parent.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR")]
-    env = server_environment(launch)
+    env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
     paths = [str(PROJECT_ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + [env.get("PYTHONPATH", "")]))

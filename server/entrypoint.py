@@ -48,12 +48,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import uvloop
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from contract.facts import FACTS_FILE
 from contract.names import ENCODER_MODELS, FRONT_DOOR, PAIR_MODEL
 from server.configs import MODES, write_configs
+from server.configs import read as read_config
 from server.process import FrontEnd, LaunchError, TritonProcess, check_ports, supervise
 from server.sagemaker import default_execution_parameters, start_adapter
 from server.settings import (
@@ -91,11 +90,11 @@ def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
     """Config settings asked for by O2V_* variables, or None when none is set (then the
     repository's configs are served as they are)."""
     try:
-        given = env_texts(ServingSettings, env)
-        cache = from_env(Launch, {k: v for k, v in env.items() if k == CACHE_VARIABLE})
-        if not given and not cache.cache_bytes:
+        cache = env.get(CACHE_VARIABLE, "").strip()
+        cache_bytes = parse_setting(Launch, "cache_bytes", cache) if cache else 0
+        if not env_texts(ServingSettings, env) and not cache_bytes:
             return None
-        return replace(from_env(ServingSettings, env), response_cache=cache.cache_bytes > 0)
+        return replace(from_env(ServingSettings, env), response_cache=cache_bytes > 0)
     except SettingError as error:
         raise LaunchError(str(error)) from None
 
@@ -126,6 +125,9 @@ class Launch:
     # Triton's local response cache; 0: off.
     cache_bytes: int = setting(0, CACHE_VARIABLE, minimum=0)
     cache_directory: Path | None = None  # where the cache library is, if not Triton's default
+    # What /execution-parameters says in SageMaker mode; 0: derived from the host.
+    max_concurrent_transforms: int = setting(0, "O2V_MAX_CONCURRENT_TRANSFORMS", minimum=0)
+    max_payload_mb: int = setting(0, "O2V_MAX_PAYLOAD_IN_MB", minimum=0)
     extra_args: tuple[str, ...] = field(default=())
 
     @classmethod
@@ -225,10 +227,6 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
     return args + list(launch.extra_args)
 
 
-def server_environment(launch: Launch, base: Mapping[str, str] = os.environ) -> dict[str, str]:
-    return dict(base)
-
-
 def _local(host: str) -> str:
     """Where this machine reaches a server bound to `host`."""
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -271,22 +269,15 @@ def banner(launch: Launch) -> str:
     )
 
 
-def front_door_parameter(repository: Path, key: str, default: str = "") -> str:
-    """A parameter of the front door's config as the server will read it."""
-    config = model_config_pb2.ModelConfig()
-    path = Path(repository) / FRONT_DOOR / "config.pbtxt"
-    if path.exists():
-        text_format.Parse(path.read_text(), config)
-    if key in config.parameters:
-        return config.parameters[key].string_value
-    return default
-
-
 def sagemaker_front_end(launch: Launch, repository: Path) -> FrontEnd:
     """Starts the SageMaker adapter on the launch's host and SageMaker port."""
     settings = launch.settings or ServingSettings()
-    max_body = int(front_door_parameter(repository, "max_body_bytes", str(settings.max_body_bytes)))
-    parameters = default_execution_parameters(max_body, settings.gpu_copies)
+    # The limit the front door will enforce: its config's, which may differ from the defaults.
+    front_door = read_config(Path(repository) / FRONT_DOOR / "config.pbtxt")
+    max_body = int(front_door.parameters["max_body_bytes"].string_value)
+    parameters = default_execution_parameters(
+        max_body, settings.gpu_copies, launch.max_concurrent_transforms, launch.max_payload_mb
+    )
 
     def start():
         return start_adapter(
@@ -329,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.get("TRITONSERVER", "tritonserver"),
         *tritonserver_args(launch, repository),
     ]
-    return run(launch, repository, command, server_environment(launch))
+    return run(launch, repository, command, dict(os.environ))
 
 
 if __name__ == "__main__":

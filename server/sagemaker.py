@@ -72,24 +72,22 @@ def gpu_count() -> int:
 
 
 def default_execution_parameters(
-    max_body_bytes: int, gpu_copies: int, env: dict[str, str] | None = None
+    max_body_bytes: int, gpu_copies: int, concurrency: int = 0, payload_mb: int = 0
 ) -> ExecutionParameters:
     """Concurrency: two requests per network copy on GPUs (one computing, one parsing), one
-    per core on a CPU host. Payload: 6 MB, or less where the body limit is lower. Both can be
-    set: O2V_MAX_CONCURRENT_TRANSFORMS, O2V_MAX_PAYLOAD_IN_MB."""
-    env = dict(os.environ if env is None else env)
+    per core on a CPU host. Payload: 6 MB, or less where the body limit is lower. A value
+    above 0 (O2V_MAX_CONCURRENT_TRANSFORMS, O2V_MAX_PAYLOAD_IN_MB) is taken as it is."""
     gpus = gpu_count()
-    concurrency = 2 * gpus * gpu_copies if gpus else (os.cpu_count() or 1)
+    derived = 2 * gpus * gpu_copies if gpus else (os.cpu_count() or 1)
     payload = min(DEFAULT_MAX_PAYLOAD_MB, max(1, max_body_bytes // MB))
-    if env.get("O2V_MAX_CONCURRENT_TRANSFORMS", "").strip():
-        concurrency = int(env["O2V_MAX_CONCURRENT_TRANSFORMS"])
-    if env.get("O2V_MAX_PAYLOAD_IN_MB", "").strip():
-        payload = int(env["O2V_MAX_PAYLOAD_IN_MB"])
-    return ExecutionParameters(concurrency, payload)
+    return ExecutionParameters(concurrency or derived, payload_mb or payload)
 
 
-def infer_request(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, int]:
-    """Triton's binary HTTP request: a JSON header, then the body as one BYTES element."""
+def infer_request_parts(
+    body: bytes, content_type: str | None, accept: str | None
+) -> tuple[bytes, bytes]:
+    """Triton's binary HTTP request without the body: (JSON header, the body's 4-byte length);
+    the body follows them as is (one BYTES element), so it is never copied."""
     parameters = {}
     if content_type:
         parameters[CONTENT_TYPE_PARAMETER] = content_type
@@ -109,7 +107,13 @@ def infer_request(body: bytes, content_type: str | None, accept: str | None) -> 
             "parameters": parameters,
         }
     )
-    return header + struct.pack("<I", len(body)) + body, len(header)
+    return header, struct.pack("<I", len(body))
+
+
+def infer_request(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, int]:
+    """The whole request as one bytes (for load generators), and its header's length."""
+    header, length = infer_request_parts(body, content_type, accept)
+    return header + length + body, len(header)
 
 
 def binary_answer(raw: bytes, header_length: int) -> bytes:
@@ -378,20 +382,20 @@ class Adapter:
             )
         content_type = request.headers.get(b"content-type")
         accept = request.headers.get(b"accept")
-        data, header_length = infer_request(
+        header, prefix = infer_request_parts(
             request.body,
             content_type.decode("latin-1") if content_type else None,
             accept.decode("latin-1") if accept else None,
         )
+        size = len(header) + len(prefix) + len(request.body)
         head = (
             self._infer_head
             + (
-                f"Inference-Header-Content-Length: {header_length}\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n"
+                f"Inference-Header-Content-Length: {len(header)}\r\nContent-Length: {size}\r\n\r\n"
             ).encode()
         )
         try:
-            status, length, raw = await self.pool.request([head, data])
+            status, length, raw = await self.pool.request([head, header, prefix, request.body])
         except OSError as error:
             return _error(503, f"the model server is not reachable: {error}")
         if status != 200:
