@@ -36,6 +36,7 @@ from contract.names import (
     PAIR_OUTPUT,
     RESPONSE_OUTPUT,
 )
+from server.host import PLAIN_TRITON, Host, resolve
 from server.settings import ServingSettings, add_arguments
 
 # INFERENCE_PREFERRED_MODE -> the models that get the GPU copies.
@@ -109,6 +110,9 @@ def onnx_config(
 
 
 def front_door_config(settings: ServingSettings) -> Config:
+    """The front door's config for resolved settings (server.host.resolve)."""
+    if settings.networks == "auto" or not settings.front_door_copies:
+        raise ValueError("front_door_config needs resolved settings: server.host.resolve")
     return {
         "name": FRONT_DOOR,
         "backend": "python",
@@ -124,6 +128,11 @@ def front_door_config(settings: ServingSettings) -> Config:
                 "max_instances": settings.max_instances,
                 "network_max_batch_size": settings.network_max_batch_size,
                 "max_padding_ratio": settings.max_padding_ratio,
+                "networks": settings.networks,
+                # in_process: the front door's own ONNX Runtime sessions
+                "intra_op_thread_count": settings.intra_op_thread_count,
+                "inter_op_thread_count": settings.inter_op_thread_count,
+                "allow_spinning": int(settings.allow_spinning),
             }
         ),
     }
@@ -139,9 +148,16 @@ def read(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
 
 
-def write_configs(repository: Path, settings: ServingSettings | None = None) -> list[Path]:
-    """Writes every config of the repository from its facts.json; returns the paths written."""
-    settings = settings or ServingSettings()
+def write_configs(
+    repository: Path, settings: ServingSettings | None = None, host: Host | None = None
+) -> list[Path]:
+    """Writes every config of the repository from its facts.json; returns the paths written.
+
+    The configs the launcher serves (`configs/<mode>.pbtxt`, chosen by --model-config-name)
+    follow `host` (default: this machine); the front door's `config.pbtxt`, which a plain
+    tritonserver reads, is the one for PLAIN_TRITON and the same on every machine."""
+    plain = resolve(settings or ServingSettings(), PLAIN_TRITON)
+    settings = resolve(settings or ServingSettings(), host or Host.detect())
     repository = Path(repository)
     facts = Facts.load(repository)
     texts: dict[Path, str] = {}
@@ -153,7 +169,10 @@ def write_configs(repository: Path, settings: ServingSettings | None = None) -> 
             texts[repository / name / "configs" / f"{mode}.pbtxt"] = to_text(
                 onnx_config(name, facts, settings, group)
             )
-    texts[repository / FRONT_DOOR / "config.pbtxt"] = to_text(front_door_config(settings))
+    texts[repository / FRONT_DOOR / "config.pbtxt"] = to_text(front_door_config(plain))
+    for mode in MODES:
+        path = repository / FRONT_DOOR / "configs" / f"{mode}.pbtxt"
+        texts[path] = to_text(front_door_config(settings))
     # Everything is checked before anything is written.
     for path, text in texts.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,10 +186,18 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument(
+        "--backend-directory",
+        type=Path,
+        default=None,
+        help="the server's backends (decides `networks: auto`); default the NGC image's",
+    )
     add_arguments(parser, ServingSettings)
     args = vars(parser.parse_args(argv))
     repository = args.pop("repository")
-    for path in write_configs(repository, ServingSettings(**args)):
+    backends = args.pop("backend_directory")
+    host = Host.detect(backends) if backends else Host.detect()
+    for path in write_configs(repository, ServingSettings(**args), host):
         print(path)
 
 

@@ -145,12 +145,62 @@ def scatter(
     return answers
 
 
+def by_request(call: Call) -> list[Call]:
+    """The call cut into one call per request it serves (same rows, same order)."""
+    rows: dict[int, list[int]] = {}
+    for row, (r, _) in enumerate(call.members):
+        rows.setdefault(r, []).append(row)
+    return [
+        Call(
+            call.model,
+            {name: array[mine] for name, array in call.feed.items()},
+            call.output,
+            call.key,
+            [call.members[row] for row in mine],
+        )
+        for mine in rows.values()
+    ]
+
+
+def _attempt(run: Runner, call: Call) -> np.ndarray | BaseException:
+    try:
+        return run(call.model, call.feed, call.output)
+    except Exception as error:  # noqa: BLE001 - the caller decides whose error it is
+        return error
+
+
+def retry_failed(
+    calls: list[Call], outputs: list[np.ndarray | BaseException], run: Runner
+) -> tuple[list[Call], list[np.ndarray | BaseException]]:
+    """A call that failed and served several requests runs again once per request, so one
+    request's fault (say, an input the network rejects) fails that request alone. Returns the
+    calls and outputs to scatter."""
+    kept_calls, kept_outputs = [], []
+    for call, output in zip(calls, outputs, strict=True):
+        parts = by_request(call) if isinstance(output, BaseException) else [call]
+        if len(parts) == 1:
+            kept_calls.append(call)
+            kept_outputs.append(output)
+            continue
+        for part in parts:
+            kept_calls.append(part)
+            kept_outputs.append(_attempt(run, part))
+    return kept_calls, kept_outputs
+
+
+def run_calls(
+    calls: list[Call], run: Runner
+) -> tuple[list[Call], list[np.ndarray | BaseException]]:
+    """Each call in turn, failures retried per request (retry_failed)."""
+    return retry_failed(calls, [_attempt(run, call) for call in calls], run)
+
+
 def dispatch(
     requests: list[ParsedRequest],
     run: Runner,
     max_batch_size: int,
     max_padding_ratio: float = 0.0,
-) -> list[list[tuple[str, np.ndarray]]]:
-    """plan, run each call in turn, scatter: the synchronous path (in-process use, tests)."""
+) -> list[list[tuple[str, np.ndarray]] | BaseException]:
+    """plan, run, scatter: the synchronous path (the front door in process, peers, tests)."""
     calls = plan(requests, max_batch_size, max_padding_ratio)
-    return scatter(requests, calls, [run(c.model, c.feed, c.output) for c in calls])
+    return scatter(requests, *run_calls(calls, run))

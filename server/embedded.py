@@ -151,7 +151,7 @@ class EmbeddedServer:
                 "run `make demo` or `python -m export.onnx_export CHECKPOINT`"
             )
         prepare_backends(self.backend_directory)
-        served = prepare_repository(self.launch)
+        served = prepare_repository(self.launch, self.backend_directory)
         return served, self.command(served), embedded_environment(self.launch)
 
     def start(self, timeout: float = 120.0, stdout=None) -> EmbeddedServer:

@@ -15,6 +15,10 @@ Environment (all optional):
                                 GPU copies (--model-config-name)
     MODEL_REPOSITORY            where the model repository is (image: /models)
     O2V_GPU_COPIES              copies of the preferred network per GPU
+    O2V_FRONT_DOOR_COPIES       copies of the front door (default 0: one per two cores, <= 16)
+    O2V_NETWORKS                auto | bls | in_process: how the front door runs the networks
+                                (auto: bls on a GPU or with the C++ ONNX Runtime backend, as on
+                                the NGC image; in_process on the embedded CPU server)
     O2V_ACCELERATOR             cuda (ONNX Runtime's CUDA provider) | tensorrt
     O2V_TENSORRT_FP16           true | false
     O2V_TENSORRT_ENGINE_CACHE   a folder where TensorRT engines are kept across restarts
@@ -53,6 +57,7 @@ from contract.facts import FACTS_FILE
 from contract.names import ENCODER_MODELS, FRONT_DOOR, PAIR_MODEL
 from server.configs import MODES, write_configs
 from server.configs import read as read_config
+from server.host import NGC_BACKENDS, Host
 from server.process import FrontEnd, LaunchError, TritonProcess, check_ports, supervise
 from server.sagemaker import default_execution_parameters, start_adapter
 from server.settings import (
@@ -161,20 +166,25 @@ class Launch:
         return replace(launch, **(values | overrides))
 
 
-def _configs_missing(repository: Path) -> bool:
+def _configs_missing(repository: Path, mode: str) -> bool:
     models = (*ENCODER_MODELS, PAIR_MODEL, FRONT_DOOR)
-    return any(not (repository / m / "config.pbtxt").exists() for m in models)
+    return (
+        any(not (repository / m / "config.pbtxt").exists() for m in models)
+        or not (repository / FRONT_DOOR / "configs" / f"{mode}.pbtxt").exists()
+    )
 
 
-def prepare_repository(launch: Launch) -> Path:
+def prepare_repository(launch: Launch, backend_directory: Path = NGC_BACKENDS) -> Path:
     """The repository to serve: configs written if settings ask for it or a model has none
-    (export writes the model and facts.json; configs are the server's side)."""
+    (export writes the model and facts.json; configs are the server's side). They follow this
+    host and the backends tritonserver will load from `backend_directory` (server.host)."""
     repository = Path(launch.model_repository)
-    if launch.settings is None and not _configs_missing(repository):
+    if launch.settings is None and not _configs_missing(repository, launch.mode):
         return repository
     settings = launch.settings or ServingSettings()
+    host = Host.detect(backend_directory)
     try:
-        write_configs(repository, settings)
+        write_configs(repository, settings, host)
         return repository
     except OSError:
         pass  # read-only (a mounted volume, SageMaker's model folder): work on a copy
@@ -185,7 +195,7 @@ def prepare_repository(launch: Launch) -> Path:
         copy_function=os.symlink,
         ignore=shutil.ignore_patterns("config.pbtxt", "configs"),
     )
-    write_configs(copy, settings)
+    write_configs(copy, settings, host)
     return copy
 
 

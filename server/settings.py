@@ -119,7 +119,10 @@ class ServingSettings:
     network_queue_delay_us: int = setting(0, minimum=0)
     front_door_max_batch_size: int = setting(64, minimum=1)  # requests per front door execute
     front_door_queue_delay_us: int = setting(0, minimum=0)
-    front_door_copies: int = setting(1, minimum=1)
+    front_door_copies: int = setting(0, "O2V_FRONT_DOOR_COPIES", minimum=0)  # 0: from the host
+    # Where the front door runs the networks: bls (calls to enc0/enc1/pair), in_process (the same
+    # ONNX files in the front door's process), auto: decided by server.host for the machine.
+    networks: str = setting("auto", "O2V_NETWORKS", choices=("auto", "bls", "in_process"))
     intra_op_thread_count: int = setting(0, minimum=0)  # 0: ONNX Runtime's default (all cores)
     inter_op_thread_count: int = setting(0, minimum=0)
     # ONNX Runtime's idle threads spin, waiting for work; on a small CPU they take the cores the

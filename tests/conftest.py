@@ -20,6 +20,7 @@ import pytest
 
 from export import demo
 from server.embedded import PROJECT_ROOT
+from server.settings import ServingSettings
 from tests.helpers import start_server
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -83,6 +84,25 @@ def server(request, demo_repository):
         return
     with start_server(demo_repository) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def bls_server(request, demo_repository, tmp_path_factory):
+    """A second server whose front door calls the network models over BLS: the production
+    path of the NGC image, where `networks: auto` picks bls (the embedded default on a CPU
+    picks in_process)."""
+    if request.config.getoption("--server-url"):
+        pytest.skip("starts its own server; --server-url was given")
+    repository = tmp_path_factory.mktemp("bls") / "model_repository"
+    shutil.copytree(demo_repository, repository, ignore=shutil.ignore_patterns("config*"))
+    with start_server(repository, settings=ServingSettings(networks="bls")) as running:
+        yield running
+
+
+@pytest.fixture(params=["server", "bls_server"])
+def each_server(request):
+    """Each way the front door runs the networks: the default server, then the BLS one."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,9 @@ import json
 from pathlib import Path
 
 import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from server.onnx_sessions import session  # noqa: E402
 
 
 def _parameter(config: dict, key: str, default: int = 0) -> int:
@@ -39,21 +40,14 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = _parameter(config, "intra_op_thread_count")
-        options.inter_op_num_threads = _parameter(config, "inter_op_thread_count")
-        spinning = str(_parameter(config, "allow_spinning", 1))
-        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers: list = ["CPUExecutionProvider"]
-        if (
-            args["model_instance_kind"] == "GPU"
-            and "CUDAExecutionProvider" in ort.get_available_providers()
-        ):
-            device = {"device_id": int(args["model_instance_device_id"])}
-            providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        gpu = args["model_instance_kind"] == "GPU"
+        self.session = session(
+            path,
+            _parameter(config, "intra_op_thread_count"),
+            _parameter(config, "inter_op_thread_count"),
+            bool(_parameter(config, "allow_spinning", 1)),
+            int(args["model_instance_device_id"]) if gpu else None,
+        )
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.output_dtypes = {

@@ -6,6 +6,7 @@ from google.protobuf import json_format
 from contract.facts import Facts
 from server.configs import front_door_config, read, to_text, write_configs
 from server.embedded import PROJECT_ROOT
+from server.host import PLAIN_TRITON, Host, resolve
 from server.settings import ServingSettings, SettingError, from_texts
 
 FACTS = Facts(
@@ -15,13 +16,14 @@ FACTS = Facts(
 
 def test_the_committed_front_door_config_is_the_generated_one():
     committed = PROJECT_ROOT / "model_repository" / "object2vec" / "config.pbtxt"
-    assert committed.read_text() == to_text(front_door_config(ServingSettings())), (
+    plain = resolve(ServingSettings(), PLAIN_TRITON)
+    assert committed.read_text() == to_text(front_door_config(plain)), (
         "regenerate it: python -m server.configs (defaults), then commit it"
     )
 
 
 def test_a_field_triton_does_not_know_fails_before_anything_is_written():
-    config = front_door_config(ServingSettings()) | {"max_batch_sizes": 3}
+    config = front_door_config(resolve(ServingSettings(), PLAIN_TRITON)) | {"max_batch_sizes": 3}
     with pytest.raises(json_format.ParseError):
         to_text(config)
 
@@ -29,7 +31,7 @@ def test_a_field_triton_does_not_know_fails_before_anything_is_written():
 def test_every_model_gets_its_configs_and_each_mode_its_copies(tmp_path):
     FACTS.save(tmp_path)
     written = write_configs(tmp_path, ServingSettings(gpu_copies=3))
-    assert len(written) == 3 * 3 + 1
+    assert len(written) == 3 * 3 + 3
     pair = read(tmp_path / "pair" / "configs" / "classification.pbtxt")
     assert pair.instance_group[0].count == 3 and pair.output[0].dims == [2]
     enc0 = read(tmp_path / "enc0" / "configs" / "classification.pbtxt")
@@ -50,3 +52,39 @@ def test_one_parser_for_every_setting():
         with pytest.raises(SettingError) as error:
             from_texts(ServingSettings, texts)
         assert message in str(error.value)
+
+
+def _front_door(path):
+    config = read(path)
+    return config.instance_group[0].count, config.parameters["networks"].string_value
+
+
+@pytest.mark.parametrize(
+    "host, copies, networks",
+    [
+        (Host(cores=2, gpus=0, cpp_onnxruntime=False), 1, "in_process"),  # the embedded server
+        (Host(cores=16, gpus=0, cpp_onnxruntime=False), 8, "in_process"),
+        (Host(cores=64, gpus=8, cpp_onnxruntime=True), 16, "bls"),  # an NGC GPU host
+        (Host(cores=4, gpus=0, cpp_onnxruntime=True), 2, "bls"),  # the NGC image on a CPU
+        (Host(cores=8, gpus=1, cpp_onnxruntime=False), 4, "bls"),  # embedded on a GPU host
+    ],
+)
+def test_served_configs_follow_the_host_and_the_committed_one_does_not(
+    tmp_path, host, copies, networks
+):
+    FACTS.save(tmp_path)
+    write_configs(tmp_path, ServingSettings(), host)
+    for mode in ("embedding", "classification"):
+        served = tmp_path / "object2vec" / "configs" / f"{mode}.pbtxt"
+        assert _front_door(served) == (copies, networks)
+    assert _front_door(tmp_path / "object2vec" / "config.pbtxt") == (1, "bls")
+
+
+def test_settings_win_over_the_host_and_in_process_copies_share_the_cores(tmp_path):
+    host = Host(cores=16, gpus=0, cpp_onnxruntime=False)
+    assert resolve(ServingSettings(), host).intra_op_thread_count == 2  # 8 copies, 16 cores
+    chosen = resolve(ServingSettings(front_door_copies=3, networks="bls"), host)
+    assert (chosen.front_door_copies, chosen.networks) == (3, "bls")
+    assert chosen.intra_op_thread_count == 0  # bls: the network models' own threads
+    with pytest.raises(ValueError, match="resolved"):
+        front_door_config(ServingSettings())

@@ -5,7 +5,7 @@ import orjson
 
 from contract.facts import Facts
 from contract.names import JSON
-from server.dispatch import dispatch, plan
+from server.dispatch import by_request, dispatch, plan, run_calls
 from server.payload import Limits, parse_request
 from tests.helpers import onnx_runner
 
@@ -52,3 +52,27 @@ def test_length_groups_bound_padding_and_keep_every_answer(demo_repository):
         for (key_a, va), (key_b, vb) in zip(a, b, strict=True):
             assert key_a == key_b
             np.testing.assert_allclose(va, vb, atol=1e-5, rtol=0)
+
+
+def test_a_failed_call_is_retried_per_request_and_fails_only_the_culprit(demo_repository):
+    requests = _requests(demo_repository, [{"instances": [{"in0": [1, 2, 3]}]}] * 5)
+    run = onnx_runner(demo_repository)
+    culprit = 2
+
+    def fragile(model, feed, output):
+        # A network that rejects any batch holding the culprit's tokens (row 2 of the call).
+        if any(np.array_equal(row[:3], [7, 7, 7]) for row in feed["tokens"]):
+            raise RuntimeError("rejected")
+        return run(model, feed, output)
+
+    requests[culprit].instances[0].in0[:] = 7
+    calls = plan(requests, 4096)
+    assert len(calls) == 1 and len(by_request(calls[0])) == 5
+    kept, outputs = run_calls(calls, fragile)
+    assert len(kept) == 5
+    answers = dispatch(requests, fragile, 4096)
+    assert isinstance(answers[culprit], RuntimeError)
+    alone = dispatch([requests[0]], run, 4096)[0]
+    for r, answer in enumerate(answers):
+        if r != culprit:
+            np.testing.assert_allclose(answer[0][1], alone[0][1], atol=1e-6, rtol=0)

@@ -3,8 +3,15 @@
 The BYTES input `body` holds the request's body (a raw HTTP body reaches it too; a request may
 carry several, one per row); the request parameters `content_type` and `accept` carry the media
 types. Parsing and formatting live in `server.payload`, routing and batching in
-`server.dispatch`; this file only moves tensors. The BLS calls of one `execute` (enc0, enc1,
-pair) are awaited together, so they run at once.
+`server.dispatch`; this file only moves tensors. The networks run one of two ways, as the
+config's `networks` parameter says (server.host decides it for the machine): `bls`, calls to
+the enc0 / enc1 / pair models, or `in_process`, the same ONNX files run by ONNX Runtime in this
+process.
+
+`execute` is synchronous and so are its BLS calls: the Python backend runs one `execute` of a
+non-decoupled model at a time even when it is a coroutine, and the coroutine path cost about
+0.4 ms per request (docs/performance.md). The price: when one batch needs several networks
+(embeddings and pairs together), their calls run one after the other.
 
 Every request is judged alone: whatever goes wrong with one becomes that request's error (400
 when the caller is at fault, 500 with a one-line message when we are), and the others of the
@@ -20,7 +27,6 @@ sys.path[:0] = [
     p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path
 ]
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -28,22 +34,22 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from contract.facts import Facts
-from contract.names import BODY_INPUT, RESPONSE_OUTPUT
-from server.dispatch import Call, plan, scatter
+from contract.names import BODY_INPUT, ENCODER_MODELS, PAIR_MODEL, RESPONSE_OUTPUT
+from server.dispatch import Call, plan, run_calls, scatter
+from server.onnx_sessions import session
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
 
-async def _run(call: Call) -> np.ndarray:
-    """One BLS call to an ONNX network; the calls of one execute run concurrently."""
-    request = pb_utils.InferenceRequest(
-        model_name=call.model,
-        inputs=[pb_utils.Tensor(name, array) for name, array in call.feed.items()],
-        requested_output_names=[call.output],
-    )
-    response = await request.async_exec()
+def _bls(model: str, feed: dict, output: str) -> np.ndarray:
+    """One BLS call to an ONNX network (a server.dispatch Runner)."""
+    response = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(name, array) for name, array in feed.items()],
+        requested_output_names=[output],
+    ).exec()
     if response.has_error():
-        raise RuntimeError(f"{call.model}: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, call.output).as_numpy()
+        raise RuntimeError(f"{model}: {response.error().message()}")
+    return pb_utils.get_output_tensor_by_name(response, output).as_numpy()
 
 
 def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
@@ -61,12 +67,33 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
-        facts = Facts.load(Path(args["model_repository"]).parent)
+        facts_dir = Path(args["model_repository"]).parent
+        facts = Facts.load(facts_dir)
         self.limits = Limits.of(facts, int(params["max_body_bytes"]), int(params["max_instances"]))
         self.max_batch_size = int(params["network_max_batch_size"])
         self.max_padding_ratio = float(params.get("max_padding_ratio", 0))
+        self.sessions = {}
+        if params.get("networks") == "in_process":
+            threads = [
+                int(params.get(k, 0)) for k in ("intra_op_thread_count", "inter_op_thread_count")
+            ]
+            self.sessions = {
+                name: session(
+                    facts_dir / name / "1" / "model.onnx",
+                    *threads,
+                    params.get("allow_spinning") == "1",
+                )
+                for name in (*ENCODER_MODELS, PAIR_MODEL)
+            }
 
-    async def execute(self, requests: list) -> list:
+    def _in_process(self, model: str, feed: dict, output: str) -> np.ndarray:
+        return self.sessions[model].run([output], feed)[0]
+
+    def _outputs(self, calls: list[Call]) -> tuple[list[Call], list]:
+        """(calls, their outputs or errors): every network call of one execute."""
+        return run_calls(calls, self._in_process if self.sessions else _bls)
+
+    def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
         parsed, spans = [], []  # spans: (request index, its first parsed body, body count)
         for index, request in enumerate(requests):
@@ -81,8 +108,7 @@ class TritonPythonModel:
             parsed.extend(mine)
         try:
             calls = plan(parsed, self.max_batch_size, self.max_padding_ratio)
-            outputs = await asyncio.gather(*(_run(c) for c in calls), return_exceptions=True)
-            answers = scatter(parsed, calls, outputs)
+            answers = scatter(parsed, *self._outputs(calls))
         except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
             answers = [error] * len(parsed)
         for index, first, count in spans:

@@ -1,0 +1,33 @@
+"""ONNX Runtime sessions for the exported networks, made one way wherever they run: in the
+embedded server's ONNX Runtime backend and in the front door's own process (networks
+`in_process`, server.host)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def session(
+    path: Path,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    allow_spinning: bool = False,
+    device_id: int | None = None,
+) -> ort.InferenceSession:
+    """A session on `path`; on the CUDA provider when `device_id` is given and this ONNX
+    Runtime build has it. 0 threads: ONNX Runtime's default (every core)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    # Idle ONNX Runtime threads spin, waiting for work; on a small CPU they take the cores the
+    # front door needs.
+    spinning = "1" if allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers: list = ["CPUExecutionProvider"]
+    if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=providers)
