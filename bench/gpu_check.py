@@ -1,6 +1,15 @@
 """GPU check: encoder throughput on the GPU against the CPU, one command under 8 minutes.
 
     python3 bench/gpu_check.py [--device auto|cpu] [--seconds 5] [--out DIR]
+    python -m bench.gpu_check --served [--seconds 5] [--out DIR]
+
+Served mode (`--served`, on a host with the NGC image and a GPU, or anywhere the embedded
+server runs): builds the realistic model into a fresh repository, starts the server as the
+image's entrypoint does (`tritonserver` from PATH when there is one, else the embedded binary;
+configs for this host: front door copies from the cores, networks on the GPUs over BLS), runs
+perf_analyzer's gRPC sweep on the realistic single-sequence workload, and prints instances
+per second per GPU beside in-process ONNX Runtime on the CUDA provider (and TensorRT where the
+build has it) at its best length-bucketed batch, the ceiling of bench/suite.py.
 
 Prepared for a session that is lent an accelerator: it needs only PyTorch, ONNX and ONNX Runtime
 (all in the device image) and this project's `export/` package. It builds the realistic encoder
@@ -77,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--small", action="store_true", help="a tiny encoder (for tests)")
     parser.add_argument("--out", type=Path, help="also write results.json here")
+    parser.add_argument("--served", action="store_true", help="Triton served, see above")
     args = parser.parse_args(argv)
+    if args.served:
+        return served(args.seconds, args.out, args.small)
 
     torch.manual_seed(0)
     hp = Hyperparameters.from_dict(SMALL if args.small else REALISTIC)
@@ -180,6 +192,86 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+SERVED_CONCURRENCIES = (1, 16, 64, 256)
+
+
+def served(seconds: float, out: Path | None, small: bool) -> int:
+    """The served mode: Triton on this host against in-process ONNX Runtime."""
+    import os
+    import shutil
+    import tempfile
+
+    import onnxruntime as ort
+
+    from bench import suite
+    from bench.peers import Pipeline, onnx_runner
+    from server.embedded import EmbeddedServer
+    from server.entrypoint import Launch, prepare_repository, triton_process, tritonserver_args
+    from server.host import Host
+    from server.process import free_port
+
+    folder = Path(out or tempfile.mkdtemp(prefix="o2v-gpu-check-"))
+    work = folder / "served"
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    model = "demo" if small else "realistic"
+    repository, _ = suite.build_model(model, work, suite.ServingSettings())
+    ngc = shutil.which("tritonserver")
+    if ngc:  # the image: its tritonserver and backends, configs for this host
+        launch = Launch.from_env(os.environ, repository, **ports)
+        for config in repository.glob("*/configs"):
+            shutil.rmtree(config)
+        served_repository = prepare_repository(launch)
+        process = triton_process(
+            launch, [ngc, *tritonserver_args(launch, served_repository)], dict(os.environ)
+        ).start()
+        process.wait_ready(600)
+        grpc_url = f"localhost:{launch.grpc_port}"
+    else:
+        server = EmbeddedServer(repository, **ports).start(timeout=600)
+        process, grpc_url = server, server.grpc_url
+    host = Host.detect()
+    print(f"host: {host}; server: {ngc or 'embedded'}", flush=True)
+    workload = next(w for w in suite.workloads(model) if w.name == "embed-1")
+    rows = []
+    try:
+        rows += suite.perf_analyzer(
+            grpc_url,
+            workload,
+            "grpc",
+            folder,
+            model,
+            quick=seconds < 3,
+            concurrencies=SERVED_CONCURRENCIES,
+        )
+    finally:
+        process.stop()
+    providers = [("cpu", ["CPUExecutionProvider"])]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        providers.append(("cuda", ["CUDAExecutionProvider"]))
+    if "TensorrtExecutionProvider" in available:
+        providers.append(("tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider"]))
+    for name, chosen in providers:
+        pipeline = Pipeline(
+            repository, onnx_runner(repository, providers=chosen), suite.CEILING_PADDING_RATIO
+        )
+        rows.append(
+            suite.in_process(pipeline, workload, f"in-process onnxruntime {name}", model, seconds)
+        )
+    gpus = max(1, host.gpus)
+    print(f"\n{model} model, one sequence per request; per GPU = total / {gpus}")
+    for row in rows:
+        where = f"c{row.concurrency}" if row.concurrency else row.protocol
+        print(
+            f"{row.system:34} {where:10} {row.instances_per_s:10,.0f} inst/s "
+            f"{row.instances_per_s / gpus:10,.0f} per GPU   p50 {row.p50_ms:7.2f} ms"
+        )
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "served.json").write_text(json.dumps([row.__dict__ for row in rows], indent=2))
     return 0
 
 

@@ -69,6 +69,14 @@ async def _load(
         return latencies, time.perf_counter() - begin
 
 
+def load_once(
+    url: str, headers: dict, workload: Workload, concurrency: int, seconds: float
+) -> float:
+    """Requests per second at one concurrency (a sweep's probe)."""
+    latencies, took = asyncio.run(_load(url, workload.bodies, headers, concurrency, seconds))
+    return len(latencies) / took
+
+
 def loadgen(
     url: str, headers: dict, workload: Workload, system: str, model: str, seconds: float
 ) -> list[Row]:
@@ -113,12 +121,19 @@ def start_fastapi(repository: Path, port: int, log) -> subprocess.Popen:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    return wait_for(f"http://localhost:{port}/ping", process, "the FastAPI peer")
+
+
+def wait_for(
+    url: str, process: subprocess.Popen, what: str, timeout: float = 60
+) -> subprocess.Popen:
+    """Returns once `url` answers; kills `process` and raises if it does not in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            with urllib.request.urlopen(f"http://localhost:{port}/ping", timeout=1):
+            with urllib.request.urlopen(url, timeout=1):
                 return process
         except OSError:
             time.sleep(0.3)
     process.kill()
-    raise RuntimeError("the FastAPI peer did not start")
+    raise RuntimeError(f"{what} did not start (see its log)")

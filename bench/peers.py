@@ -23,7 +23,8 @@ from server.payload import Limits, PayloadError, format_response, parse_request
 from server.settings import ServingSettings
 
 
-def onnx_runner(repository: Path, threads: int = 0) -> Runner:
+def onnx_runner(repository: Path, threads: int = 0, providers: Sequence = ()) -> Runner:
+    """ONNX Runtime on the repository's networks; on the CPU unless `providers` say otherwise."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -32,7 +33,7 @@ def onnx_runner(repository: Path, threads: int = 0) -> Runner:
         name: ort.InferenceSession(
             str(Path(repository) / name / "1" / "model.onnx"),
             options,
-            providers=["CPUExecutionProvider"],
+            providers=list(providers) or ["CPUExecutionProvider"],
         )
         for name in (*ENCODER_MODELS, PAIR_MODEL)
     }
@@ -59,16 +60,28 @@ def torch_runner(checkpoint_path: Path, threads: int = 0) -> Runner:
 
 
 class Pipeline:
-    """Parse, run, format: the front door's work without Triton."""
+    """Parse, run, format: the front door's work without Triton. `max_padding_ratio` > 0 cuts
+    a batch into length buckets (server.dispatch), as the ceiling does."""
 
-    def __init__(self, repository: Path, run: Runner):
+    def __init__(self, repository: Path, run: Runner, max_padding_ratio: float = 0.0):
         self.limits = Limits.of(Facts.load(repository), ServingSettings().max_body_bytes)
         self.run = run
+        self.max_padding_ratio = max_padding_ratio
+
+    def run_parsed(self, requests: list) -> list:
+        """Each parsed request's answers, or its error."""
+        return dispatch(
+            requests, self.run, ServingSettings().network_max_batch_size, self.max_padding_ratio
+        )
 
     def answer_many(self, bodies: Sequence[bytes], content_type: str | None = None) -> list[bytes]:
         requests = [parse_request(b, content_type, None, self.limits) for b in bodies]
-        answers = dispatch(requests, self.run, ServingSettings().network_max_batch_size)
-        return [format_response(rows, r.accept) for rows, r in zip(answers, requests, strict=True)]
+        answers = []
+        for rows, request in zip(self.run_parsed(requests), requests, strict=True):
+            if isinstance(rows, BaseException):
+                raise rows
+            answers.append(format_response(rows, request.accept))
+        return answers
 
     def answer(self, body: bytes, content_type: str | None = None) -> bytes:
         return self.answer_many([body], content_type)[0]

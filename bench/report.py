@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from bench.load import CONCURRENCIES, Row
 from server.embedded import EmbeddedServer
 
@@ -64,36 +62,69 @@ def report(rows: list[Row], out: Path) -> str:
                 + " | ".join(f"{c.instances_per_s:,.0f}" for c in cells)
                 + f" | {cells[1].p50_ms:.2f} | {cells[1].p99_ms:.2f} |"
             )
-        triton = keyed.get((model, workload, "triton-perf_analyzer", "grpc", 16))
-        ceiling = next(
-            (
-                r
-                for r in rows
-                if (r.model, r.workload, r.system) == (model, workload, "ceiling-onnxruntime")
-            ),
-            None,
-        )
-        ours = keyed.get((model, workload, "triton-loadgen", "http", 16))
-        peer = keyed.get((model, workload, "fastapi", "http", 16))
-        if triton and ceiling:
-            lines.append(
-                f"\nTriton gRPC / ceiling at c16: "
-                f"{triton.instances_per_s / ceiling.instances_per_s:.2f}x"
-            )
-        if ours and peer:
-            lines.append(
-                f"Triton HTTP / FastAPI peer at c16 (same load generator): "
-                f"{ours.instances_per_s / peer.instances_per_s:.2f}x"
-            )
-        single = keyed.get((model, workload, "triton-perf_analyzer", "grpc", 1))
-        if single and ceiling and not np.isnan(ceiling.p50_ms):
-            lines.append(
-                f"Per-request overhead of Triton at c1 (gRPC p50 - in-process "
-                f"single request): {(single.p50_ms - ceiling.p50_ms) * 1e3:,.0f} us"
-            )
-    text = "\n".join(lines)
+    text = "\n".join(lines + ["", goals(rows)])
     (out / "report.md").write_text(text + "\n")
     return text
+
+
+def _find(rows: list[Row], model: str, workload: str, system: str, concurrency: int, protocol=None):
+    """The row of a system (by name prefix: Ray Serve's name carries its batching)."""
+    return next(
+        (
+            r
+            for r in rows
+            if (r.model, r.workload, r.concurrency) == (model, workload, concurrency)
+            and r.system.startswith(system)
+            and protocol in (None, r.protocol)
+        ),
+        None,
+    )
+
+
+def goals(rows: list[Row]) -> str:
+    """The ratios the performance goals are stated in, per model and workload, from one run:
+    Triton against Ray Serve and FastAPI at c16 (the same load generator, HTTP), Triton's
+    per-request overhead at c1 (gRPC p50 minus one request in process) against the empty
+    model's p50 (the floor), p50 at c1 against FastAPI's, and Triton's best throughput against
+    the in-process ceiling."""
+    lines = [
+        "### Goals\n",
+        "| model / workload | Triton / Ray Serve c16 | Triton / FastAPI c16 "
+        "| overhead c1 / floor | p50 c1 Triton vs FastAPI (ms) | Triton best / ceiling |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def ratio(a: Row | None, b: Row | None) -> str:
+        return f"{a.instances_per_s / b.instances_per_s:.2f}x" if a and b else "-"
+
+    for model, workload in dict.fromkeys((r.model, r.workload) for r in rows):
+        ours = _find(rows, model, workload, "triton-loadgen", 16)
+        ceiling = _find(rows, model, workload, "ceiling-onnxruntime", 0)
+        single = _find(rows, model, workload, "triton-perf_analyzer", 1, "grpc")
+        floor = _find(rows, model, workload, "floor-empty-model", 1, "grpc")
+        overhead = "-"
+        if single and floor and ceiling:
+            spent = single.p50_ms - ceiling.p50_ms
+            overhead = (
+                f"{spent * 1e3:,.0f} / {floor.p50_ms * 1e3:,.0f} us = {spent / floor.p50_ms:.2f}x"
+            )
+        ours1 = _find(rows, model, workload, "triton-loadgen", 1)
+        peer1 = _find(rows, model, workload, "fastapi", 1)
+        p50 = f"{ours1.p50_ms:.2f} vs {peer1.p50_ms:.2f}" if ours1 and peer1 else "-"
+        served = [
+            r
+            for r in rows
+            if (r.model, r.workload, r.system) == (model, workload, "triton-perf_analyzer")
+        ]
+        best = max(served, key=lambda r: r.instances_per_s) if served else None
+        lines.append(
+            f"| {model} / {workload} | {ratio(ours, _find(rows, model, workload, 'ray-serve', 16))}"
+            f" | {ratio(ours, _find(rows, model, workload, 'fastapi', 16))} | {overhead} | {p50}"
+            f" | {ratio(best, ceiling)}"
+            + (f" ({best.protocol} c{best.concurrency})" if best else "")
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[Row], out: Path) -> None:

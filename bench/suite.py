@@ -7,11 +7,14 @@ vocabulary 50,000, sequences of 20 to 80 tokens, random weights). Workloads: the
 three-instance embedding request, single-instance embedding requests, MovieLens pair requests
 (ids from ../shared/data/ml-100k/ua.base, random ids of the same ranges when it is absent).
 
-For each: perf_analyzer 2.51 over gRPC and HTTP at concurrency 1, 16 and 64 (its CSVs kept);
-the same bodies from one asyncio HTTP load generator against Triton (raw body) and against a
-FastAPI + ONNX Runtime service; the in-process ceiling (ONNX Runtime, the front door's parsing
-and formatting, no server, best batch size) and PyTorch eager the same way. Writes
-results.csv, report.md and throughput_vs_p99.png under --out.
+For each: perf_analyzer 2.51 over gRPC and HTTP at concurrency 1, 16 and 64 (its CSVs kept),
+and the same against the floor (an empty Python-backend model on the same server answering the
+same bodies, bench/empty_model); the same bodies from one asyncio HTTP load generator against
+Triton (raw body), a FastAPI + ONNX Runtime service and Ray Serve with @serve.batch (its
+batching chosen per workload by a sweep at concurrency 16); the in-process ceiling (ONNX
+Runtime, the front door's parsing and formatting, no server, length-bucketed batches at the
+best batch size) and PyTorch eager the same way. Writes results.csv, report.md (with the
+ratios of the goals) and throughput_vs_p99.png under --out.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
+import urllib.request
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -29,16 +35,29 @@ import numpy as np
 import orjson
 
 from bench import perf_analyzer as pa
-from bench.load import CONCURRENCIES, Row, Workload, loadgen, start_fastapi
+from bench.load import (
+    CONCURRENCIES,
+    Row,
+    Workload,
+    load_once,
+    loadgen,
+    start_fastapi,
+    wait_for,
+)
 from bench.peers import Pipeline, best_batch_rate, onnx_runner, torch_runner
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
 from bench.report import plot, report, server_profile
 from contract.example import DOC_EXAMPLE
-from contract.names import JSON
+from contract.names import FRONT_DOOR, JSON
+from server.configs import read as read_config
 from server.configs import write_configs
 from server.embedded import PROJECT_ROOT, EmbeddedServer
+from server.host import Host
 from server.process import free_port
 from server.settings import ServingSettings, from_texts
+
+# The embedded server's host: this machine, without the C++ ONNX Runtime backend.
+BENCH_HOST = Host.detect(PROJECT_ROOT / ".triton" / "backends")
 
 UA_BASE = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k" / "ua.base"
 
@@ -57,6 +76,21 @@ def _fresh_repository(target: Path) -> Path:
     return target
 
 
+EMPTY_MODEL = "empty"
+
+
+def install_floor(repository: Path) -> None:
+    """The empty model beside the front door, with the front door's own config (its name
+    changed): same input, output, batching and instance count."""
+    config = read_config(repository / "object2vec" / "configs" / "classification.pbtxt")
+    config.name = EMPTY_MODEL
+    config.ClearField("parameters")
+    folder = repository / EMPTY_MODEL
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    (folder / "config.pbtxt").write_text(str(config))
+    shutil.copy2(Path(__file__).parent / "empty_model" / "1" / "model.py", folder / "1")
+
+
 def build_model(name: str, out: Path, settings: ServingSettings) -> tuple[Path, Path]:
     """(repository, checkpoint) of the named model, built once under `out`."""
     repository, ckpt = out / name / "model_repository", out / name / "model.pt"
@@ -66,7 +100,8 @@ def build_model(name: str, out: Path, settings: ServingSettings) -> tuple[Path, 
             PROJECT_ROOT / "model_repository" / "object2vec" / "1" / "model.py",
             repository / "object2vec" / "1" / "model.py",
         )
-        write_configs(repository, settings)
+        write_configs(repository, settings, BENCH_HOST)
+        install_floor(repository)
         return repository, ckpt
     _fresh_repository(repository)
     if name == "demo":
@@ -85,7 +120,8 @@ def build_model(name: str, out: Path, settings: ServingSettings) -> tuple[Path, 
         model = Object2Vec(Hyperparameters.from_dict(REALISTIC)).eval()
         checkpoint.save(model, ckpt)
         export(model, repository)
-    write_configs(repository, settings)
+    write_configs(repository, settings, BENCH_HOST)
+    install_floor(repository)
     return repository, ckpt
 
 
@@ -119,20 +155,29 @@ def workloads(name: str, count: int = 64, seed: int = 0) -> list[Workload]:
 
 
 def perf_analyzer(
-    server: EmbeddedServer, workload: Workload, protocol: str, out: Path, model: str, quick: bool
+    url: str,
+    workload: Workload,
+    protocol: str,
+    out: Path,
+    model: str,
+    quick: bool,
+    target: str = FRONT_DOOR,
+    system: str = "triton-perf_analyzer",
+    concurrencies: tuple[int, ...] = CONCURRENCIES,
 ) -> list[Row]:
     data = pa.input_data(workload.bodies, out / f"{model}-{workload.name}.json")
     rows = []
-    for concurrency in CONCURRENCIES:
-        csv_path = out / f"{model}-{workload.name}-{protocol}-c{concurrency}.csv"
+    for concurrency in concurrencies:
+        csv_path = out / f"{model}-{target}-{workload.name}-{protocol}-c{concurrency}.csv"
         args = pa.command(
-            server.grpc_url if protocol == "grpc" else server.http_url,
+            url,
             protocol,
             data,
             f"{concurrency}:{concurrency}",
             csv_path,
             measurement_ms=2000 if quick else 4000,
         )
+        args[args.index("-m") + 1] = target
         result = subprocess.run(args, capture_output=True, text=True, env=pa.environment())
         if result.returncode != 0 and not csv_path.exists():
             raise RuntimeError(f"perf_analyzer failed:\n{result.stdout}\n{result.stderr}")
@@ -142,7 +187,7 @@ def perf_analyzer(
             Row(
                 model,
                 workload.name,
-                "triton-perf_analyzer",
+                system,
                 protocol,
                 concurrency,
                 float(record["Inferences/Second"]) * workload.instances,
@@ -159,6 +204,22 @@ TRITON_RAW = {"Inference-Header-Content-Length": "0", "Content-Type": "applicati
 # ---- in process ------------------------------------------------------------------------------
 
 
+BATCH_SIZES = (1, 8, 32, 128, 512)
+# The ceiling's length buckets: a batch is cut where padding would pass 1.25x the real tokens.
+CEILING_PADDING_RATIO = 1.25
+
+
+def single_request_ms(pipeline: Pipeline, bodies: list[bytes], seconds: float = 1.0) -> float:
+    """Median time of one request in process (parse, run, format), bodies cycled."""
+    times, stop, i = [], time.perf_counter() + seconds, 0
+    while time.perf_counter() < stop or len(times) < 20:
+        start = time.perf_counter()
+        pipeline.answer(bodies[i % len(bodies)])
+        times.append(time.perf_counter() - start)
+        i += 1
+    return float(np.median(times)) * 1e3
+
+
 def in_process(
     pipeline: Pipeline, workload: Workload, system: str, model: str, seconds: float
 ) -> Row:
@@ -167,10 +228,7 @@ def in_process(
     def call(size: int) -> None:
         pipeline.answer_many([bodies[i % len(bodies)] for i in range(size)])
 
-    size, rate = best_batch_rate(call, (1, 8, 32, 128), seconds)
-    start = time.perf_counter()
-    pipeline.answer(bodies[0])
-    single_ms = (time.perf_counter() - start) * 1e3
+    size, rate = best_batch_rate(call, BATCH_SIZES, seconds)
     return Row(
         model,
         workload.name,
@@ -178,9 +236,53 @@ def in_process(
         f"batch {size}",
         0,
         rate * workload.instances,
-        single_ms,
+        single_request_ms(pipeline, bodies),
         float("nan"),
     )
+
+
+# ---- Ray Serve -------------------------------------------------------------------------------
+
+# (max_batch_size, batch_wait_timeout_s) tried per workload at concurrency 16.
+RAY_SWEEP = ((1, 0.0), (8, 0.0005), (16, 0.001), (64, 0.002))
+
+
+def start_ray_peer(repository: Path, port: int, log) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.ray_peer", str(repository), "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(f"http://127.0.0.1:{port}/ping", process, "the Ray Serve peer", timeout=180)
+    return process
+
+
+def ray_serve(
+    port: int, workload: Workload, model: str, seconds: float, sweep_seconds: float
+) -> list[Row]:
+    url = f"http://127.0.0.1:{port}"
+    best, best_rate = RAY_SWEEP[0], 0.0
+    for size, wait in RAY_SWEEP:
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{url}/configure?max_batch_size={size}&wait_s={wait}", method="POST"
+            ),
+            timeout=30,
+        ).read()
+        rate = load_once(f"{url}/invocations", {"Content-Type": JSON}, workload, 16, sweep_seconds)
+        print(f"  ray serve max_batch_size={size} wait={wait}s: {rate:,.0f} req/s at c16")
+        if rate > best_rate:
+            best, best_rate = (size, wait), rate
+    urllib.request.urlopen(
+        urllib.request.Request(
+            f"{url}/configure?max_batch_size={best[0]}&wait_s={best[1]}", method="POST"
+        ),
+        timeout=30,
+    ).read()
+    system = f"ray-serve (batch {best[0]}, {best[1] * 1e3:g} ms)"
+    return loadgen(f"{url}/invocations", {"Content-Type": JSON}, workload, system, model, seconds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,9 +330,20 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 for workload in chosen:
                     for protocol in ("grpc", "http"):
+                        url = server.grpc_url if protocol == "grpc" else server.http_url
                         rows += perf_analyzer(
-                            server, workload, protocol, out / "perf_analyzer", model, args.quick
+                            url, workload, protocol, out / "perf_analyzer", model, args.quick
                         )
+                    rows += perf_analyzer(
+                        server.grpc_url,
+                        workload,
+                        "grpc",
+                        out / "perf_analyzer",
+                        model,
+                        args.quick,
+                        target=EMPTY_MODEL,
+                        system="floor-empty-model",
+                    )
                     if not args.no_peers:
                         rows += loadgen(
                             f"http://{server.http_url}/v2/models/object2vec/infer",
@@ -264,7 +377,16 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 peer.terminate()
                 peer.wait()
-        ceiling = Pipeline(repository, onnx_runner(repository))
+        with open(out / f"{model}-ray.log", "w") as log:
+            ray_port = free_port()
+            ray = start_ray_peer(repository, ray_port, log)
+            try:
+                for workload in chosen:
+                    rows += ray_serve(ray_port, workload, model, seconds, seconds / 2)
+            finally:
+                ray.terminate()
+                ray.wait(timeout=120)
+        ceiling = Pipeline(repository, onnx_runner(repository), CEILING_PADDING_RATIO)
         eager = Pipeline(repository, torch_runner(ckpt))
         for workload in chosen:
             rows.append(in_process(ceiling, workload, "ceiling-onnxruntime", model, seconds))

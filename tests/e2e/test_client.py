@@ -197,7 +197,7 @@ def test_rerun_skips_finished_files(server, tmp_path):
 
 @pytest.mark.local
 def test_a_server_restarting_mid_job_loses_and_doubles_nothing(demo_repository, tmp_path):
-    lines = random_lines(3000, "mixed")  # long enough to be mid-job after 2 s
+    lines = random_lines(10000, "mixed")  # long enough to be mid-job after 1 s
     write_lines(tmp_path / "in.jsonl", lines)
     restarting = start_server(demo_repository)
     try:
@@ -214,7 +214,7 @@ def test_a_server_restarting_mid_job_loses_and_doubles_nothing(demo_repository, 
             target=lambda: result.update(summary=transform(str(tmp_path / "in.jsonl"), opts))
         )
         job.start()
-        time.sleep(2.0)
+        time.sleep(1.0)
         assert job.is_alive(), "the job ended before the restart: make it longer"
         restarting.stop()
         time.sleep(1.0)
