@@ -255,9 +255,7 @@ def served(seconds: float, out: Path | None, small: bool) -> int:
     if "TensorrtExecutionProvider" in available:
         providers.append(("tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider"]))
     for name, chosen in providers:
-        pipeline = Pipeline(
-            repository, onnx_runner(repository, providers=chosen), suite.CEILING_PADDING_RATIO
-        )
+        pipeline = Pipeline(repository, onnx_runner(repository, providers=chosen))
         rows.append(
             suite.in_process(pipeline, workload, f"in-process onnxruntime {name}", model, seconds)
         )

@@ -19,21 +19,19 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from contract.facts import Facts
 from contract.names import ENCODER_MODELS, JSON, PAIR_MODEL
 from server.dispatch import Runner, dispatch
+from server.onnx_sessions import session
 from server.payload import Limits, PayloadError, format_response, parse_request
 from server.settings import ServingSettings
 
 
 def onnx_runner(repository: Path, threads: int = 0, providers: Sequence = ()) -> Runner:
-    """ONNX Runtime on the repository's networks; on the CPU unless `providers` say otherwise."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    """ONNX Runtime on the repository's networks, made as the server makes its sessions (no
+    spinning threads); on the CPU unless `providers` say otherwise."""
     sessions = {
-        name: ort.InferenceSession(
-            str(Path(repository) / name / "1" / "model.onnx"),
-            options,
-            providers=list(providers) or ["CPUExecutionProvider"],
+        name: session(
+            Path(repository) / name / "1" / "model.onnx",
+            threads,
+            providers=list(providers) or None,
         )
         for name in (*ENCODER_MODELS, PAIR_MODEL)
     }

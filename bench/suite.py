@@ -221,19 +221,31 @@ def single_request_ms(pipeline: Pipeline, bodies: list[bytes], seconds: float = 
 
 
 def in_process(
-    pipeline: Pipeline, workload: Workload, system: str, model: str, seconds: float
+    pipeline: Pipeline,
+    workload: Workload,
+    system: str,
+    model: str,
+    seconds: float,
+    ratios: tuple[float, ...] = (0.0, CEILING_PADDING_RATIO),
 ) -> Row:
+    """The best of the batch sizes, each with and without length buckets (`ratios`)."""
     bodies = workload.bodies
+    best = (0.0, "")
+    for ratio in ratios:
+        pipeline.max_padding_ratio = ratio
 
-    def call(size: int) -> None:
-        pipeline.answer_many([bodies[i % len(bodies)] for i in range(size)])
+        def call(size: int) -> None:
+            pipeline.answer_many([bodies[i % len(bodies)] for i in range(size)])
 
-    size, rate = best_batch_rate(call, BATCH_SIZES, seconds)
+        size, rate = best_batch_rate(call, BATCH_SIZES, seconds)
+        best = max(best, (rate, f"batch {size}" + (f", buckets {ratio}" if ratio else "")))
+    pipeline.max_padding_ratio = 0.0
+    rate, how = best
     return Row(
         model,
         workload.name,
         system,
-        f"batch {size}",
+        how,
         0,
         rate * workload.instances,
         single_request_ms(pipeline, bodies),
@@ -386,11 +398,11 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 ray.terminate()
                 ray.wait(timeout=120)
-        ceiling = Pipeline(repository, onnx_runner(repository), CEILING_PADDING_RATIO)
+        ceiling = Pipeline(repository, onnx_runner(repository))
         eager = Pipeline(repository, torch_runner(ckpt))
         for workload in chosen:
-            rows.append(in_process(ceiling, workload, "ceiling-onnxruntime", model, seconds))
-            rows.append(in_process(eager, workload, "torch-eager", model, seconds))
+            rows.append(in_process(ceiling, workload, "ceiling-onnxruntime", model, seconds / 2))
+            rows.append(in_process(eager, workload, "torch-eager", model, seconds / 2, (0.0,)))
             print(f"[{model}/{workload.name}] peers done", flush=True)
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))

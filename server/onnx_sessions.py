@@ -15,9 +15,11 @@ def session(
     inter_op_threads: int = 0,
     allow_spinning: bool = False,
     device_id: int | None = None,
+    providers: list | None = None,
 ) -> ort.InferenceSession:
     """A session on `path`; on the CUDA provider when `device_id` is given and this ONNX
-    Runtime build has it. 0 threads: ONNX Runtime's default (every core)."""
+    Runtime build has it, on `providers` when they are given. 0 threads: ONNX Runtime's
+    default (every core)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
@@ -27,7 +29,8 @@ def session(
     options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers: list = ["CPUExecutionProvider"]
-    if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    if providers is None:
+        providers = ["CPUExecutionProvider"]
+        if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = [("CUDAExecutionProvider", {"device_id": device_id}), *providers]
     return ort.InferenceSession(str(path), options, providers=providers)
