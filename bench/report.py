@@ -56,11 +56,12 @@ def report(rows: list[Row], out: Path) -> str:
                     f"{r.p50_ms:.2f} (one request) | |"
                 )
                 continue
-            cells = [keyed[(model, workload, system, protocol, c)] for c in CONCURRENCIES]
+            cells = [keyed.get((model, workload, system, protocol, c)) for c in CONCURRENCIES]
+            middle = cells[1]
             lines.append(
                 f"| {system} | {protocol} | "
-                + " | ".join(f"{c.instances_per_s:,.0f}" for c in cells)
-                + f" | {cells[1].p50_ms:.2f} | {cells[1].p99_ms:.2f} |"
+                + " | ".join(f"{c.instances_per_s:,.0f}" if c else "-" for c in cells)
+                + (f" | {middle.p50_ms:.2f} | {middle.p99_ms:.2f} |" if middle else " | - | - |")
             )
     text = "\n".join(lines + ["", goals(rows)])
     (out / "report.md").write_text(text + "\n")

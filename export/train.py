@@ -211,8 +211,13 @@ def train(
         if not validation:
             continue
         loss_now = validation[loss_key]
-        if loss_now < best_loss * (1 - hp.early_stopping_tolerance) or best_state is None:
-            best_loss, best_state, stale = loss_now, copy.deepcopy(model.state_dict()), 0
+        # Patience counts epochs that did not beat the best by the tolerance; the weights kept
+        # are the best epoch's, however small its lead.
+        improved = loss_now < best_loss * (1 - hp.early_stopping_tolerance)
+        if loss_now < best_loss:
+            best_loss, best_state = loss_now, copy.deepcopy(model.state_dict())
+        if improved:
+            stale = 0
         else:
             stale += 1
             if stale >= hp.early_stopping_patience:
