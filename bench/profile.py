@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import subprocess
 import sys
 import time
@@ -42,8 +43,20 @@ def front_door_stub(server: EmbeddedServer) -> int:
     raise RuntimeError("no front door stub found among the server's processes")
 
 
+FRAME = re.compile(r"(?P<function>.*) \((?P<file>[^:()]*):(?P<line>\d+)\)$")
+
+
+def _frame(text: str, with_line: bool) -> str:
+    match = FRAME.match(text)
+    if not match:
+        return text
+    where = Path(match["file"]).name + (f":{match['line']}" if with_line else "")
+    return f"{match['function']} ({where})"
+
+
 def summarize(collapsed: Path, top: int = 15) -> str:
-    """Inclusive and self sample counts per function from py-spy's raw (collapsed) output."""
+    """Sample shares from py-spy's raw (collapsed) output: inclusive per function (it and what
+    it calls), self per line."""
     inclusive: collections.Counter = collections.Counter()
     own: collections.Counter = collections.Counter()
     total = 0
@@ -51,13 +64,13 @@ def summarize(collapsed: Path, top: int = 15) -> str:
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
-        frames = [f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")]
+        frames = stack.split(";")
         samples = int(count)
         total += samples
-        for frame in set(frames):
-            inclusive[frame] += samples
-        own[frames[-1]] += samples
-    lines = [f"{total} samples of the front door's stub\n", "inclusive:"]
+        for function in {_frame(f, with_line=False) for f in frames}:
+            inclusive[function] += samples
+        own[_frame(frames[-1], with_line=True)] += samples
+    lines = [f"{total} samples of the front door's stub (busy time only)\n", "inclusive:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
     lines += ["self:"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
