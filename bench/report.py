@@ -129,38 +129,78 @@ def goals(rows: list[Row]) -> str:
 
 
 def plot(rows: list[Row], out: Path) -> None:
+    """Throughput against p99 latency, one panel per model and workload; the in-process
+    ceiling as a dashed line. Log scales: the floor and the peers differ by 100x."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(dict.fromkeys((r.model, r.workload) for r in rows))
-    figure, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
-    for axis, (model, workload) in zip(axes[0], groups, strict=True):
-        series = dict.fromkeys(
-            (r.system, r.protocol)
-            for r in rows
-            if (r.model, r.workload) == (model, workload) and r.concurrency
-        )
-        for system, protocol in series:
-            points = [
-                r
-                for r in rows
-                if (r.model, r.workload, r.system, r.protocol)
-                == (model, workload, system, protocol)
-            ]
+    models = list(dict.fromkeys(r.model for r in rows))
+    workloads = list(dict.fromkeys(r.workload for r in rows))
+    figure, axes = plt.subplots(
+        len(models), len(workloads), figsize=(5 * len(workloads), 4 * len(models)), squeeze=False
+    )
+    for (m, model), (w, workload) in (
+        (mm, ww) for mm in enumerate(models) for ww in enumerate(workloads)
+    ):
+        axis = axes[m][w]
+        mine = [r for r in rows if (r.model, r.workload) == (model, workload)]
+        for system, protocol in dict.fromkeys(
+            (r.system, r.protocol) for r in mine if r.concurrency
+        ):
+            points = [r for r in mine if (r.system, r.protocol) == (system, protocol)]
             axis.plot(
                 [p.p99_ms for p in points],
                 [p.instances_per_s for p in points],
                 marker="o",
                 label=f"{system} {protocol}",
             )
+        for r in mine:
+            if r.system == "ceiling-onnxruntime":
+                axis.axhline(r.instances_per_s, linestyle="--", color="black", label="ceiling")
         axis.set(
             title=f"{model} / {workload}",
             xlabel="p99 latency (ms)",
             ylabel="instances / s",
             xscale="log",
+            yscale="log",
         )
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=6)
     figure.tight_layout()
-    figure.savefig(out / "throughput_vs_p99.png", dpi=110)
+    figure.savefig(out / "throughput_vs_p99.png", dpi=100)
+
+
+def read_rows(path: Path) -> list[Row]:
+    import csv
+
+    with open(path) as f:
+        return [
+            Row(
+                r["model"],
+                r["workload"],
+                r["system"],
+                r["protocol"],
+                int(r["concurrency"]),
+                float(r["instances_per_s"]),
+                float(r["p50_ms"]),
+                float(r["p99_ms"]),
+            )
+            for r in csv.DictReader(f)
+        ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.report runs/bench`: report.md and the plot again from results.csv."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+    rows = read_rows(args.folder / "results.csv")
+    plot(rows, args.folder)
+    print(report(rows, args.folder))
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,6 @@ import triton_python_backend_utils as pb_utils
 from contract.facts import Facts
 from contract.names import BODY_INPUT, ENCODER_MODELS, PAIR_MODEL, RESPONSE_OUTPUT
 from server.dispatch import Call, plan, run_calls, scatter
-from server.onnx_sessions import session
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
 
@@ -74,17 +73,25 @@ class TritonPythonModel:
         self.max_padding_ratio = float(params.get("max_padding_ratio", 0))
         self.sessions = {}
         if params.get("networks") == "in_process":
-            threads = [
-                int(params.get(k, 0)) for k in ("intra_op_thread_count", "inter_op_thread_count")
-            ]
-            self.sessions = {
-                name: session(
-                    facts_dir / name / "1" / "model.onnx",
-                    *threads,
-                    params.get("allow_spinning") == "1",
-                )
-                for name in (*ENCODER_MODELS, PAIR_MODEL)
-            }
+            self.sessions = self._sessions(facts_dir, params)
+
+    @staticmethod
+    def _sessions(repository: Path, params: dict) -> dict:
+        """The networks' ONNX Runtime sessions in this process; none (so BLS) where this Python
+        has no onnxruntime, as in the NGC image, whose configs a copied repository may carry."""
+        try:
+            from server.onnx_sessions import session
+        except ImportError as error:
+            pb_utils.Logger.log_warn(f"object2vec: networks in_process unavailable ({error}): BLS")
+            return {}
+        threads = [
+            int(params.get(k, 0)) for k in ("intra_op_thread_count", "inter_op_thread_count")
+        ]
+        spinning = params.get("allow_spinning") == "1"
+        return {
+            name: session(repository / name / "1" / "model.onnx", *threads, spinning)
+            for name in (*ENCODER_MODELS, PAIR_MODEL)
+        }
 
     def _in_process(self, model: str, feed: dict, output: str) -> np.ndarray:
         return self.sessions[model].run([output], feed)[0]
