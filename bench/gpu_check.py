@@ -9,7 +9,10 @@ image's entrypoint does (`tritonserver` from PATH when there is one, else the em
 configs for this host: front door copies from the cores, networks on the GPUs over BLS), runs
 perf_analyzer's gRPC sweep on the realistic single-sequence workload, and prints instances
 per second per GPU beside in-process ONNX Runtime on the CUDA provider (and TensorRT where the
-build has it) at its best length-bucketed batch, the ceiling of bench/suite.py.
+build has it) at its best length-bucketed batch, the ceiling of bench/suite.py. It runs in one
+Python with this project's bench install (`pip install -e ".[client,export,server,bench]"`,
+inside the NGC container or on a host whose PATH has its tritonserver); untried on an NGC GPU
+host so far (docs/performance.md, "GPU readiness").
 
 Prepared for a session that is lent an accelerator: it needs only PyTorch, ONNX and ONNX Runtime
 (all in the device image) and this project's `export/` package. It builds the realistic encoder
@@ -249,18 +252,24 @@ def served(seconds: float, out: Path | None, small: bool) -> int:
     finally:
         process.stop()
     providers = [("cpu", ["CPUExecutionProvider"])]
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        providers.append(("cuda", ["CUDAExecutionProvider"]))
-    if "TensorrtExecutionProvider" in available:
-        providers.append(("tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider"]))
+    if host.gpus:
+        providers += [
+            ("cuda", ["CUDAExecutionProvider"]),
+            ("tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider"]),
+        ]
+    probe = repository / "enc0" / "1" / "model.onnx"
     for name, chosen in providers:
+        # onnxruntime-gpu lists its providers even where they cannot load: ask a session.
+        if ort.InferenceSession(str(probe), providers=chosen).get_providers()[0] != chosen[0]:
+            print(f"in-process onnxruntime {name}: {chosen[0]} did not load here", flush=True)
+            continue
         pipeline = Pipeline(repository, onnx_runner(repository, providers=chosen))
         rows.append(
             suite.in_process(pipeline, workload, f"in-process onnxruntime {name}", model, seconds)
         )
     gpus = max(1, host.gpus)
-    print(f"\n{model} model, one sequence per request; per GPU = total / {gpus}")
+    per = f"per GPU = total / {gpus}" if host.gpus else "no GPU here: per GPU = total"
+    print(f"\n{model} model, one sequence per request; {per}")
     for row in rows:
         where = f"c{row.concurrency}" if row.concurrency else row.protocol
         print(
