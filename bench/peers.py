@@ -19,23 +19,15 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from contract.facts import Facts
 from contract.names import ENCODER_MODELS, JSON, PAIR_MODEL
 from server.dispatch import Runner, dispatch
-from server.onnx_sessions import session
+from server.onnx_sessions import network_runner
 from server.payload import Limits, PayloadError, format_response, parse_request
 from server.settings import ServingSettings
 
 
 def onnx_runner(repository: Path, threads: int = 0, providers: Sequence = ()) -> Runner:
-    """ONNX Runtime on the repository's networks, made as the server makes its sessions (no
-    spinning threads); on the CPU unless `providers` say otherwise."""
-    sessions = {
-        name: session(
-            Path(repository) / name / "1" / "model.onnx",
-            threads,
-            providers=list(providers) or None,
-        )
-        for name in (*ENCODER_MODELS, PAIR_MODEL)
-    }
-    return lambda model, inputs, output: sessions[model].run([output], inputs)[0]
+    """The networks as the server runs them in process (server.onnx_sessions); on the CPU
+    unless `providers` say otherwise."""
+    return network_runner(repository, threads, providers=list(providers) or None)
 
 
 def torch_runner(checkpoint_path: Path, threads: int = 0) -> Runner:

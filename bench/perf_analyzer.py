@@ -80,11 +80,12 @@ def command(
     accept: str | None = None,
     measurement_ms: int = 4000,
     extra: list[str] | None = None,
+    model: str = FRONT_DOOR,
 ) -> list[str]:
     args = [
         str(binary()),
         "-m",
-        FRONT_DOOR,
+        model,
         "-u",
         url,
         "-i",

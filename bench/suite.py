@@ -182,8 +182,8 @@ def perf_analyzer(
             # Asynchronous requests: perf_analyzer 2.51's synchronous HTTP client hung at
             # concurrency 64 against this server (reproduced alone; --async and c32 were fine).
             extra=["--async"],
+            model=target,
         )
-        args[args.index("-m") + 1] = target
         csv_path.unlink(missing_ok=True)
         try:
             result = subprocess.run(

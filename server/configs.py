@@ -36,7 +36,7 @@ from contract.names import (
     PAIR_OUTPUT,
     RESPONSE_OUTPUT,
 )
-from server.host import PLAIN_TRITON, Host, resolve
+from server.host import NGC_BACKENDS, PLAIN_TRITON, Host, resolve
 from server.settings import ServingSettings, add_arguments
 
 # INFERENCE_PREFERRED_MODE -> the models that get the GPU copies.
@@ -156,8 +156,9 @@ def write_configs(
     The configs the launcher serves (`configs/<mode>.pbtxt`, chosen by --model-config-name)
     follow `host` (default: this machine); the front door's `config.pbtxt`, which a plain
     tritonserver reads, is the one for PLAIN_TRITON and the same on every machine."""
-    plain = resolve(settings or ServingSettings(), PLAIN_TRITON)
-    settings = resolve(settings or ServingSettings(), host or Host.detect())
+    settings = settings or ServingSettings()
+    plain = resolve(settings, PLAIN_TRITON)
+    settings = resolve(settings, host or Host.detect())
     repository = Path(repository)
     facts = Facts.load(repository)
     texts: dict[Path, str] = {}
@@ -189,14 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--backend-directory",
         type=Path,
-        default=None,
+        default=NGC_BACKENDS,
         help="the server's backends (decides `networks: auto`); default the NGC image's",
     )
     add_arguments(parser, ServingSettings)
     args = vars(parser.parse_args(argv))
     repository = args.pop("repository")
-    backends = args.pop("backend_directory")
-    host = Host.detect(backends) if backends else Host.detect()
+    host = Host.detect(args.pop("backend_directory"))
     for path in write_configs(repository, ServingSettings(**args), host):
         print(path)
 

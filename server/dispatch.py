@@ -169,14 +169,15 @@ def _attempt(run: Runner, call: Call) -> np.ndarray | BaseException:
         return error
 
 
-def retry_failed(
-    calls: list[Call], outputs: list[np.ndarray | BaseException], run: Runner
+def run_calls(
+    calls: list[Call], run: Runner
 ) -> tuple[list[Call], list[np.ndarray | BaseException]]:
-    """A call that failed and served several requests runs again once per request, so one
-    request's fault (say, an input the network rejects) fails that request alone. Returns the
-    calls and outputs to scatter."""
+    """Each call in turn; a call that failed and served several requests runs again once per
+    request, so one request's fault (say, an input the network rejects) fails that request
+    alone. Returns the calls and outputs to scatter."""
     kept_calls, kept_outputs = [], []
-    for call, output in zip(calls, outputs, strict=True):
+    for call in calls:
+        output = _attempt(run, call)
         parts = by_request(call) if isinstance(output, BaseException) else [call]
         if len(parts) == 1:
             kept_calls.append(call)
@@ -186,13 +187,6 @@ def retry_failed(
             kept_calls.append(part)
             kept_outputs.append(_attempt(run, part))
     return kept_calls, kept_outputs
-
-
-def run_calls(
-    calls: list[Call], run: Runner
-) -> tuple[list[Call], list[np.ndarray | BaseException]]:
-    """Each call in turn, failures retried per request (retry_failed)."""
-    return retry_failed(calls, [_attempt(run, call) for call in calls], run)
 
 
 def dispatch(

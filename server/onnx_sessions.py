@@ -8,6 +8,9 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from contract.names import ENCODER_MODELS, PAIR_MODEL
+from server.dispatch import Runner
+
 
 def session(
     path: Path,
@@ -34,3 +37,24 @@ def session(
         if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
             providers = [("CUDAExecutionProvider", {"device_id": device_id}), *providers]
     return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def network_runner(
+    repository: Path,
+    intra_op_threads: int = 0,
+    inter_op_threads: int = 0,
+    allow_spinning: bool = False,
+    providers: list | None = None,
+) -> Runner:
+    """enc0, enc1 and pair of a repository in this process, as server.dispatch calls them."""
+    sessions = {
+        name: session(
+            Path(repository) / name / "1" / "model.onnx",
+            intra_op_threads,
+            inter_op_threads,
+            allow_spinning,
+            providers=providers,
+        )
+        for name in (*ENCODER_MODELS, PAIR_MODEL)
+    }
+    return lambda model, feed, output: sessions[model].run([output], feed)[0]

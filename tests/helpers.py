@@ -16,11 +16,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from contract.example import DOC_EXAMPLE, DOC_EXAMPLE_BODY
-from contract.names import ENCODER_MODELS, JSON, JSONLINES, PAIR_MODEL
+from contract.names import JSON, JSONLINES
 from export.hyperparameters import Hyperparameters
 from export.network import Object2Vec
 from server.dispatch import Runner
 from server.embedded import EmbeddedServer
+from server.onnx_sessions import network_runner
 from server.process import free_port
 
 __all__ = [
@@ -107,13 +108,7 @@ def onnx_run(repository, model: str, feed: dict) -> np.ndarray:
 
 def onnx_runner(repository: Path) -> Runner:
     """The networks of a repository run in-process by ONNX Runtime, as `dispatch` calls them."""
-    sessions = {
-        name: ort.InferenceSession(
-            str(Path(repository) / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-        )
-        for name in (*ENCODER_MODELS, PAIR_MODEL)
-    }
-    return lambda model, inputs, output: sessions[model].run([output], inputs)[0]
+    return network_runner(repository)
 
 
 def answer_vectors(answer: bytes) -> list:

@@ -34,8 +34,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from contract.facts import Facts
-from contract.names import BODY_INPUT, ENCODER_MODELS, PAIR_MODEL, RESPONSE_OUTPUT
-from server.dispatch import Call, plan, run_calls, scatter
+from contract.names import BODY_INPUT, RESPONSE_OUTPUT
+from server.dispatch import plan, run_calls, scatter
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
 
@@ -49,6 +49,19 @@ def _bls(model: str, feed: dict, output: str) -> np.ndarray:
     if response.has_error():
         raise RuntimeError(f"{model}: {response.error().message()}")
     return pb_utils.get_output_tensor_by_name(response, output).as_numpy()
+
+
+def _in_process(repository: Path, params: dict):
+    """The networks run by ONNX Runtime in this process (a server.dispatch Runner); None (so
+    BLS) where this Python has no onnxruntime, as in the NGC image, whose configs a copied
+    repository may carry."""
+    try:
+        from server.onnx_sessions import network_runner
+    except ImportError as error:
+        pb_utils.Logger.log_warn(f"object2vec: networks in_process unavailable ({error}): BLS")
+        return None
+    threads = [int(params.get(k, 0)) for k in ("intra_op_thread_count", "inter_op_thread_count")]
+    return network_runner(repository, *threads, params.get("allow_spinning") == "1")
 
 
 def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
@@ -71,34 +84,9 @@ class TritonPythonModel:
         self.limits = Limits.of(facts, int(params["max_body_bytes"]), int(params["max_instances"]))
         self.max_batch_size = int(params["network_max_batch_size"])
         self.max_padding_ratio = float(params.get("max_padding_ratio", 0))
-        self.sessions = {}
+        self.run = _bls
         if params.get("networks") == "in_process":
-            self.sessions = self._sessions(facts_dir, params)
-
-    @staticmethod
-    def _sessions(repository: Path, params: dict) -> dict:
-        """The networks' ONNX Runtime sessions in this process; none (so BLS) where this Python
-        has no onnxruntime, as in the NGC image, whose configs a copied repository may carry."""
-        try:
-            from server.onnx_sessions import session
-        except ImportError as error:
-            pb_utils.Logger.log_warn(f"object2vec: networks in_process unavailable ({error}): BLS")
-            return {}
-        threads = [
-            int(params.get(k, 0)) for k in ("intra_op_thread_count", "inter_op_thread_count")
-        ]
-        spinning = params.get("allow_spinning") == "1"
-        return {
-            name: session(repository / name / "1" / "model.onnx", *threads, spinning)
-            for name in (*ENCODER_MODELS, PAIR_MODEL)
-        }
-
-    def _in_process(self, model: str, feed: dict, output: str) -> np.ndarray:
-        return self.sessions[model].run([output], feed)[0]
-
-    def _outputs(self, calls: list[Call]) -> tuple[list[Call], list]:
-        """(calls, their outputs or errors): every network call of one execute."""
-        return run_calls(calls, self._in_process if self.sessions else _bls)
+            self.run = _in_process(facts_dir, params) or _bls
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -115,7 +103,7 @@ class TritonPythonModel:
             parsed.extend(mine)
         try:
             calls = plan(parsed, self.max_batch_size, self.max_padding_ratio)
-            answers = scatter(parsed, *self._outputs(calls))
+            answers = scatter(parsed, *run_calls(calls, self.run))
         except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
             answers = [error] * len(parsed)
         for index, first, count in spans:
