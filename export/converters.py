@@ -48,14 +48,18 @@ def movielens(
     split: str = "per-user",
     per_user: int = 10,
     validation_fraction: float = 0.05,
+    keep: int = 10,
 ) -> dict[str, int]:
     """`in0=[user]`, `in1=[movie]`; label: the rating, or 1 if rating > 3 (classification).
 
     Writes train.jsonl, validation.jsonl (a random `validation_fraction` of the training part:
     what early stopping watches) and test.jsonl (what the model is scored on, never seen in
     training). `split="per-user"` holds out `per_user` random ratings of every user, as
-    MovieLens' own `ua` split does; `split="random"` holds out a random `test_fraction` of all
-    ratings. Returns the vocabulary sizes to train with (largest id + 1).
+    MovieLens' own `ua` split does, but never leaves a user fewer than `keep` training ratings:
+    in `ua` every user keeps at least 10 (u.data users have 20 or more), while `ua.base` has
+    users with only 10, whose few remaining ratings would make a different, colder test.
+    `split="random"` holds out a random `test_fraction` of all ratings. Returns the vocabulary
+    sizes to train with (largest id + 1).
     """
     ratings = np.loadtxt(ua_base, dtype=np.int64, usecols=(0, 1, 2))
     users, movies, stars = ratings.T
@@ -65,7 +69,8 @@ def movielens(
         held = np.zeros(len(ratings), dtype=bool)
         for user in np.unique(users):
             rows = np.flatnonzero(users == user)
-            held[rng.choice(rows, size=min(per_user, len(rows) - 1), replace=False)] = True
+            count = max(0, min(per_user, len(rows) - keep))
+            held[rng.choice(rows, size=count, replace=False)] = True
         parts = {"train": rng.permutation(np.flatnonzero(~held)), "test": np.flatnonzero(held)}
     elif split == "random":
         order = rng.permutation(len(ratings))
@@ -134,6 +139,12 @@ def main(argv: list[str] | None = None) -> None:
         "(default); random: --test-fraction of all ratings",
     )
     ml.add_argument("--per-user", type=int, default=10)
+    ml.add_argument(
+        "--keep",
+        type=int,
+        default=10,
+        help="per-user: the fewest training ratings a user keeps (10, as in MovieLens' ua split)",
+    )
     ml.add_argument("--test-fraction", type=float, default=0.1)
     st = sub.add_parser("sts", help="STS Benchmark folder -> train/dev JSON Lines + vocab.json")
     st.add_argument("data_dir", type=Path)
@@ -148,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.test_fraction,
                 split=args.split,
                 per_user=args.per_user,
+                keep=args.keep,
             )
         )
     else:

@@ -164,9 +164,10 @@ def train(
 ) -> tuple[Object2Vec, list[EpochReport]]:
     """Trains with the hosted optimizer settings and early stopping on the validation loss.
 
-    Early stopping: training stops after `early_stopping_patience` epochs whose validation loss
-    did not improve on the best by more than `early_stopping_tolerance` (relative); the best
-    epoch's weights are returned.
+    Early stopping, as the hosted algorithm words it: training stops after
+    `early_stopping_patience` consecutive epochs whose validation loss did not fall by more than
+    `early_stopping_tolerance` (relative) from the epoch before; the best epoch's weights are
+    returned.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -176,7 +177,7 @@ def train(
     max_lens = (hp.enc0_max_seq_len, hp.enc1_max_seq_len)
     loss_key = "mean_squared_error" if hp.output_layer == "mean_squared_error" else "cross_entropy"
     reports: list[EpochReport] = []
-    best_loss, best_state, stale = math.inf, None, 0
+    best_loss, best_state, previous_loss, stale = math.inf, None, math.inf, 0
     steps = math.ceil(len(train_data) / hp.mini_batch_size)
     for epoch in range(1, hp.epochs + 1):
         started = time.perf_counter()
@@ -211,9 +212,11 @@ def train(
         if not validation:
             continue
         loss_now = validation[loss_key]
-        # Patience counts epochs that did not beat the best by the tolerance; the weights kept
-        # are the best epoch's, however small its lead.
-        improved = loss_now < best_loss * (1 - hp.early_stopping_tolerance)
+        # "Between consecutive epochs": a noisy epoch followed by a clear recovery counts as
+        # progress (comparing with the best instead stopped MovieLens while it still improved).
+        # The weights kept are the best epoch's, however small its lead.
+        improved = loss_now < previous_loss * (1 - hp.early_stopping_tolerance)
+        previous_loss = loss_now
         if loss_now < best_loss:
             best_loss, best_state = loss_now, copy.deepcopy(model.state_dict())
         if improved:
