@@ -1,7 +1,7 @@
 """Converters from public data sets to the hosted training format (JSON Lines).
 
 python -m export.converters movielens ../shared/data/ml-100k/ua.base runs/movielens
-python -m export.converters sts ../shared/data/stsbenchmark runs/sts
+python -m export.converters sts ../shared/data/stsbenchmark runs/sts [--vectors 128]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from export.data import write_jsonlines
+from export.word_vectors import ppmi_svd, write_glove
 
 PAD, UNKNOWN = 0, 1
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
@@ -100,23 +101,30 @@ def _read_sts(path: Path) -> list[tuple[float, str, str]]:
     return rows
 
 
-def sts(data_dir: Path, out: Path) -> dict[str, int]:
+def sts(data_dir: Path, out: Path, vectors: int = 0) -> dict[str, int]:
     """Sentence pairs -> token ids with a vocabulary built from the training split only.
 
-    Writes train.jsonl, dev.jsonl and vocab.json. Returns the vocabulary size.
+    Writes train.jsonl, dev.jsonl and vocab.json; with `vectors` > 0 also vectors.txt, word
+    vectors of that size trained on the training sentences (`export.word_vectors`), for
+    `enc0_pretrained_embedding_file` with `enc0_vocab_file=vocab.json`. Returns the vocabulary
+    size.
     """
     train = _read_sts(data_dir / "sts-train.csv")
     vocabulary = build_vocabulary([s for _, a, b in train for s in (a, b)])
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.json").write_text(json.dumps(vocabulary))
-    for name, rows in (("train", train), ("dev", _read_sts(data_dir / "sts-dev.csv"))):
+    encoded = {
+        name: [(score, encode(a, vocabulary), encode(b, vocabulary)) for score, a, b in rows]
+        for name, rows in (("train", train), ("dev", _read_sts(data_dir / "sts-dev.csv")))
+    }
+    for name, rows in encoded.items():
         write_jsonlines(
-            out / f"{name}.jsonl",
-            (
-                {"label": score, "in0": encode(a, vocabulary), "in1": encode(b, vocabulary)}
-                for score, a, b in rows
-            ),
+            out / f"{name}.jsonl", ({"label": s, "in0": a, "in1": b} for s, a, b in rows)
         )
+    if vectors:
+        sentences = [ids for _, a, b in encoded["train"] for ids in (a, b)]
+        table = ppmi_svd(sentences, len(vocabulary), vectors)
+        write_glove(out / "vectors.txt", vocabulary, table)
     return {"vocab_size": len(vocabulary)}
 
 
@@ -149,6 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     st = sub.add_parser("sts", help="STS Benchmark folder -> train/dev JSON Lines + vocab.json")
     st.add_argument("data_dir", type=Path)
     st.add_argument("out", type=Path)
+    st.add_argument(
+        "--vectors",
+        type=int,
+        default=0,
+        metavar="DIM",
+        help="also write vectors.txt: DIM-sized word vectors trained on the training sentences",
+    )
     args = parser.parse_args(argv)
     if args.dataset == "movielens":
         print(
@@ -163,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     else:
-        print(sts(args.data_dir, args.out))
+        print(sts(args.data_dir, args.out, args.vectors))
 
 
 if __name__ == "__main__":

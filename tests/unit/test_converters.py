@@ -1,8 +1,10 @@
-"""The MovieLens converter's splits, on a small ratings file of the ua.base format."""
+"""The converters: MovieLens splits and STS word vectors, on small files of their formats."""
+
+import json
 
 import numpy as np
 
-from export.converters import movielens
+from export.converters import movielens, sts
 from export.data import read_jsonlines
 
 
@@ -28,3 +30,24 @@ def test_per_user_split_holds_out_ten_ratings_of_every_user_who_keeps_ten(tmp_pa
     assert sum(len(p) for p in pairs.values()) == len(rows)
     assert not pairs["test"] & (pairs["train"] | pairs["validation"])
     assert 0 < len(parts["validation"]) < 0.1 * len(rows)
+
+
+def test_sts_writes_word_vectors_of_the_training_sentences(tmp_path):
+    rng = np.random.default_rng(0)
+    words = ["cat", "dog", "runs", "sleeps", "a", "the", "bird", "sings"]
+
+    def lines(count: int) -> str:
+        sentences = (" ".join(rng.choice(words, size=5)) for _ in range(2 * count))
+        return "".join(
+            f"main-captions\tMSRvid\t2012test\t{i:04d}\t{i % 6}.0\t{a}\t{b}\n"
+            for i, (a, b) in enumerate(zip(sentences, sentences, strict=False))
+        )
+
+    (tmp_path / "sts-train.csv").write_text(lines(50))
+    (tmp_path / "sts-dev.csv").write_text(lines(5))
+    size = sts(tmp_path, tmp_path / "out", vectors=4)["vocab_size"]
+    vocabulary = json.loads((tmp_path / "out" / "vocab.json").read_text())
+    rows = (tmp_path / "out" / "vectors.txt").read_text().splitlines()
+    assert size == len(vocabulary) == 2 + len(words)
+    assert sorted(r.split(" ")[0] for r in rows) == sorted(words)  # no <pad>, no <unk>
+    assert all(len(r.split(" ")) == 5 for r in rows)
