@@ -195,6 +195,14 @@ class Object2Vec(nn.Module):
         self.enc0 = build_encoder(spec0, hp.enc_dim)
         shared = self.enc0.embedding if hp.tied_token_embedding_weight else None
         self.enc1 = build_encoder(spec1, hp.enc_dim, shared)
+        if hp.enc1_network == "enc0":
+            # Own weights, but starting as a copy of enc0's: two independently initialised
+            # encoders map a sentence into unrelated feature spaces, and the comparator's
+            # hadamard / abs_diff of unrelated features carry no similarity at all until the
+            # pairs teach an alignment (STS: hcnn and bilstm never learned one from 5,700
+            # pairs). Token tables stay each side's own unless tied_token_embedding_weight.
+            start = {k: v for k, v in self.enc0.state_dict().items() if "embedding" not in k}
+            self.enc1.load_state_dict(start, strict=False)
         self.comparator = Comparator(hp.comparator_list)
         layers: list[nn.Module] = []
         width = self.comparator.output_dim(hp.enc_dim)

@@ -64,6 +64,16 @@ def test_enc1_as_enc0_has_the_same_architecture_and_its_own_weights():
         assert not torch.allclose(model.encode(0, tokens), model.encode(1, tokens))
 
 
+@pytest.mark.parametrize("network", ["hcnn", "bilstm"])
+def test_enc1_as_enc0_starts_from_enc0s_weights_and_keeps_its_own(network):
+    model = small(enc0_network=network, tied_token_embedding_weight=True)
+    tokens = torch.tensor([[3, 4, 5]])
+    with torch.no_grad():  # one table, one starting point: the same sentence, the same vector
+        torch.testing.assert_close(model.encode(0, tokens), model.encode(1, tokens))
+    shared = {id(p) for p in model.enc0.parameters()} & {id(p) for p in model.enc1.parameters()}
+    assert shared == {id(model.enc0.embedding.weight)}  # the rest are copies, not shared
+
+
 def test_tied_token_embedding_weight_shares_one_table():
     model = small(
         tied_token_embedding_weight=True,
