@@ -215,18 +215,21 @@ def main() -> None:
             "enc0_pretrained_embedding_file": str(args.work / "sts" / "vectors.txt"),
             "enc0_vocab_file": str(args.work / "sts" / "vocab.json"),
         }
+        # With trained vectors (frozen, the hosted default) the encoders' own layers still
+        # overfit 5,700 pairs at learning_rate 0.001: the convolutions need a slower rate.
+        slow = {"dropout": 0.0, "learning_rate": 0.0001}
         for label, extra in (
             ("hcnn", {"enc0_network": "hcnn", "dropout": 0.2}),
             ("bilstm", {"enc0_network": "bilstm", "dropout": 0.2}),
-            ("hcnn + trained vectors", {"enc0_network": "hcnn"} | vectors),
-            ("bilstm + trained vectors", {"enc0_network": "bilstm"} | vectors),
+            ("hcnn + trained vectors, lr 0.0001", {"enc0_network": "hcnn"} | vectors | slow),
             (
-                "hcnn, 1 layer, hadamard + trained vectors",
-                {"enc0_network": "hcnn", "enc0_layers": 1, "comparator_list": "hadamard"} | vectors,
+                "hcnn, 1 layer + trained vectors, lr 0.0001",
+                {"enc0_network": "hcnn", "enc0_layers": 1} | vectors | slow,
             ),
+            ("bilstm + trained vectors", {"enc0_network": "bilstm", "dropout": 0.0} | vectors),
             (
                 "pooled_embedding + trained vectors",
-                {"enc0_network": "pooled_embedding", "enc_dim": 128} | vectors,
+                {"enc0_network": "pooled_embedding", "enc_dim": 128, "dropout": 0.0} | vectors,
             ),
         ):
             model, reports = train(
