@@ -215,13 +215,12 @@ def main() -> None:
             "enc0_pretrained_embedding_file": str(args.work / "sts" / "vectors.txt"),
             "enc0_vocab_file": str(args.work / "sts" / "vocab.json"),
         }
-        # With trained vectors (frozen, the hosted default) the encoders' own layers still
-        # overfit 5,700 pairs at learning_rate 0.001: the convolutions need a slower rate.
+        # A single convolution over frozen vectors overfits 5,700 pairs at learning_rate 0.001.
         slow = {"dropout": 0.0, "learning_rate": 0.0001}
         for label, extra in (
             ("hcnn", {"enc0_network": "hcnn", "dropout": 0.2}),
             ("bilstm", {"enc0_network": "bilstm", "dropout": 0.2}),
-            ("hcnn + trained vectors, lr 0.0001", {"enc0_network": "hcnn"} | vectors | slow),
+            ("hcnn + trained vectors", {"enc0_network": "hcnn", "dropout": 0.2} | vectors),
             (
                 "hcnn, 1 layer + trained vectors, lr 0.0001",
                 {"enc0_network": "hcnn", "enc0_layers": 1} | vectors | slow,
