@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from contract.facts import Facts
 from export import checkpoint, demo
@@ -74,3 +75,17 @@ def test_the_demo_model_builds_and_learned_its_task(tmp_path):
     assert metrics["accuracy"] > 0.6  # chance is 0.5: the task has structure and it was learned
     assert checkpoint.load(tmp_path / "demo.pt").hp.enc0_network == "hcnn"
     print(f"demo model built in {took:.1f} s")
+
+
+@pytest.mark.parametrize("network", ["hcnn", "pooled_embedding"])
+def test_a_checkpoint_from_before_residual_hcnn_is_refused_only_for_hcnn(tmp_path, network):
+    path = tmp_path / "old.pt"
+    checkpoint.save(small(enc0_network=network), path)
+    saved = torch.load(path, weights_only=True)
+    del saved["format"]  # as written before the format was recorded
+    torch.save(saved, path)
+    if network == "hcnn":
+        with pytest.raises(ValueError, match="retrain"):
+            checkpoint.load(path)
+    else:
+        assert checkpoint.load(path).hp.enc0_network == network
