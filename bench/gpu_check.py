@@ -210,10 +210,11 @@ def served(seconds: float, out: Path | None, small: bool) -> int:
     import onnxruntime as ort
 
     from bench import suite
-    from bench.peers import Pipeline, onnx_runner
+    from bench.peers import Pipeline
     from server.embedded import EmbeddedServer
     from server.entrypoint import Launch, prepare_repository, triton_process, tritonserver_args
     from server.host import Host
+    from server.onnx_sessions import network_runner
     from server.process import free_port
 
     folder = Path(out or tempfile.mkdtemp(prefix="o2v-gpu-check-"))
@@ -263,7 +264,7 @@ def served(seconds: float, out: Path | None, small: bool) -> int:
         if ort.InferenceSession(str(probe), providers=chosen).get_providers()[0] != chosen[0]:
             print(f"in-process onnxruntime {name}: {chosen[0]} did not load here", flush=True)
             continue
-        pipeline = Pipeline(repository, onnx_runner(repository, providers=chosen))
+        pipeline = Pipeline(repository, network_runner(repository, providers=chosen))
         rows.append(
             suite.in_process(pipeline, workload, f"in-process onnxruntime {name}", model, seconds)
         )

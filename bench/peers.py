@@ -24,12 +24,6 @@ from server.payload import Limits, PayloadError, format_response, parse_request
 from server.settings import ServingSettings
 
 
-def onnx_runner(repository: Path, threads: int = 0, providers: Sequence = ()) -> Runner:
-    """The networks as the server runs them in process (server.onnx_sessions); on the CPU
-    unless `providers` say otherwise."""
-    return network_runner(repository, threads, providers=list(providers) or None)
-
-
 def torch_runner(checkpoint_path: Path, threads: int = 0) -> Runner:
     import torch
 
@@ -79,7 +73,7 @@ class Pipeline:
 
 def fastapi_app(repository: Path, threads: int = 1):
     """A FastAPI service answering the hosted request format on POST /invocations."""
-    pipeline = Pipeline(repository, onnx_runner(repository, threads))
+    pipeline = Pipeline(repository, network_runner(repository, threads))
     app = FastAPI()
 
     @app.post("/invocations")

@@ -22,15 +22,16 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bench.peers import Pipeline, onnx_runner
+from bench.peers import Pipeline
 from contract.names import JSON
+from server.onnx_sessions import network_runner
 from server.payload import PayloadError, format_response, parse_request
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 class Object2VecPeer:
     def __init__(self, repository: str, max_batch_size: int, wait_s: float):
-        self.pipeline = Pipeline(Path(repository), onnx_runner(Path(repository)))
+        self.pipeline = Pipeline(Path(repository), network_runner(Path(repository)))
         self.configure(max_batch_size, wait_s)
 
     def configure(self, max_batch_size: int, wait_s: float) -> None:

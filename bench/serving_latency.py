@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from bench.peers import Pipeline, onnx_runner
+from bench.peers import Pipeline
 from contract.example import DOC_EXAMPLE_BODY
 from contract.names import JSON
 from server.embedded import EmbeddedServer
+from server.onnx_sessions import network_runner
 from server.process import free_port
 
 DOC_EXAMPLE = DOC_EXAMPLE_BODY
@@ -33,7 +34,7 @@ def served_call(client: grpcclient.InferenceServerClient) -> None:
 
 
 def in_process_call(repository: Path):
-    pipeline = Pipeline(repository, onnx_runner(repository))
+    pipeline = Pipeline(repository, network_runner(repository))
     return lambda: pipeline.answer(DOC_EXAMPLE, JSON)
 
 

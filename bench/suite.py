@@ -44,7 +44,7 @@ from bench.load import (
     start_fastapi,
     wait_for,
 )
-from bench.peers import Pipeline, best_batch_rate, onnx_runner, torch_runner
+from bench.peers import Pipeline, best_batch_rate, torch_runner
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
 from bench.report import plot, report, server_profile
 from contract.example import DOC_EXAMPLE
@@ -53,6 +53,7 @@ from server.configs import read as read_config
 from server.configs import write_configs
 from server.embedded import PROJECT_ROOT, EmbeddedServer
 from server.host import Host
+from server.onnx_sessions import network_runner
 from server.process import free_port
 from server.settings import ServingSettings, from_texts
 
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 ray.terminate()
                 ray.wait(timeout=120)
-        ceiling = Pipeline(repository, onnx_runner(repository))
+        ceiling = Pipeline(repository, network_runner(repository))
         eager = Pipeline(repository, torch_runner(ckpt))
         for workload in chosen:
             rows.append(in_process(ceiling, workload, "ceiling-onnxruntime", model, seconds / 2))

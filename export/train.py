@@ -212,9 +212,9 @@ def train(
         if not validation:
             continue
         loss_now = validation[loss_key]
-        # "Between consecutive epochs": a noisy epoch followed by a clear recovery counts as
-        # progress (comparing with the best instead stopped MovieLens while it still improved).
-        # The weights kept are the best epoch's, however small its lead.
+        # "Between consecutive epochs", as the hosted documentation words it: a noisy epoch
+        # followed by a clear recovery counts as progress. The weights kept are the best
+        # epoch's, however small its lead.
         improved = loss_now < previous_loss * (1 - hp.early_stopping_tolerance)
         previous_loss = loss_now
         if loss_now < best_loss:

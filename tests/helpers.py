@@ -19,9 +19,7 @@ from contract.example import DOC_EXAMPLE, DOC_EXAMPLE_BODY
 from contract.names import JSON, JSONLINES
 from export.hyperparameters import Hyperparameters
 from export.network import Object2Vec
-from server.dispatch import Runner
 from server.embedded import EmbeddedServer
-from server.onnx_sessions import network_runner
 from server.process import free_port
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "json_body",
     "random_lines",
     "onnx_run",
-    "onnx_runner",
     "same",
     "small_model",
     "start_server",
@@ -104,11 +101,6 @@ def onnx_run(repository, model: str, feed: dict) -> np.ndarray:
         str(Path(repository) / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
     )
     return session.run(None, feed)[0]
-
-
-def onnx_runner(repository: Path) -> Runner:
-    """The networks of a repository run in-process by ONNX Runtime, as `dispatch` calls them."""
-    return network_runner(repository)
 
 
 def answer_vectors(answer: bytes) -> list:

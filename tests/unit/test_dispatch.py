@@ -6,8 +6,8 @@ import orjson
 from contract.facts import Facts
 from contract.names import JSON
 from server.dispatch import by_request, dispatch, plan, run_calls
+from server.onnx_sessions import network_runner
 from server.payload import Limits, parse_request
-from tests.helpers import onnx_runner
 
 
 def _requests(repository, bodies):
@@ -39,7 +39,7 @@ def test_one_call_per_network_by_default(demo_repository):
 
 def test_length_groups_bound_padding_and_keep_every_answer(demo_repository):
     requests = _requests(demo_repository, _bodies(1))
-    run = onnx_runner(demo_repository)
+    run = network_runner(demo_repository)
     whole = dispatch(requests, run, 4096)
     grouped_calls = plan(requests, 4096, max_padding_ratio=1.25)
     assert len(grouped_calls) > 3
@@ -56,7 +56,7 @@ def test_length_groups_bound_padding_and_keep_every_answer(demo_repository):
 
 def test_a_failed_call_is_retried_per_request_and_fails_only_the_culprit(demo_repository):
     requests = _requests(demo_repository, [{"instances": [{"in0": [1, 2, 3]}]}] * 5)
-    run = onnx_runner(demo_repository)
+    run = network_runner(demo_repository)
     culprit = 2
 
     def fragile(model, feed, output):
