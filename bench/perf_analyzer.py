@@ -5,7 +5,7 @@
     make perf BODY=request.json [URL=localhost:8001 PROTOCOL=grpc]
 
 The body (a file: JSON or JSON Lines, one request's worth) is written into perf_analyzer's
-`--input-data` format for the front door's one BYTES input. Over gRPC the content type (and
+`--input-data` format for the front door's one input (raw bytes: contract/body.py). Over gRPC the content type (and
 `--accept`) go as request parameters; over HTTP perf_analyzer can't send parameters, so the
 front door tells JSON from JSON Lines by the body.
 
@@ -66,7 +66,8 @@ def environment() -> dict[str, str]:
 
 def input_data(bodies: list[bytes], path: Path) -> Path:
     """perf_analyzer's --input-data file: one entry per body, for the front door's input."""
-    path.write_text(json.dumps({"data": [{BODY_INPUT: [b.decode()]} for b in bodies]}))
+    entries = [{BODY_INPUT: {"content": list(b), "shape": [len(b)]}} for b in bodies]
+    path.write_text(json.dumps({"data": entries}))
     return path
 
 
@@ -92,8 +93,6 @@ def command(
         protocol,
         "--input-data",
         str(data),
-        "--shape",
-        f"{BODY_INPUT}:1",
         "--concurrency-range",
         concurrency,
         "--measurement-interval",

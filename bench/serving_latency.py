@@ -18,6 +18,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.peers import Pipeline
+from client.api import body_tensor
 from contract.example import DOC_EXAMPLE_BODY
 from contract.names import JSON
 from server.embedded import EmbeddedServer
@@ -28,8 +29,7 @@ DOC_EXAMPLE = DOC_EXAMPLE_BODY
 
 
 def served_call(client: grpcclient.InferenceServerClient) -> None:
-    tensor = grpcclient.InferInput("body", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[DOC_EXAMPLE]], dtype=np.object_))
+    tensor = body_tensor(grpcclient, [DOC_EXAMPLE])
     client.infer("object2vec", [tensor], parameters={"content_type": JSON})
 
 

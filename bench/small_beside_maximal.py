@@ -18,6 +18,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.local import arguments, embedded_server
+from client.api import body_tensor
 from contract.example import DOC_EXAMPLE_BODY as DOC_EXAMPLE
 from contract.names import DEFAULT_MAX_INSTANCES, JSON
 
@@ -26,8 +27,7 @@ MAXIMAL = json.dumps({"instances": [FIRST] * DEFAULT_MAX_INSTANCES}).encode()
 
 
 def call(client: grpcclient.InferenceServerClient, body: bytes) -> float:
-    tensor = grpcclient.InferInput("body", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[body]], dtype=np.object_))
+    tensor = body_tensor(grpcclient, [body])
     start = time.perf_counter()
     client.infer("object2vec", [tensor], parameters={"content_type": JSON}, client_timeout=120)
     return time.perf_counter() - start

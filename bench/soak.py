@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from bench.local import arguments, embedded_server
+from contract.body import BODY_DATATYPE, encode_bodies
 from contract.example import DOC_EXAMPLE_BODY as DOC_EXAMPLE
 from contract.names import JSON
 from server.process import group_members
@@ -44,10 +45,11 @@ def group_rss_mb(group: int) -> float:
 
 
 def _with_header(header: dict, rows: list[bytes]) -> tuple[bytes, dict]:
-    sizes = [len(r) + 4 for r in rows]
-    header["inputs"][0]["parameters"] = {"binary_data_size": sum(sizes)}
+    array = encode_bodies(rows)
+    header["inputs"][0]["shape"] = list(array.shape)
+    header["inputs"][0]["parameters"] = {"binary_data_size": array.nbytes}
     head = orjson.dumps(header)
-    data = head + b"".join(len(r).to_bytes(4, "little") + r for r in rows)
+    data = head + array.tobytes()
     return data, {"Inference-Header-Content-Length": str(len(head))}
 
 
@@ -55,7 +57,7 @@ def bad_requests(base: str) -> list[tuple[str, str, bytes, dict]]:
     """(kind, url, data, headers) of each kind of bad request."""
     front = f"{base}/v2/models/object2vec/infer"
     raw = {"Inference-Header-Content-Length": "0"}
-    body_input = {"name": "body", "shape": [1, 1], "datatype": "BYTES"}
+    body_input = {"name": "body", "shape": [1, 1], "datatype": BODY_DATATYPE}
     kinds = [
         ("malformed", front, b'{"instances": [{"in0": [1', raw),
         ("bad ids", front, b'{"instances": [{"in0": [-5, 99999]}]}', raw),

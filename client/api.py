@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 from tritonclient.utils import InferenceServerException
 
+from contract.body import BODY_DATATYPE, encode_bodies
 from contract.names import BODY_INPUT, FRONT_DOOR, JSON, RESPONSE_OUTPUT
 
 PROTOCOLS = ("http", "grpc", "sagemaker")
@@ -108,9 +109,17 @@ def execution_parameters(url: str, timeout: float = 10.0) -> dict:
         return {}
 
 
+def body_tensor(types, bodies: Sequence[bytes]):
+    """The front door's input for these bodies, for `tritonclient.http` or `.grpc` (`types`):
+    raw bytes, one zero-padded row per body (contract/body.py)."""
+    array = encode_bodies(bodies)
+    tensor = types.InferInput(BODY_INPUT, list(array.shape), BODY_DATATYPE)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
 def _request(types, body: bytes, content_type: str | None, accept: str | None):
-    tensor = types.InferInput(BODY_INPUT, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[body]], dtype=np.object_))
+    tensor = body_tensor(types, [body])
     params = {k: v for k, v in (("content_type", content_type), ("accept", accept)) if v}
     return [tensor], params or None
 

@@ -117,7 +117,9 @@ def front_door_config(settings: ServingSettings) -> Config:
         "name": FRONT_DOOR,
         "backend": "python",
         "max_batch_size": settings.front_door_max_batch_size,
-        "input": [_tensor(BODY_INPUT, "TYPE_STRING", [1])],
+        # Raw bytes, not BYTES: no length prefix a client could lie about (contract/body.py);
+        # ragged, so bodies of different lengths still share one execute.
+        "input": [_tensor(BODY_INPUT, "TYPE_UINT8", [-1]) | {"allow_ragged_batch": True}],
         "output": [_tensor(RESPONSE_OUTPUT, "TYPE_STRING", [1])],
         "dynamic_batching": {"max_queue_delay_microseconds": settings.front_door_queue_delay_us},
         "instance_group": _instance_group(settings.front_door_copies, "KIND_CPU"),

@@ -9,7 +9,7 @@
     GET  /execution-parameters         what a Batch Transform job uses when it sets nothing
 
 The adapter knows no format: each body goes to the front door through Triton's HTTP API on
-loopback (one BYTES input, the media types as request parameters, the answer as a raw binary
+loopback (the body as the front door's UINT8 input, the media types as request parameters, the answer as a raw binary
 output), and the front door's answer or error comes back as it is: 400 with the front door's
 message, 413 for a body over the limit (discarded as it arrives, never held), 503 while Triton
 is not there, 500 for anything else.
@@ -35,6 +35,7 @@ from pathlib import Path
 import httptools
 import orjson
 
+from contract.body import BODY_DATATYPE
 from contract.names import (
     ACCEPT_PARAMETER,
     BODY_INPUT,
@@ -83,11 +84,9 @@ def default_execution_parameters(
     return ExecutionParameters(concurrency or derived, payload_mb or payload)
 
 
-def infer_request_parts(
-    body: bytes, content_type: str | None, accept: str | None
-) -> tuple[bytes, bytes]:
-    """Triton's binary HTTP request without the body: (JSON header, the body's 4-byte length);
-    the body follows them as is (one BYTES element), so it is never copied."""
+def infer_request_header(body: bytes, content_type: str | None, accept: str | None) -> bytes:
+    """Triton's binary HTTP request without the body: its JSON header. The body follows it as
+    is (the front door's UINT8 input, contract/body.py), so it is never copied."""
     parameters = {}
     if content_type:
         parameters[CONTENT_TYPE_PARAMETER] = content_type
@@ -98,22 +97,22 @@ def infer_request_parts(
             "inputs": [
                 {
                     "name": BODY_INPUT,
-                    "shape": [1, 1],
-                    "datatype": "BYTES",
-                    "parameters": {"binary_data_size": len(body) + 4},
+                    "shape": [1, len(body)],
+                    "datatype": BODY_DATATYPE,
+                    "parameters": {"binary_data_size": len(body)},
                 }
             ],
             "outputs": [{"name": RESPONSE_OUTPUT, "parameters": {"binary_data": True}}],
             "parameters": parameters,
         }
     )
-    return header, struct.pack("<I", len(body))
+    return header
 
 
 def infer_request(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, int]:
     """The whole request as one bytes (for load generators), and its header's length."""
-    header, length = infer_request_parts(body, content_type, accept)
-    return header + length + body, len(header)
+    header = infer_request_header(body, content_type, accept)
+    return header + body, len(header)
 
 
 def binary_answer(raw: bytes, header_length: int) -> bytes:
@@ -382,12 +381,12 @@ class Adapter:
             )
         content_type = request.headers.get(b"content-type")
         accept = request.headers.get(b"accept")
-        header, prefix = infer_request_parts(
+        header = infer_request_header(
             request.body,
             content_type.decode("latin-1") if content_type else None,
             accept.decode("latin-1") if accept else None,
         )
-        size = len(header) + len(prefix) + len(request.body)
+        size = len(header) + len(request.body)
         head = (
             self._infer_head
             + (
@@ -395,7 +394,7 @@ class Adapter:
             ).encode()
         )
         try:
-            status, length, raw = await self.pool.request([head, header, prefix, request.body])
+            status, length, raw = await self.pool.request([head, header, request.body])
         except OSError as error:
             return _error(503, f"the model server is not reachable: {error}")
         if status != 200:

@@ -15,6 +15,7 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from client.api import body_tensor
 from contract.example import DOC_EXAMPLE, DOC_EXAMPLE_BODY
 from contract.names import JSON, JSONLINES
 from export.hyperparameters import Hyperparameters
@@ -85,8 +86,7 @@ def infer(server, protocol: str, body: bytes | str, content_type=None, accept=No
 def infer_with(module, client, body, content_type=None, accept=None) -> bytes:
     """One body to the front door through an existing client; the answer's bytes."""
     data = body.encode() if isinstance(body, str) else body
-    tensor = module.InferInput("body", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    tensor = body_tensor(module, [data])
     params = {k: v for k, v in (("content_type", content_type), ("accept", accept)) if v}
     result = client.infer("object2vec", [tensor], parameters=params or None)
     return result.as_numpy("response").reshape(-1)[0]

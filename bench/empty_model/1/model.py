@@ -14,6 +14,7 @@ sys.path[:0] = [
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from contract.body import decode_bodies
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 
 
@@ -22,6 +23,6 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             body = pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy()
-            answer = np.array([[bytes(b)] for b in body.reshape(-1)], dtype=np.object_)
+            answer = np.array([[b] for b in decode_bodies(body)], dtype=np.object_)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(RESPONSE_OUTPUT, answer)]))
         return responses

@@ -1,7 +1,7 @@
 """The front door: JSON / JSON Lines bodies in, Object2Vec answers out.
 
-The BYTES input `body` holds the request's body (a raw HTTP body reaches it too; a request may
-carry several, one per row); the request parameters `content_type` and `accept` carry the media
+The UINT8 input `body` holds the request's body as raw bytes (a raw HTTP body reaches it too; a
+request may carry several, one per zero-padded row: contract/body.py); the request parameters `content_type` and `accept` carry the media
 types. Parsing and formatting live in `server.payload`, routing and batching in
 `server.dispatch`; this file only moves tensors. The networks run one of two ways, as the
 config's `networks` parameter says (server.host decides it for the machine): `bls`, calls to
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from server.dispatch import plan, run_calls, scatter
@@ -95,7 +96,7 @@ class TritonPythonModel:
             try:
                 bodies = pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy()
                 content_type, accept = request_options(request.parameters())
-                mine = parse_bodies(list(bodies.reshape(-1)), content_type, accept, self.limits)
+                mine = parse_bodies(decode_bodies(bodies), content_type, accept, self.limits)
             except Exception as error:  # noqa: BLE001 - this request's error, no one else's
                 responses[index] = _failure(error)
                 continue
