@@ -5,8 +5,8 @@
     make perf BODY=request.json [URL=localhost:8001 PROTOCOL=grpc]
 
 The body (a file: JSON or JSON Lines, one request's worth) is written into perf_analyzer's
-`--input-data` format for the front door's one input (raw bytes: contract/body.py). Over gRPC the content type (and
-`--accept`) go as request parameters; over HTTP perf_analyzer can't send parameters, so the
+`--input-data` format for the front door's one input (raw bytes: contract/body.py). Over gRPC
+the content type (and `--accept`) go as request parameters; over HTTP perf_analyzer can't send parameters, so the
 front door tells JSON from JSON Lines by the body.
 
 No root and no system packages: perf_analyzer 2.51 (in the tritonclient wheel) needs
