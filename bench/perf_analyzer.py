@@ -6,8 +6,8 @@
 
 The body (a file: JSON or JSON Lines, one request's worth) is written into perf_analyzer's
 `--input-data` format for the front door's one input (raw bytes: contract/body.py). Over gRPC
-the content type (and `--accept`) go as request parameters; over HTTP perf_analyzer can't send parameters, so the
-front door tells JSON from JSON Lines by the body.
+the content type (and `--accept`) go as request parameters; over HTTP perf_analyzer can't send
+parameters, so the front door tells JSON from JSON Lines by the body.
 
 No root and no system packages: perf_analyzer 2.51 (in the tritonclient wheel) needs
 `libb64.so.0d` and `libcudart.so.12`, and the nvidia-pytriton wheel already ships both under

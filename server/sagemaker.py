@@ -9,10 +9,10 @@
     GET  /execution-parameters         what a Batch Transform job uses when it sets nothing
 
 The adapter knows no format: each body goes to the front door through Triton's HTTP API on
-loopback (the body as the front door's UINT8 input, the media types as request parameters, the answer as a raw binary
-output), and the front door's answer or error comes back as it is: 400 with the front door's
-message, 413 for a body over the limit (discarded as it arrives, never held), 503 while Triton
-is not there, 500 for anything else.
+loopback (the body as the front door's UINT8 input, the media types as request parameters, the
+answer as a raw binary output), and the front door's answer or error comes back as it is: 400
+with the front door's message, 413 for a body over the limit (discarded as it arrives, never
+held), 503 while Triton is not there, 500 for anything else.
 
 It sits on the hot path of every request, on the same cores as Triton, so it is written for
 that: asyncio protocols on uvloop with httptools (the HTTP parser uvicorn uses) for both the

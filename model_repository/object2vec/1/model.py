@@ -1,12 +1,12 @@
 """The front door: JSON / JSON Lines bodies in, Object2Vec answers out.
 
 The UINT8 input `body` holds the request's body as raw bytes (a raw HTTP body reaches it too; a
-request may carry several, one per zero-padded row: contract/body.py); the request
-parameters `content_type` and `accept` carry the media types. Parsing and formatting live in `server.payload`, routing and batching in
-`server.dispatch`; this file only moves tensors. The networks run one of two ways, as the
-config's `networks` parameter says (server.host decides it for the machine): `bls`, calls to
-the enc0 / enc1 / pair models, or `in_process`, the same ONNX files run by ONNX Runtime in this
-process.
+request may carry several, one per zero-padded row: contract/body.py); the request parameters
+`content_type` and `accept` carry the media types. Parsing and formatting live in
+`server.payload`, routing and batching in `server.dispatch`; this file only moves tensors. The
+networks run one of two ways, as the config's `networks` parameter says (server.host decides it
+for the machine): `bls`, calls to the enc0 / enc1 / pair models, or `in_process`, the same ONNX
+files run by ONNX Runtime in this process.
 
 `execute` is synchronous and so are its BLS calls: the Python backend runs one `execute` of a
 non-decoupled model at a time even when it is a coroutine, and the coroutine path cost about
