@@ -212,8 +212,8 @@ def served(seconds: float, out: Path | None, small: bool) -> int:
     from bench import suite
     from bench.peers import Pipeline
     from server.embedded import EmbeddedServer
-    from server.entrypoint import Launch, prepare_repository, triton_process, tritonserver_args
     from server.host import Host
+    from server.launch import Launch, prepare_repository, triton_process, tritonserver_args
     from server.onnx_sessions import network_runner
     from server.process import free_port
 

@@ -23,7 +23,7 @@ import sysconfig
 from pathlib import Path
 
 from contract.facts import FACTS_FILE
-from server.entrypoint import (
+from server.launch import (
     DEFAULT_MODE,
     SAGEMAKER_PORT,
     SAGEMAKER_PORT_VARIABLE,

@@ -12,8 +12,15 @@ What it guarantees, whoever starts it (the image's entrypoint or `python -m serv
   of its group (the Python backend stubs) is killed and the shared-memory regions they held are
   removed.
 * SIGTERM or SIGINT at any moment (starting, idle, under load) drains: the SageMaker adapter
-  stops taking requests and finishes those in flight, tritonserver gets SIGTERM and finishes
-  its own within `--exit-timeout-secs`, then anything left is killed; the launcher exits 0.
+  stops taking requests and finishes those in flight; the Python models answer new requests
+  with a retryable UNAVAILABLE and finish those in flight (server/drain.py, within
+  `exit_timeout`), then the server's group is killed, so its ports refuse connections rather
+  than answer NOT_FOUND as Triton's own unloading does; the launcher exits 0.
+* A Python backend stub that dies (a model instance: the front door, a network on the Python
+  ONNX Runtime backend) is noticed within a second, and Triton never replaces one itself: the
+  server is drained and started again, its readiness false until the new one is ready; after
+  `MAX_RESTARTS` such restarts within `RESTART_WINDOW` seconds the launcher gives up and exits
+  non-zero, for the orchestrator to replace it.
 """
 
 from __future__ import annotations
@@ -22,14 +29,19 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from server import drain
 
 
 class LaunchError(RuntimeError):
@@ -38,6 +50,11 @@ class LaunchError(RuntimeError):
 
 _PR_SET_PDEATHSIG = 1
 _SHM = "/dev/shm/"
+_STUB = "triton_python_backend_stub"
+MAX_RESTARTS = 5
+RESTART_WINDOW = 600.0
+WATCH_SECONDS = 0.5
+GAVE_UP = 3  # the launcher's exit code when stubs keep dying
 
 
 def _die_with_parent() -> None:
@@ -96,8 +113,41 @@ def shared_memory_of(pids: list[int]) -> set[str]:
     return regions
 
 
+@dataclass(frozen=True)
+class Stub:
+    """One Python backend stub: the process behind one model instance."""
+
+    pid: int
+    instance: str  # e.g. object2vec_0_0
+    region: str  # its shared-memory region, /dev/shm/...
+
+
+def stubs_of(pids: list[int]) -> list[Stub]:
+    """The Python backend stubs among these processes, read from their command lines
+    (`<stub> <model> <region> <sizes> <parent> <lib> <ipc> <instance> <backend>`)."""
+    stubs = []
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(_STUB.encode()) and len(argv) > 8:
+            stubs.append(Stub(pid, argv[8].decode(), _SHM + argv[2].decode()))
+    return stubs
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent (a dead stub stays one until Triton's
+    shutdown reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 class TritonProcess:
-    """One tritonserver process: start, wait until ready, stop with a grace period."""
+    """One tritonserver process: start, wait until ready, watch its stubs, drain and stop."""
 
     def __init__(
         self,
@@ -106,11 +156,16 @@ class TritonProcess:
         ready_url: str,
         ports: Mapping[str, int] | None = None,
         host: str = "127.0.0.1",
-        grace: float = 30.0,
+        drain_timeout: float = 5.0,
     ):
         self.command, self.env, self.ready_url = command, dict(env), ready_url
-        self.ports, self.host, self.grace = dict(ports or {}), host, grace
+        self.ports, self.host = dict(ports or {}), host
+        self.drain_timeout = drain_timeout
         self.process: subprocess.Popen | None = None
+        self.run_dir = Path(tempfile.mkdtemp(prefix="o2v-run-"))  # server/drain.py
+        self.env[drain.RUN_DIR_VARIABLE] = str(self.run_dir)
+        self.stubs: list[Stub] = []  # learnt once the server is ready
+        self.regions: set[str] = set()
 
     @property
     def running(self) -> bool:
@@ -118,6 +173,9 @@ class TritonProcess:
 
     def start(self, stdout=None) -> TritonProcess:
         check_ports(self.host, self.ports)
+        self.run_dir.mkdir(exist_ok=True)
+        drain.end(self.run_dir)
+        self.stubs, self.stdout = [], stdout
         # Signals wait until the Popen object exists, so no signal can orphan the child.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
@@ -155,24 +213,37 @@ class TritonProcess:
                 raise LaunchError(f"tritonserver was not ready within {timeout:.0f} s")
             time.sleep(0.2)
 
+    def learn_stubs(self) -> list[Stub]:
+        """The stubs of the ready server (its model instances), watched from now on."""
+        self.stubs = stubs_of(group_members(self.process.pid))
+        self.regions |= {stub.region for stub in self.stubs}
+        return self.stubs
+
+    def dead_stubs(self) -> list[Stub]:
+        return [stub for stub in self.stubs if not alive(stub.pid)]
+
+    def halt(self, drain_timeout: float) -> None:
+        """Drains the Python models (server/drain.py), then kills the server's group."""
+        if self.process.poll() is None:
+            drain.begin(self.run_dir)
+            left = drain.wait_idle(self.run_dir, drain_timeout)
+            if left:
+                print(f"still busy after {drain_timeout:.0f} s, stopped anyway: {', '.join(left)}")
+        self.cleanup()
+
     def stop(self) -> int | None:
-        """SIGTERM (Triton drains in-flight requests), then SIGKILL to whatever is left."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(self.grace)
-            except subprocess.TimeoutExpired:
-                pass
-        self.cleanup()
+        self.halt(self.drain_timeout)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         return self.process.returncode
 
     def cleanup(self) -> None:
         """Kills the server's process group and removes the shared memory it leaves behind."""
         group = self.process.pid
         members = group_members(group)
-        regions = shared_memory_of(members)
+        # A dead stub's region is mapped by no one any more: known from its command line.
+        regions = shared_memory_of(members) | self.regions | {s.region for s in stubs_of(members)}
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
         self.process.wait()
@@ -195,13 +266,28 @@ class TritonProcess:
 FrontEnd = Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
 
 
+async def _until_ready(server: TritonProcess, stopping: asyncio.Event, timeout: float) -> bool:
+    """True once the server is ready (its stubs then watched), False if a stop came first."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(server.probe_ready):
+        if stopping.is_set():
+            return False
+        if time.monotonic() > deadline:
+            raise LaunchError(f"tritonserver was not ready within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+    server.learn_stubs()
+    return not stopping.is_set()
+
+
 async def supervise(
     server: TritonProcess,
     banner: str,
     front_end: FrontEnd | None = None,
     ready_timeout: float = 300.0,
+    max_restarts: int = MAX_RESTARTS,
 ) -> int:
-    """Runs the server until a signal (exit 0) or its own end (its exit code)."""
+    """Runs the server until a signal (exit 0), its own end (its exit code) or stubs that keep
+    dying (GAVE_UP); a stub that dies once gets the server restarted."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -212,22 +298,45 @@ async def supervise(
         if front_end is not None:
             # Up at once, so /ping can say 503 (not ready) rather than refuse connections.
             stop_front_end = await front_end()
-        deadline = time.monotonic() + ready_timeout
-        while not await asyncio.to_thread(server.probe_ready):
-            if stopping.is_set():
-                return 0
-            if time.monotonic() > deadline:
-                raise LaunchError(f"tritonserver was not ready within {ready_timeout:.0f} s")
-            await asyncio.sleep(0.2)
-        if not stopping.is_set():
-            print(banner, flush=True)
-        while not stopping.is_set() and server.running:
+        if not await _until_ready(server, stopping, ready_timeout):
+            return 0
+        print(banner, flush=True)
+        restarts: list[float] = []
+        while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=0.5)
-        if not stopping.is_set():
-            code = server.process.returncode
-            print(f"tritonserver exited with code {code}", flush=True)
-            return code or 1
+                await asyncio.wait_for(stopping.wait(), timeout=WATCH_SECONDS)
+            if stopping.is_set():
+                break
+            if not server.running:
+                code = server.process.returncode
+                print(f"tritonserver exited with code {code}", flush=True)
+                return code or 1
+            dead = server.dead_stubs()
+            if not dead:
+                continue
+            names = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+            if len(restarts) > max_restarts:
+                print(
+                    f"the Python backend stub of {names} died ({len(restarts)} in "
+                    f"{RESTART_WINDOW:.0f} s, O2V_MAX_RESTARTS={max_restarts}): giving up, "
+                    f"exit {GAVE_UP}",
+                    flush=True,
+                )
+                return GAVE_UP
+            print(
+                f"the Python backend stub of {names} died and Triton does not replace it: "
+                "restarting tritonserver (not ready meanwhile)",
+                flush=True,
+            )
+            await asyncio.to_thread(server.halt, 1.0)
+            # On this thread, as the first start: the parent-death signal follows the thread
+            # that forked, not the process.
+            server.start(server.stdout)
+            if not await _until_ready(server, stopping, ready_timeout):
+                break
+            print("tritonserver restarted: ready again", flush=True)
         return 0
     finally:
         if stop_front_end is not None:

@@ -180,11 +180,21 @@ class _Pool:
 
     async def request(self, parts: list[bytes]) -> tuple[int, int, bytes]:
         """(status, Inference-Header-Content-Length, body)"""
-        if self.idle:
+        # Connections Triton closed while idle (a restart, its keep-alive timeout) are dropped;
+        # one that fails on first use is replaced once by a fresh one (inference is idempotent).
+        while self.idle:
             connection = self.idle.pop()
-        else:
-            loop = asyncio.get_running_loop()
-            _, connection = await loop.create_connection(_Upstream, self.host, self.port)
+            if connection.transport.is_closing():
+                continue
+            try:
+                return await self._send(connection, parts)
+            except ConnectionError:
+                break
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(_Upstream, self.host, self.port)
+        return await self._send(connection, parts)
+
+    async def _send(self, connection: _Upstream, parts: list[bytes]) -> tuple[int, int, bytes]:
         try:
             status, header_length, body, keep_alive = await connection.send(parts)
         except BaseException:
@@ -402,7 +412,8 @@ class Adapter:
                 message = orjson.loads(raw)["error"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 message = raw.decode(errors="replace")[:500]
-            return _error(400 if status == 400 else 500, message)
+            # 503: the front door is draining (server/drain.py): retry elsewhere
+            return _error(status if status in (400, 503) else 500, message)
         answer = binary_answer(raw, length)
         return 200, answer, answer_media_type(answer)
 

@@ -7,7 +7,7 @@ environment variable (`env`), its lowest value (`minimum`) or its choices (`choi
 true/false, 1/0, yes/no), and says what is wrong with a text it refuses.
 
     ServingSettings   what goes into the generated Triton configs
-    (server.entrypoint.Launch is a settings dataclass of the same kind: the process's options)
+    (server.launch.Launch is a settings dataclass of the same kind: the process's options)
 """
 
 from __future__ import annotations

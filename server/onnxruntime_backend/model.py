@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from server.drain import REFUSAL, Gate, in_flight  # noqa: E402
 from server.onnx_sessions import session  # noqa: E402
 
 
@@ -54,7 +55,22 @@ class TritonPythonModel:
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
         }
 
+        self.gate = Gate.from_env(args["model_instance_name"])
+
     def execute(self, requests: list) -> list:
+        with self.gate.busy():
+            if not self.gate.refusing():
+                return self._execute(requests)
+            # A stop began (server/drain.py): the front door's calls for requests in flight
+            # are served, anything new is refused with a retryable error.
+            kept = [i for i, r in enumerate(requests) if in_flight(r.parameters())]
+            refused = pb_utils.TritonError(REFUSAL, pb_utils.TritonError.UNAVAILABLE)
+            responses = [pb_utils.InferenceResponse(error=refused) for _ in requests]
+            for i, response in zip(kept, self._execute([requests[i] for i in kept]), strict=True):
+                responses[i] = response
+            return responses
+
+    def _execute(self, requests: list) -> list:
         arrays = [
             [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs]
             for r in requests

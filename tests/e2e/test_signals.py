@@ -14,14 +14,16 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from server.embedded import PROJECT_ROOT, _pytriton_dir, embedded_environment, prepare_backends
-from server.entrypoint import Launch
-from server.process import group_members, shared_memory_of
+from server.launch import Launch
+from server.process import GAVE_UP, group_members, shared_memory_of, stubs_of
 from tests.helpers import DOC_EXAMPLE, free_port, json_body
 
 pytestmark = pytest.mark.local  # starts servers of its own
@@ -54,8 +56,9 @@ class Launcher:
         """tritonserver's pid: the launcher's child, leader of its own process group."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-            pids = children.read_text().split() if children.exists() else []
+            # Any of the launcher's threads may have started it (a restart).
+            tasks = Path(f"/proc/{self.process.pid}/task").glob("*/children")
+            pids = [p for task in tasks for p in task.read_text().split()]
             if pids:
                 return int(pids[0])
             time.sleep(0.05)
@@ -235,3 +238,131 @@ def test_the_image_entrypoint_is_supervised_the_same_way(demo_repository, tmp_pa
     text = log.read_text()
     assert "listening on 0.0.0.0" in text  # the image listens on every address
     assert "admin-key=" not in text  # the key is not printed
+
+
+def _grpc_load(port: int, stop: threading.Event, outcomes: list) -> None:
+    """The documentation's request over gRPC until `stop`: (monotonic time, status) each."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from tests.helpers import infer_with
+
+    client = grpcclient.InferenceServerClient(f"localhost:{port}")
+    body = json_body([{"in0": s} for s in DOC_EXAMPLE]).encode()
+    while not stop.is_set():
+        try:
+            infer_with(grpcclient, client, body, "application/json")
+            outcomes.append((time.monotonic(), "OK"))
+        except InferenceServerException as error:
+            outcomes.append((time.monotonic(), str(error.status()).removeprefix("StatusCode.")))
+            time.sleep(0.005)
+
+
+def test_a_stop_under_load_answers_in_flight_and_refuses_the_rest_retryably(
+    demo_repository, tmp_path
+):
+    """Triton's own drain answered NOT_FOUND ("unknown model") during its exit timeout; ours
+    answers what is in flight, then UNAVAILABLE or a refused connection (server/drain.py)."""
+    launcher = Launcher(
+        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
+    )
+    grpc_port = int(launcher.args[launcher.args.index("--grpc-port") + 1])
+    group = launcher.server_pid()
+    launcher.wait_ready()
+    stop, outcomes = threading.Event(), []
+    load = [threading.Thread(target=_grpc_load, args=(grpc_port, stop, outcomes)) for _ in range(6)]
+    for thread in load:
+        thread.start()
+    time.sleep(2.0)
+    regions = shared_memory_of(group_members(group))
+    signalled = time.monotonic()
+    launcher.process.send_signal(signal.SIGTERM)
+    code = launcher.wait()
+    time.sleep(0.5)
+    stop.set()
+    for thread in load:
+        thread.join()
+    assert code == 0, launcher.log.read_text()[-2000:]
+    assert_nothing_left(group, regions)
+    before = Counter(s for t, s in outcomes if t < signalled)
+    during = Counter(s for t, s in outcomes if t >= signalled)
+    print(f"before the stop {dict(before)}, from it on {dict(during)}")
+    assert set(before) == {"OK"}
+    assert set(during) <= {"OK", "UNAVAILABLE"}, during  # never NOT_FOUND or INTERNAL
+    assert during["UNAVAILABLE"] > 0, "new requests during the drain were refused"
+
+
+def _request_status(port: int, instance: str) -> int | str:
+    """One request on a fresh connection: to the front door, or straight to enc0."""
+    if instance == "enc0":
+        url = f"http://127.0.0.1:{port}/v2/models/enc0/infer"
+        data = b'{"inputs": [{"name": "tokens", "shape": [1, 3], "datatype": "INT64", '
+        data += b'"data": [1, 2, 3]}]}'
+        headers = {}
+    else:
+        url = f"http://127.0.0.1:{port}/v2/models/object2vec/infer"
+        data, headers = b'{"in0": [1, 2, 3]}', {"Inference-Header-Content-Length": "0"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return "refused"
+
+
+@pytest.mark.parametrize("instance", ["object2vec", "enc0"])
+def test_a_dead_stub_is_replaced_and_readiness_says_so_meanwhile(
+    demo_repository, tmp_path, instance
+):
+    """kill -9 of a model's stub: Triton alone answered 500 "Stub process is not healthy"
+    forever while every health check said 200. Now the server is restarted within 30 s, and
+    past the watch's period readiness is never 200 while a request would fail."""
+    launcher = Launcher(
+        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
+    )
+    group = launcher.server_pid()
+    launcher.wait_ready()
+    stubs = stubs_of(group_members(group))
+    victim = next(s for s in stubs if s.instance.startswith(instance))
+    assert _request_status(launcher.http_port, instance) == 200
+    killed = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    samples, recovered = [], None
+    while time.monotonic() - killed < 30 and recovered is None:
+        ready, status = launcher.ready(), _request_status(launcher.http_port, instance)
+        samples.append((time.monotonic() - killed, ready, status))
+        if b"ready again" in launcher.log.read_bytes() and ready and status == 200:
+            recovered = samples[-1][0]
+        time.sleep(0.05)
+    print(
+        f"{instance}: answering again {recovered} s after the kill; while down:",
+        sorted({(r, s) for _, r, s in samples}, key=str),
+    )
+    assert recovered is not None, "not serving again within 30 s"
+    assert any(status != 200 for _, _, status in samples), "the kill did something"
+    # Past the watch's period and the drain (about 1 s), a ready server answers.
+    lying = [(t, s) for t, ready, s in samples if t > 1.5 and ready and s != 200]
+    assert not lying, f"ready while requests failed: {lying[:3]}"
+    new_group = launcher.server_pid()
+    assert new_group != group
+    launcher.process.send_signal(signal.SIGTERM)
+    assert launcher.wait() == 0
+    assert_nothing_left(new_group, {s.region for s in stubs})
+    assert not os.path.exists(victim.region), "the dead stub's shared memory is removed"
+
+
+def test_with_no_restarts_allowed_a_dead_stub_ends_the_launcher(demo_repository, tmp_path):
+    launcher = Launcher(
+        ["server.embedded", "--model-repository", str(demo_repository)],
+        tmp_path / "log",
+        env={"O2V_MAX_RESTARTS": "0"},
+    )
+    group = launcher.server_pid()
+    launcher.wait_ready()
+    stubs = stubs_of(group_members(group))
+    os.kill(next(s.pid for s in stubs if s.instance.startswith("object2vec")), signal.SIGKILL)
+    started = time.monotonic()
+    assert launcher.wait(30) == GAVE_UP
+    print(f"exited {time.monotonic() - started:.1f} s after the kill")
+    assert_nothing_left(group, {s.region for s in stubs})

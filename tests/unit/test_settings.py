@@ -8,7 +8,7 @@ from tritonclient.grpc import model_config_pb2
 
 from contract.facts import Facts
 from server.configs import write_configs
-from server.entrypoint import Launch, LaunchError, settings_from_env, tritonserver_args
+from server.launch import Launch, LaunchError, settings_from_env, tritonserver_args
 from server.settings import ServingSettings
 
 FACTS = Facts(

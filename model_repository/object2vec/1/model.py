@@ -37,6 +37,7 @@ from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from server.dispatch import plan, run_calls, scatter
+from server.drain import IN_FLIGHT_PARAMETER, REFUSAL, Gate
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
 
@@ -46,6 +47,7 @@ def _bls(model: str, feed: dict, output: str) -> np.ndarray:
         model_name=model,
         inputs=[pb_utils.Tensor(name, array) for name, array in feed.items()],
         requested_output_names=[output],
+        parameters={IN_FLIGHT_PARAMETER: True},  # served while a stop drains (server/drain.py)
     ).exec()
     if response.has_error():
         raise RuntimeError(f"{model}: {response.error().message()}")
@@ -88,8 +90,16 @@ class TritonPythonModel:
         self.run = _bls
         if params.get("networks") == "in_process":
             self.run = _in_process(facts_dir, params) or _bls
+        self.gate = Gate.from_env(args["model_instance_name"])
 
     def execute(self, requests: list) -> list:
+        with self.gate.busy():
+            if self.gate.refusing():  # a stop began: retry elsewhere (server/drain.py)
+                error = pb_utils.TritonError(REFUSAL, pb_utils.TritonError.UNAVAILABLE)
+                return [pb_utils.InferenceResponse(error=error) for _ in requests]
+            return self._execute(requests)
+
+    def _execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
         parsed, spans = [], []  # spans: (request index, its first parsed body, body count)
         for index, request in enumerate(requests):

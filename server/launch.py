@@ -1,0 +1,291 @@
+"""The launch library both mains share (`server.entrypoint` in the image, `server.embedded`
+here): settings from the environment -> a `Launch`, the repository to serve with its configs,
+tritonserver's options, and `run`, which supervises tritonserver (server.process) with the
+SageMaker adapter in front when asked. The environment it reads is listed in
+server/entrypoint.py.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import uvloop
+
+from contract.facts import FACTS_FILE
+from contract.names import ENCODER_MODELS, FRONT_DOOR, PAIR_MODEL
+from server.configs import MODES, write_configs
+from server.configs import read as read_config
+from server.host import NGC_BACKENDS, Host
+from server.process import (
+    MAX_RESTARTS,
+    FrontEnd,
+    LaunchError,
+    TritonProcess,
+    check_ports,
+    supervise,
+)
+from server.sagemaker import default_execution_parameters, start_adapter
+from server.settings import (
+    ServingSettings,
+    SettingError,
+    env_texts,
+    from_env,
+    parse_setting,
+    setting,
+)
+
+DEFAULT_MODE = "classification"
+SAGEMAKER_PORT = 8080
+SAGEMAKER_PORT_VARIABLE = "SAGEMAKER_BIND_TO_PORT"
+DEFAULT_EXIT_TIMEOUT_SECS = 5
+# APIs that change the server or read its memory: closed unless O2V_ADMIN_KEY opens them.
+RESTRICTED_APIS = "logging,trace,shared-memory,model-repository"
+ADMIN_KEY_HEADER = "admin-key"
+SAGEMAKER_REPOSITORY = Path("/opt/ml/model")
+DEFAULT_SHM_BYTES = 64 * 1024 * 1024
+CACHE_VARIABLE = "O2V_RESPONSE_CACHE_BYTES"
+
+
+def resolve_mode(mode: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """The mode given, else INFERENCE_PREFERRED_MODE, else the default; checked."""
+    chosen = mode or env.get("INFERENCE_PREFERRED_MODE") or DEFAULT_MODE
+    if chosen not in MODES:
+        raise LaunchError(
+            f"INFERENCE_PREFERRED_MODE={chosen!r} is not a mode: choose one of {sorted(MODES)}"
+        )
+    return chosen
+
+
+def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
+    """Config settings asked for by O2V_* variables, or None when none is set (then the
+    repository's configs are served as they are)."""
+    try:
+        cache = env.get(CACHE_VARIABLE, "").strip()
+        cache_bytes = parse_setting(Launch, "cache_bytes", cache) if cache else 0
+        if not env_texts(ServingSettings, env) and not cache_bytes:
+            return None
+        return replace(from_env(ServingSettings, env), response_cache=cache_bytes > 0)
+    except SettingError as error:
+        raise LaunchError(str(error)) from None
+
+
+def _random_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a tritonserver start needs, whoever starts it; its fields with a variable are
+    read from the environment by `server.settings` (one parser, one rule for each type)."""
+
+    model_repository: Path = setting(Path("model_repository"), "MODEL_REPOSITORY")
+    mode: str = DEFAULT_MODE  # INFERENCE_PREFERRED_MODE, see resolve_mode
+    http_port: int = setting(8000, "O2V_HTTP_PORT", minimum=1)
+    grpc_port: int = setting(8001, "O2V_GRPC_PORT", minimum=1)
+    metrics_port: int = setting(8002, "O2V_METRICS_PORT", minimum=1)
+    sagemaker_port: int | None = None  # SageMaker mode only: SAGEMAKER_BIND_TO_PORT
+    host: str = "0.0.0.0"  # the image: every address; the embedded server: loopback
+    exit_timeout_secs: int = setting(DEFAULT_EXIT_TIMEOUT_SECS, "O2V_EXIT_TIMEOUT_SECS", minimum=0)
+    # Restarts of tritonserver after a dead stub within RESTART_WINDOW, before giving up.
+    max_restarts: int = setting(MAX_RESTARTS, "O2V_MAX_RESTARTS", minimum=0)
+    admin_key: str = field(
+        default_factory=_random_key, repr=False, metadata={"env": "O2V_ADMIN_KEY"}
+    )
+    settings: ServingSettings | None = None  # None: the repository's configs as they are
+    python_shm_bytes: int = setting(DEFAULT_SHM_BYTES, "O2V_PYTHON_SHM_BYTES", minimum=1)
+    log_verbose: int = setting(0, "O2V_LOG_VERBOSE", minimum=0)
+    # Triton's local response cache; 0: off.
+    cache_bytes: int = setting(0, CACHE_VARIABLE, minimum=0)
+    cache_directory: Path | None = None  # where the cache library is, if not Triton's default
+    # What /execution-parameters says in SageMaker mode; 0: derived from the host.
+    max_concurrent_transforms: int = setting(0, "O2V_MAX_CONCURRENT_TRANSFORMS", minimum=0)
+    max_payload_mb: int = setting(0, "O2V_MAX_PAYLOAD_IN_MB", minimum=0)
+    extra_args: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        repository: Path | None = None,
+        sagemaker: bool = False,
+        **overrides,
+    ) -> Launch:
+        if sagemaker and (SAGEMAKER_REPOSITORY / FACTS_FILE).exists():
+            # SageMaker unpacks the model artifact here; it wins over a baked-in repository.
+            repository = repository or SAGEMAKER_REPOSITORY
+        try:
+            launch = from_env(cls, env)
+            port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
+            sagemaker_port = (
+                parse_setting(cls, "http_port", port, label=SAGEMAKER_PORT_VARIABLE)
+                if port
+                else SAGEMAKER_PORT
+            )
+        except SettingError as error:
+            raise LaunchError(str(error)) from None
+        values = {
+            "mode": resolve_mode(overrides.pop("mode", None), env),
+            "settings": settings_from_env(env),
+            "sagemaker_port": sagemaker_port if sagemaker else None,
+        }
+        if repository:
+            values["model_repository"] = Path(repository)
+        return replace(launch, **(values | overrides))
+
+
+def _configs_missing(repository: Path, mode: str) -> bool:
+    models = (*ENCODER_MODELS, PAIR_MODEL, FRONT_DOOR)
+    return (
+        any(not (repository / m / "config.pbtxt").exists() for m in models)
+        or not (repository / FRONT_DOOR / "configs" / f"{mode}.pbtxt").exists()
+    )
+
+
+def prepare_repository(launch: Launch, backend_directory: Path = NGC_BACKENDS) -> Path:
+    """The repository to serve: configs written if settings ask for it or a model has none
+    (export writes the model and facts.json; configs are the server's side). They follow this
+    host and the backends tritonserver will load from `backend_directory` (server.host)."""
+    repository = Path(launch.model_repository)
+    if launch.settings is None and not _configs_missing(repository, launch.mode):
+        return repository
+    settings = launch.settings or ServingSettings()
+    host = Host.detect(backend_directory)
+    try:
+        write_configs(repository, settings, host)
+        return repository
+    except OSError:
+        pass  # read-only (a mounted volume, SageMaker's model folder): work on a copy
+    copy = Path(tempfile.mkdtemp(prefix="o2v-repository-")) / "model_repository"
+    shutil.copytree(
+        repository,
+        copy,
+        copy_function=os.symlink,
+        ignore=shutil.ignore_patterns("config.pbtxt", "configs"),
+    )
+    write_configs(copy, settings, host)
+    return copy
+
+
+def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
+    restricted = f"{RESTRICTED_APIS}:{ADMIN_KEY_HEADER}={launch.admin_key}"
+    args = [
+        f"--model-repository={Path(repository).resolve()}",
+        f"--model-config-name={launch.mode}",
+        f"--backend-config=python,shm-default-byte-size={launch.python_shm_bytes}",
+        f"--log-verbose={launch.log_verbose}",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+        f"--exit-timeout-secs={launch.exit_timeout_secs}",
+        f"--http-restricted-api={restricted}",
+        f"--grpc-restricted-protocol={restricted}",
+    ]
+    if launch.cache_bytes:
+        # The directory must come first: tritonserver resolves the cache when it reads the config.
+        if launch.cache_directory:
+            args.append(f"--cache-directory={launch.cache_directory}")
+        args.append(f"--cache-config=local,size={launch.cache_bytes}")
+    if launch.sagemaker_port:
+        # Triton stays on loopback; the SageMaker adapter (server.sagemaker) faces the caller.
+        args += [
+            "--http-address=127.0.0.1",
+            f"--http-port={launch.http_port}",
+            "--allow-grpc=false",
+            "--allow-metrics=false",
+        ]
+    else:
+        args += [
+            f"--http-address={launch.host}",
+            f"--http-port={launch.http_port}",
+            f"--grpc-address={launch.host}",
+            f"--grpc-port={launch.grpc_port}",
+            f"--metrics-address={launch.host}",
+            f"--metrics-port={launch.metrics_port}",
+        ]
+    return args + list(launch.extra_args)
+
+
+def _local(host: str) -> str:
+    """Where this machine reaches a server bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def triton_process(launch: Launch, command: list[str], env: Mapping[str, str]) -> TritonProcess:
+    """The process for a launch: its ports checked, readiness on Triton's HTTP health."""
+    if launch.sagemaker_port:
+        host, ports = "127.0.0.1", {"HTTP": launch.http_port}
+    else:
+        host = launch.host
+        ports = {"HTTP": launch.http_port, "gRPC": launch.grpc_port}
+        ports["metrics"] = launch.metrics_port
+    return TritonProcess(
+        command,
+        env,
+        f"http://{_local(host)}:{launch.http_port}/v2/health/ready",
+        ports=ports,
+        host=host,
+        drain_timeout=launch.exit_timeout_secs,
+    )
+
+
+def banner(launch: Launch) -> str:
+    here = _local(launch.host)
+    if launch.sagemaker_port:
+        urls = (
+            f"  SageMaker http://{here}:{launch.sagemaker_port}/invocations "
+            "(/ping, /execution-parameters)\n"
+        )
+    else:
+        urls = (
+            f"  HTTP    http://{here}:{launch.http_port}/v2/models/{FRONT_DOOR}/infer\n"
+            f"  gRPC    {here}:{launch.grpc_port}\n"
+            f"  metrics http://{here}:{launch.metrics_port}/metrics\n"
+        )
+    return (
+        f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={launch.mode}, "
+        f"listening on {launch.host})\n{urls}Ctrl-C or SIGTERM stops it."
+    )
+
+
+def sagemaker_front_end(launch: Launch, repository: Path) -> FrontEnd:
+    """Starts the SageMaker adapter on the launch's host and SageMaker port."""
+    settings = launch.settings or ServingSettings()
+    # The limit the front door will enforce: its config's, which may differ from the defaults.
+    front_door = read_config(Path(repository) / FRONT_DOOR / "config.pbtxt")
+    max_body = int(front_door.parameters["max_body_bytes"].string_value)
+    parameters = default_execution_parameters(
+        max_body, settings.gpu_copies, launch.max_concurrent_transforms, launch.max_payload_mb
+    )
+
+    def start():
+        return start_adapter(
+            launch.host,
+            launch.sagemaker_port,
+            f"http://127.0.0.1:{launch.http_port}",
+            max_body,
+            parameters,
+        )
+
+    return start
+
+
+def run(launch: Launch, repository: Path, command: list[str], env: Mapping[str, str]) -> int:
+    """Supervises tritonserver (and the SageMaker adapter) until a signal or its end."""
+    try:
+        process = triton_process(launch, command, env)
+        front_end = None
+        if launch.sagemaker_port:
+            check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
+            front_end = sagemaker_front_end(launch, repository)
+        return uvloop.run(
+            supervise(process, banner(launch), front_end, max_restarts=launch.max_restarts)
+        )
+    except LaunchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
