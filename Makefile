@@ -53,4 +53,4 @@ bench-export: install
 clean:
 	rm -rf .triton runs model_repository/enc*/config.pbtxt model_repository/pair/config.pbtxt \
 		model_repository/*/configs \
-		model_repository/*/1/model.onnx model_repository/facts.json
+		model_repository/*/1/model.onnx model_repository/facts.json model_repository/configs.json

@@ -13,11 +13,23 @@ or a wrong type fails here, not when Triton loads it) and written by protobuf's 
 which also escapes every string. The front door's config depends on the settings only; the
 committed `model_repository/object2vec/config.pbtxt` is this module's output for the defaults
 (a test keeps them equal).
+
+Configs always describe the model that is there: `configs.json` at the repository's top
+records the settings they were written with and what each file held. At every start the
+launcher generates them again from `facts.json` (`refresh_configs`): a file that still holds
+what was written (or is missing) gets the new text, so a model exported over another is served
+with its own dims; the settings recorded are kept unless O2V_* variables give new ones. A file
+that differs from what was written was edited by hand: it is the user's, served as it is (the
+server then checks it against the graph at load, as the C++ ONNX Runtime backend does), and
+named at start; delete it to have it generated again.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +162,33 @@ def read(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
 
 
-def write_configs(
+RECORD_FILE = "configs.json"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _record(repository: Path) -> dict:
+    try:
+        return json.loads((repository / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def recorded_settings(repository: Path) -> ServingSettings | None:
+    """The settings the repository's configs were last written with, if recorded."""
+    values = _record(Path(repository)).get("settings")
+    if not isinstance(values, dict):
+        return None
+    known = {f.name for f in dataclasses.fields(ServingSettings)}
+    return ServingSettings(**{k: v for k, v in values.items() if k in known})
+
+
+def config_texts(
     repository: Path, settings: ServingSettings | None = None, host: Host | None = None
-) -> list[Path]:
-    """Writes every config of the repository from its facts.json; returns the paths written.
+) -> dict[Path, str]:
+    """Every config of the repository, generated from its facts.json and checked.
 
     The configs the launcher serves (`configs/<mode>.pbtxt`, chosen by --model-config-name)
     follow `host` (default: this machine); the front door's `config.pbtxt`, which a plain
@@ -176,12 +211,49 @@ def write_configs(
     for mode in MODES:
         path = repository / FRONT_DOOR / "configs" / f"{mode}.pbtxt"
         texts[path] = to_text(front_door_config(settings))
-    # Everything is checked before anything is written.
+    return texts
+
+
+def refresh_configs(
+    repository: Path,
+    settings: ServingSettings | None = None,
+    host: Host | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Brings every config up to date with facts.json and the settings (given, else recorded,
+    else the defaults); returns the hand-edited files left as they are (none if `overwrite`).
+    Nothing is written unless something changed, so a read-only repository that is up to
+    date serves as it is (OSError otherwise)."""
+    repository = Path(repository)
+    record = _record(repository)
+    chosen = settings or recorded_settings(repository) or ServingSettings()
+    texts = config_texts(repository, chosen, host)  # all checked before anything is written
+    written = record.get("files", {}) if isinstance(record.get("files"), dict) else {}
+    files, kept = {}, []
     for path, text in texts.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_text() != text:
+        name = str(path.relative_to(repository))
+        current = path.read_text() if path.exists() else None
+        if current is not None and current != text:
+            if not overwrite and written.get(name) != _digest(current):
+                kept.append(path)  # edited by hand: the user's
+                continue
+        if current != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-    return list(texts)
+        files[name] = _digest(text)
+    new_record = {"settings": dataclasses.asdict(chosen), "files": files}
+    if new_record != record:
+        (repository / RECORD_FILE).write_text(json.dumps(new_record, indent=1, sort_keys=True))
+    return kept
+
+
+def write_configs(
+    repository: Path, settings: ServingSettings | None = None, host: Host | None = None
+) -> list[Path]:
+    """Writes every config of the repository from its facts.json and these settings, hand
+    edits included; returns the paths."""
+    refresh_configs(repository, settings or ServingSettings(), host, overwrite=True)
+    return list(config_texts(repository, settings, host))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,9 +38,12 @@ Environment (all optional):
                                 unset, they are closed
     SAGEMAKER_BIND_TO_PORT      the SageMaker adapter's port (default 8080)
 
-Setting any O2V_* config variable regenerates the configs from the defaults plus those values
-(`server.configs`); otherwise the repository's configs are used as they are. A read-only
-repository is served from a writable copy (model files linked, not copied).
+At every start the configs are generated again from the repository's facts.json, so they
+describe the model that is there (`server.configs.refresh_configs`): with the settings they
+were last written with (`python -m server.configs ...` records them in configs.json), or, when
+any O2V_* config variable is set, the defaults plus those values. A config edited by hand is
+served as it is and named at start (O2V_* settings overwrite it). A read-only repository that
+needs new configs is served from a writable copy (model files linked, not copied).
 """
 
 from __future__ import annotations

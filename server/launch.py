@@ -19,8 +19,8 @@ from pathlib import Path
 import uvloop
 
 from contract.facts import FACTS_FILE
-from contract.names import ENCODER_MODELS, FRONT_DOOR, PAIR_MODEL
-from server.configs import MODES, write_configs
+from contract.names import FRONT_DOOR
+from server.configs import MODES, RECORD_FILE, refresh_configs
 from server.configs import read as read_config
 from server.host import NGC_BACKENDS, Host
 from server.process import (
@@ -140,37 +140,37 @@ class Launch:
         return replace(launch, **(values | overrides))
 
 
-def _configs_missing(repository: Path, mode: str) -> bool:
-    models = (*ENCODER_MODELS, PAIR_MODEL, FRONT_DOOR)
-    return (
-        any(not (repository / m / "config.pbtxt").exists() for m in models)
-        or not (repository / FRONT_DOOR / "configs" / f"{mode}.pbtxt").exists()
-    )
+def _copy_configs_link_the_rest(source: str, target: str) -> None:
+    if source.endswith((".pbtxt", RECORD_FILE)):
+        shutil.copy2(source, target)  # written again: a copy of its own
+    else:
+        os.symlink(source, target)  # model files: read only, shared
 
 
 def prepare_repository(launch: Launch, backend_directory: Path = NGC_BACKENDS) -> Path:
-    """The repository to serve: configs written if settings ask for it or a model has none
-    (export writes the model and facts.json; configs are the server's side). They follow this
-    host and the backends tritonserver will load from `backend_directory` (server.host)."""
+    """The repository to serve, its configs brought up to date with its facts.json (export
+    writes the model and facts.json; configs are the server's side: server.configs
+    .refresh_configs). O2V_* settings, when given, win over the settings recorded and over
+    hand edits. The configs follow this host and the backends tritonserver will load from
+    `backend_directory` (server.host)."""
     repository = Path(launch.model_repository)
-    if launch.settings is None and not _configs_missing(repository, launch.mode):
-        return repository
-    settings = launch.settings or ServingSettings()
     host = Host.detect(backend_directory)
+    explicit = launch.settings is not None
     try:
-        write_configs(repository, settings, host)
-        return repository
+        kept = refresh_configs(repository, launch.settings, host, overwrite=explicit)
     except OSError:
-        pass  # read-only (a mounted volume, SageMaker's model folder): work on a copy
-    copy = Path(tempfile.mkdtemp(prefix="o2v-repository-")) / "model_repository"
-    shutil.copytree(
-        repository,
-        copy,
-        copy_function=os.symlink,
-        ignore=shutil.ignore_patterns("config.pbtxt", "configs"),
-    )
-    write_configs(copy, settings, host)
-    return copy
+        # Read-only (a mounted volume, SageMaker's model folder) and out of date: a copy.
+        copy = Path(tempfile.mkdtemp(prefix="o2v-repository-")) / "model_repository"
+        shutil.copytree(repository, copy, copy_function=_copy_configs_link_the_rest)
+        kept = refresh_configs(copy, launch.settings, host, overwrite=explicit)
+        repository = copy
+    for path in kept:
+        print(
+            f"{path}: edited by hand, served as it is (delete it to have it generated from "
+            f"{FACTS_FILE} again)",
+            flush=True,
+        )
+    return repository
 
 
 def tritonserver_args(launch: Launch, repository: Path) -> list[str]:

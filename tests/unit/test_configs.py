@@ -4,7 +4,7 @@ import pytest
 from google.protobuf import json_format
 
 from contract.facts import Facts
-from server.configs import front_door_config, read, to_text, write_configs
+from server.configs import front_door_config, read, refresh_configs, to_text, write_configs
 from server.embedded import PROJECT_ROOT
 from server.host import PLAIN_TRITON, Host, resolve
 from server.settings import ServingSettings, SettingError, from_texts
@@ -88,3 +88,55 @@ def test_settings_win_over_the_host_and_in_process_copies_share_the_cores(tmp_pa
     assert chosen.intra_op_thread_count == 0  # bls: the network models' own threads
     with pytest.raises(ValueError, match="resolved"):
         front_door_config(ServingSettings())
+
+
+def _dims(repository, model: str, mode: str = "classification") -> list[int]:
+    return list(read(repository / model / "configs" / f"{mode}.pbtxt").output[0].dims)
+
+
+def test_a_model_exported_over_another_is_served_with_its_own_dims(tmp_path):
+    """Issue 19: configs written for the demo stayed when a regression model with enc_dim 48
+    was exported over it (served enc0 [16], pair [2]); the C++ backend refuses that."""
+    FACTS.save(tmp_path)
+    refresh_configs(tmp_path)
+    assert _dims(tmp_path, "enc0") == [16] and _dims(tmp_path, "pair") == [2]
+    regression = Facts((100, 50), (8, 4), 48, "mean_squared_error", 1)
+    regression.save(tmp_path)
+    assert refresh_configs(tmp_path) == []
+    for mode in ("classification", "embedding"):
+        assert _dims(tmp_path, "enc0", mode) == [48] and _dims(tmp_path, "enc1", mode) == [48]
+        assert _dims(tmp_path, "pair", mode) == [1]
+    assert list(read(tmp_path / "pair" / "config.pbtxt").output[0].dims) == [1]
+
+
+def test_settings_written_by_hand_survive_a_new_export(tmp_path):
+    FACTS.save(tmp_path)
+    write_configs(tmp_path, ServingSettings(max_padding_ratio=1.25, gpu_copies=3))
+    Facts((100, 50), (8, 4), 48, "softmax", 2).save(tmp_path)
+    refresh_configs(tmp_path)
+    front_door = read(tmp_path / "object2vec" / "configs" / "classification.pbtxt")
+    assert front_door.parameters["max_padding_ratio"].string_value == "1.25"
+    assert read(tmp_path / "pair" / "configs" / "classification.pbtxt").instance_group[0].count == 3
+    assert _dims(tmp_path, "enc0") == [48]
+
+
+def test_a_config_edited_by_hand_is_kept_and_named_until_settings_are_given(tmp_path):
+    FACTS.save(tmp_path)
+    refresh_configs(tmp_path)
+    edited = tmp_path / "enc0" / "configs" / "classification.pbtxt"
+    text = edited.read_text().replace("max_batch_size: 4096", "max_batch_size: 8")
+    edited.write_text(text)
+    Facts((100, 50), (8, 4), 48, "softmax", 2).save(tmp_path)
+    assert refresh_configs(tmp_path) == [edited]
+    assert edited.read_text() == text  # the user's, as written
+    assert _dims(tmp_path, "enc1") == [48]  # the others follow the model
+    assert refresh_configs(tmp_path, ServingSettings(), overwrite=True) == []
+    assert _dims(tmp_path, "enc0") == [48] and "max_batch_size: 4096" in edited.read_text()
+
+
+def test_an_up_to_date_repository_is_not_written(tmp_path):
+    FACTS.save(tmp_path)
+    refresh_configs(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert refresh_configs(tmp_path) == []
+    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}

@@ -1,0 +1,122 @@
+"""Memory under maximal requests: a high-water mark or a leak? Rounds of maximal requests.
+
+    python -m bench.memory_rounds [--rounds 3] [--requests 200] [--threads 8]
+
+Starts the embedded server, then sends `--rounds` rounds of `--requests` maximal requests
+(10,000 instances, just under the 16 MB body limit; enc0 and pair alternating) from
+`--threads` threads over HTTP, and after each round (and `--settle` seconds of quiet) prints
+the resident memory of the server's process group, of tritonserver and of each stub, and the
+size of the stubs' shared-memory regions. A leak grows every round; a high-water mark stops
+growing after the first. RSS counts a shared-memory page in every process that touched it,
+as the issue's figures did.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.local import arguments, embedded_server
+from contract.names import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES
+from server.process import group_members, stubs_of
+
+
+def maximal_bodies() -> list[bytes]:
+    """Two maximal bodies: enc0 embeddings, and pairs; each just under the body limit."""
+    tokens = [11_999 - i for i in range(230)]
+    enc0 = orjson.dumps({"instances": [{"in0": tokens}] * DEFAULT_MAX_INSTANCES})
+    pairs = orjson.dumps(
+        {"instances": [{"in0": tokens[:115], "in1": tokens[115:]}] * DEFAULT_MAX_INSTANCES}
+    )
+    assert max(len(enc0), len(pairs)) < DEFAULT_MAX_BODY_BYTES
+    return [enc0, pairs]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def snapshot(group: int) -> dict[str, float]:
+    members = group_members(group)
+    stubs = {s.pid: s for s in stubs_of(members)}
+    out = {"group": sum(rss_mb(p) for p in members), "tritonserver": rss_mb(group)}
+    for pid, stub in sorted(stubs.items(), key=lambda kv: kv[1].instance):
+        out[stub.instance] = rss_mb(pid)
+        try:
+            out[f"{stub.instance} shm"] = os.path.getsize(stub.region) / 2**20
+        except OSError:
+            pass
+    return out
+
+
+def round_of(host: str, port: int, bodies: list[bytes], requests: int, threads: int) -> int:
+    """Sends `requests` maximal requests; returns how many were not answered 200."""
+    counter, failed, lock = iter(range(requests)), [0], threading.Lock()
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(host, port, timeout=300)
+        headers = {"Inference-Header-Content-Length": "0"}
+        while True:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            connection.request("POST", "/v2/models/object2vec/infer", bodies[index % 2], headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                with lock:
+                    failed[0] += 1
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return failed[0]
+
+
+def main() -> None:
+    parser = arguments(__doc__, seconds=0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--settle", type=float, default=10.0)
+    args = parser.parse_args()
+    bodies = maximal_bodies()
+    sizes = ", ".join(f"{len(b) / 2**20:.1f} MB" for b in bodies)
+    print(f"maximal bodies (enc0, pairs): {sizes}")
+    with embedded_server(args.repository, "memory_rounds") as server:
+        host, port = server.http_url.split(":")
+        group = server.process.pid
+        before = snapshot(group)
+        print("start   " + "  ".join(f"{k} {v:.0f}" for k, v in before.items()))
+        previous = before["group"]
+        for number in range(1, args.rounds + 1):
+            started = time.monotonic()
+            failed = round_of(host, int(port), bodies, args.requests, args.threads)
+            took = time.monotonic() - started
+            time.sleep(args.settle)
+            now = snapshot(group)
+            growth = (now["group"] - previous) / previous * 100
+            print(
+                f"round {number} ({took:.0f} s, {failed} not 200): group {now['group']:.0f} MB "
+                f"({growth:+.1f}% on the round before)\n        "
+                + "  ".join(f"{k} {v:.0f}" for k, v in now.items() if k != "group")
+            )
+            previous = now["group"]
+
+
+if __name__ == "__main__":
+    main()
