@@ -1,10 +1,11 @@
 """An ONNX Runtime backend written in Python, served under the backend name `onnxruntime`.
 
 The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose config says
-`backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It follows the C++
-backend where it matters: it runs `<version>/model.onnx`, honours the instance kind and device
-id (CUDA provider on a GPU instance when ONNX Runtime has it), and reads
-`intra_op_thread_count` / `inter_op_thread_count` (and `allow_spinning`) from the model's
+`backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It is as strict as
+the C++ backend at load (server/graph_checks.py: names, types, dims and the batch dimension
+against the graph) and follows it where it matters: it runs `<version>/model.onnx`, honours the
+instance kind and device id (CUDA provider on a GPU instance when ONNX Runtime has it), and
+reads `intra_op_thread_count` / `inter_op_thread_count` (and `allow_spinning`) from the model's
 parameters.
 
 All requests of one `execute` that share their input shapes run as one batch; if that batch
@@ -29,6 +30,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from server.drain import REFUSAL, Gate, in_flight  # noqa: E402
+from server.graph_checks import check_config  # noqa: E402
 from server.onnx_sessions import session  # noqa: E402
 
 
@@ -49,6 +51,8 @@ class TritonPythonModel:
             bool(_parameter(config, "allow_spinning", 1)),
             int(args["model_instance_device_id"]) if gpu else None,
         )
+        # What the NGC image's C++ backend refuses at load is refused here too.
+        check_config(config, self.session.get_inputs(), self.session.get_outputs())
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.output_dtypes = {
