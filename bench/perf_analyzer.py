@@ -134,8 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1:16:15", help="perf_analyzer's range")
     parser.add_argument("--measurement-ms", type=int, default=4000)
     parser.add_argument("--csv", type=Path, default=None, help="keep perf_analyzer's CSV here")
-    parser.add_argument("extra", nargs="*", help="more perf_analyzer options, after --")
+    # Everything after `--` is perf_analyzer's, wherever the other options are (argparse alone
+    # refuses `body --opt -- --measurement-mode count_windows`).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser.epilog = "more perf_analyzer options go after --"
     args = parser.parse_args(argv)
+    args.extra = extra
     url = args.url or ("localhost:8001" if args.protocol == "grpc" else "localhost:8000")
     with tempfile.TemporaryDirectory() as folder:
         data = input_data([args.body.read_bytes()], Path(folder) / "input.json")

@@ -8,6 +8,7 @@ same answer whichever engine sends it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -50,7 +51,7 @@ class TransformOptions:
 @dataclass
 class Failure:
     file: str
-    line: int  # 1-based
+    line: int  # 1-based; 0: the whole file
     message: str
 
 
@@ -74,7 +75,10 @@ class Summary:
             f"{self.records} record(s), {len(self.failures)} failure(s), "
             f"{self.seconds:.1f} s ({rate:.0f} records/s)"
         ]
-        lines += [f"  {f.file}:{f.line}: {f.message}" for f in self.failures[:50]]
+        lines += [
+            f"  {f.file}:{f.line}: {f.message}" if f.line else f"  {f.file}: {f.message}"
+            for f in self.failures[:50]
+        ]
         if len(self.failures) > 50:
             lines.append(f"  ... and {len(self.failures) - 50} more")
         lines += [
@@ -82,6 +86,16 @@ class Summary:
             for name in self.unfinished
         ]
         return "\n".join(lines)
+
+
+# How the front door names the one line of a body sent alone, as JSON Lines or as JSON.
+_ALONE = re.compile(r"^(line 1|instances\[0\]): ")
+
+
+def at_line(message: str, line: int) -> str:
+    """The server's message about a line sent alone ("line 1: ...", "instances[0]: ...") with
+    the line's number in its file, as the job's summary names it."""
+    return _ALONE.sub(f"line {line}: ", message, count=1)
 
 
 def body_size(lines: Sequence[bytes], content_type: str) -> int:

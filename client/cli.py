@@ -14,7 +14,7 @@ from pathlib import Path
 from client.api import PROTOCOLS, Client, Object2VecError, execution_parameters
 from client.batching import TransformOptions
 from client.ray_engine import connect
-from client.transform import transform
+from client.transform import UnsafePath, transform
 from contract.names import JSON, JSONLINES
 
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except Object2VecError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
-    except FileNotFoundError as error:
+    except (FileNotFoundError, UnsafePath) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

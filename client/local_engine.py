@@ -22,6 +22,7 @@ from client.batching import (
     FileJob,
     Summary,
     TransformOptions,
+    at_line,
     make_body,
     pack,
     split_answer,
@@ -143,6 +144,7 @@ class LocalEngine:
         self._fail(work.job, work.indexes[0], error.message, summary, bar, write)
 
     def _fail(self, job, index, message, summary, bar, write, record: bool = True) -> None:
+        message = at_line(message, index + 1)
         summary.failures.append(Failure(job.path, index + 1, message))
         self._done(job, index, orjson.dumps({"error": message}) if record else None, bar, write)
 

@@ -15,7 +15,14 @@ import numpy as np
 import orjson
 
 from client.api import Client, Object2VecError
-from client.batching import Failure, TransformOptions, make_body, pack, split_answer
+from client.batching import (
+    Failure,
+    TransformOptions,
+    at_line,
+    make_body,
+    pack,
+    split_answer,
+)
 
 BATCH_ROWS = 2048
 
@@ -131,7 +138,8 @@ class RayEngine:
             ):
                 job = jobs[int(f)]
                 if error:
-                    summary.failures.append(Failure(job.path, int(i) + 1, str(error)))
+                    error = at_line(str(error), int(i) + 1)
+                    summary.failures.append(Failure(job.path, int(i) + 1, error))
                     job.lost = job.lost or bool(lost)
                     answer = orjson.dumps({"error": str(error)})
                 job.answers[int(i)] = answer

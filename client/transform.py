@@ -46,7 +46,21 @@ def list_inputs(source: str) -> tuple[fsspec.AbstractFileSystem, list[str], str]
 
 
 class UnsafePath(ValueError):
-    """An input key whose output would land outside --output-path."""
+    """An input key whose output would land outside --output-path, or an output path that
+    is the input or lies inside it."""
+
+
+def check_output_path(in_fs, source_root: str, files: list[str], out_fs, out_root: str) -> None:
+    """Refuses an --output-path equal to an input file or inside the input folder (its
+    answers would land among the inputs, or over one)."""
+    if type(in_fs) is not type(out_fs):
+        return
+    out, top = out_root.rstrip("/"), source_root.rstrip("/")
+    if out in files or (in_fs.isdir(top) and (out == top or out.startswith(top + "/"))):
+        raise UnsafePath(
+            f"--output-path {out_root!r} is the input or lies inside it: choose a folder "
+            "outside the input"
+        )
 
 
 def output_name(path: str, root: str, output_path: str) -> str:
@@ -78,6 +92,7 @@ def transform(source: str, options: TransformOptions, engine: str = "local") -> 
     summary = Summary()
     in_fs, files, root = list_inputs(source)
     out_fs, out_root = fsspec.core.url_to_fs(options.output_path)
+    check_output_path(in_fs, fsspec.core.url_to_fs(source)[1], files, out_fs, out_root)
     out_fs.makedirs(out_root, exist_ok=True)
     jobs = []
     for path in files:
@@ -89,7 +104,12 @@ def transform(source: str, options: TransformOptions, engine: str = "local") -> 
         if out_fs.exists(target):
             summary.skipped += 1
             continue
-        lines = _read_lines(in_fs, path)
+        try:
+            lines = _read_lines(in_fs, path)
+        except OSError as error:  # a link to a folder, a link loop, no permission: skipped
+            why = error.strerror or type(error).__name__
+            summary.failures.append(Failure(path, 0, f"cannot be read ({why}): skipped"))
+            continue
         jobs.append(FileJob(path, target, lines, [None] * len(lines), len(lines)))
     summary.records = sum(len(job.lines) for job in jobs)
 

@@ -24,6 +24,7 @@ from server.configs import MODES, RECORD_FILE, refresh_configs
 from server.configs import read as read_config
 from server.host import NGC_BACKENDS, Host
 from server.process import (
+    GPU_NOISE,
     MAX_RESTARTS,
     FrontEnd,
     LaunchError,
@@ -231,6 +232,7 @@ def triton_process(launch: Launch, command: list[str], env: Mapping[str, str]) -
         ports=ports,
         host=host,
         drain_timeout=launch.exit_timeout_secs,
+        hide=GPU_NOISE if not Host.detect().gpus and not launch.log_verbose else (),
     )
 
 

@@ -203,7 +203,13 @@ def _records(body: bytes, content_type: str, limits: Limits) -> Sequence[tuple[s
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            raise PayloadError(f"malformed JSON: {error}") from None
+            hint = ""
+            if "unexpected content after document" in str(error):
+                hint = (
+                    " (several JSON documents, one a line, are JSON Lines: send them with "
+                    "content type application/jsonlines)"
+                )
+            raise PayloadError(f"malformed JSON: {error}{hint}") from None
         if not isinstance(document, dict) or "instances" not in document:
             raise PayloadError(
                 'a JSON body is an object with "instances": {"instances": [{"in0": [...]}, ...]}'

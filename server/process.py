@@ -33,7 +33,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +49,21 @@ from server import drain
 class LaunchError(RuntimeError):
     """The server can't be started as asked: the message says why."""
 
+
+# What tritonserver says at every start on a host without a GPU: true, harmless, and read by
+# newcomers as failures. Hidden there (one line says so) unless O2V_LOG_VERBOSE is set.
+GPU_NOISE = (
+    "pinned system memory",
+    "CUDA memory pool disabled",
+    "CudaDriverHelper has not been initialized",
+    "Failed to initialize NVML",
+    "DCGM unable to start",
+    "Forcing CPU only input tensors",
+)
+_NOISE_NOTE = (
+    "(no GPU here: tritonserver's CUDA, NVML, DCGM and pinned-memory warnings are hidden; "
+    "O2V_LOG_VERBOSE=1 shows them)\n"
+)
 
 _PR_SET_PDEATHSIG = 1
 _SHM = "/dev/shm/"
@@ -157,10 +174,12 @@ class TritonProcess:
         ports: Mapping[str, int] | None = None,
         host: str = "127.0.0.1",
         drain_timeout: float = 5.0,
+        hide: tuple[str, ...] = (),
     ):
         self.command, self.env, self.ready_url = command, dict(env), ready_url
         self.ports, self.host = dict(ports or {}), host
         self.drain_timeout = drain_timeout
+        self.hide = hide  # lines of tritonserver's own output dropped when it writes to ours
         self.process: subprocess.Popen | None = None
         self.run_dir = Path(tempfile.mkdtemp(prefix="o2v-run-"))  # server/drain.py
         self.env[drain.RUN_DIR_VARIABLE] = str(self.run_dir)
@@ -176,20 +195,36 @@ class TritonProcess:
         self.run_dir.mkdir(exist_ok=True)
         drain.end(self.run_dir)
         self.stubs, self.stdout = [], stdout
+        filtered = stdout is None and bool(self.hide)
         # Signals wait until the Popen object exists, so no signal can orphan the child.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             self.process = subprocess.Popen(
                 self.command,
                 env=self.env,
-                stdout=stdout,
-                stderr=subprocess.STDOUT if stdout else None,
+                stdout=subprocess.PIPE if filtered else stdout,
+                stderr=subprocess.STDOUT if stdout or filtered else None,
                 start_new_session=True,  # its own group: Ctrl-C reaches the launcher only
                 preexec_fn=_die_with_parent,
             )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if filtered:
+            threading.Thread(target=self._copy_output, daemon=True).start()
         return self
+
+    def _copy_output(self) -> None:
+        """tritonserver's output to ours, without the lines in `hide`."""
+        out, noted = sys.stdout.buffer, False
+        patterns = [p.encode() for p in self.hide]
+        for line in self.process.stdout:
+            if any(p in line for p in patterns):
+                if not noted:
+                    out.write(_NOISE_NOTE.encode())
+                    noted = True
+                continue
+            out.write(line)
+            out.flush()
 
     def probe_ready(self) -> bool:
         """True when the server answers ready; LaunchError when it has exited."""

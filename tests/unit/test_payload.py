@@ -52,6 +52,12 @@ def test_extra_keys_are_tolerated_and_accept_may_differ():
     "body, content_type, accept, message",
     [
         ('{"instances": [{"in0": [1]}', JSON, None, "malformed JSON"),
+        (
+            '{"in0": [1]}\n{"in0": [2]}',
+            JSON,
+            None,
+            "are JSON Lines: send them with content type application/jsonlines",
+        ),
         ('{"in0": [1]}\n{"in0": [2}', JSONLINES, None, "line 2: malformed JSON Lines"),
         ('{"records": []}', JSON, None, '"instances"'),
         ('{"instances": []}', JSON, None, "no instances"),
