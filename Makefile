@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The demo model, built only if the repository holds no model yet (about 20 s on 2 cores).
+# The demo model, built only if the repository holds no model yet (about 40 s on 2 cores, measured: 36.9 s).
 demo: install
 	$(PY) -m export.demo --if-missing
 
@@ -32,7 +32,7 @@ test: install
 lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-# Triton against its peers: report, CSV and plot under runs/bench (about 15 minutes). No root:
+# Triton against its peers: report, CSV and plot under runs/bench (about 30 minutes on 2 cores). No root:
 # perf_analyzer's libraries come from the wheels (bench/perf_analyzer.py).
 bench: install
 	$(PY) -m bench.suite

@@ -1,6 +1,11 @@
-"""The hosted documentation's example request: three `in0` instances, ids up to 10178."""
+"""The hosted documentation's example request: three `in0` instances, ids up to 10178.
+
+    python -m contract.example > request.json            # the body, as application/json
+    python -m contract.example --jsonl > request.jsonl   # the same instances, one a line
+"""
 
 import json
+import sys
 
 from contract.names import JSON
 
@@ -11,3 +16,7 @@ DOC_EXAMPLE: list[list[int]] = [
 ]
 DOC_EXAMPLE_BODY: bytes = json.dumps({"instances": [{"in0": s} for s in DOC_EXAMPLE]}).encode()
 DOC_EXAMPLE_CONTENT_TYPE = JSON
+DOC_EXAMPLE_LINES: bytes = b"".join(json.dumps({"in0": s}).encode() + b"\n" for s in DOC_EXAMPLE)
+
+if __name__ == "__main__":
+    sys.stdout.buffer.write(DOC_EXAMPLE_LINES if "--jsonl" in sys.argv[1:] else DOC_EXAMPLE_BODY)

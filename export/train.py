@@ -187,7 +187,8 @@ def train(
             batches(train_data, hp.mini_batch_size, max_lens, rng),
             total=steps,
             desc=f"epoch {epoch}/{hp.epochs}",
-            disable=not progress,
+            # Off where stderr is no terminal (a log file): the epoch lines below say it all.
+            disable=None if progress else True,
             leave=False,
         )
         for in0, in1, labels in bar:
