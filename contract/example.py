@@ -1,7 +1,7 @@
 """The hosted documentation's example request: three `in0` instances, ids up to 10178.
 
-    python -m contract.example > request.json            # the body, as application/json
-    python -m contract.example --jsonl > request.jsonl   # the same instances, one a line
+python -m contract.example > request.json            # the body, as application/json
+python -m contract.example --jsonl > request.jsonl   # the same instances, one a line
 """
 
 import json
