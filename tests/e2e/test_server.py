@@ -18,8 +18,9 @@ from tritonclient.utils import InferenceServerException
 
 from contract.facts import Facts
 from contract.padding import pad
-from server.configs import write_configs
+from server.configs import read, write_configs
 from server.embedded import PROJECT_ROOT
+from server.process import LaunchError
 from server.settings import ServingSettings
 from tests.helpers import (
     DOC_EXAMPLE,
@@ -303,3 +304,33 @@ def test_launcher_refuses_an_unknown_mode_and_a_missing_model(tmp_path):
     assert result.returncode != 0 and "INFERENCE_PREFERRED_MODE='turbo'" in result.stderr
     result = _launch("--model-repository", str(tmp_path))
     assert result.returncode != 0 and "holds no exported model" in result.stderr
+
+
+@pytest.mark.local
+def test_a_model_exported_over_the_demo_is_served_with_its_own_configs(
+    server, demo_repository, tmp_path_factory
+):
+    """Issue 19: the demo's configs (enc0 [16], pair [2]) stayed when another model was
+    exported over it. Now the next start serves configs of the model that is there, and a
+    config edited by hand to disagree with the graph is refused at load, as the C++ ONNX
+    Runtime backend of the NGC image refuses it."""
+    from export.onnx_export import export
+    from tests.helpers import small_model as small
+
+    repository = tmp_path_factory.mktemp("reexport") / "model_repository"
+    shutil.copytree(demo_repository, repository)  # with the configs the demo was served with
+    assert read(repository / "enc0" / "configs" / "classification.pbtxt").output[0].dims == [16]
+    export(small(output_layer="mean_squared_error", enc_dim=48), repository)
+    with start_server(repository) as running:
+        client = httpclient.InferenceServerClient(running.http_url)
+        served = {m: client.get_model_config(m)["output"][0]["dims"] for m in ("enc0", "pair")}
+        answer = orjson.loads(infer(running, "http", json_body([{"in0": [3, 4]}]), JSON))
+    assert served == {"enc0": [48], "pair": [1]}
+    assert len(answer["predictions"][0]["embeddings"]) == 48
+    edited = repository / "enc0" / "configs" / "classification.pbtxt"
+    edited.write_text(edited.read_text().replace("dims: 48", "dims: 47"))
+    with pytest.raises(LaunchError):
+        start_server(repository).stop()
+    logs = sorted(repository.parent.glob("tritonserver-*.log"), key=lambda p: p.stat().st_mtime)
+    text = logs[-1].read_text()
+    assert "tensor 'embedding': the model expects 2 dimensions (shape [-1,48])" in text
