@@ -31,6 +31,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from server.drain import REFUSAL, Gate, in_flight  # noqa: E402
 from server.graph_checks import check_config  # noqa: E402
+from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
 from server.onnx_sessions import session  # noqa: E402
 
 
@@ -64,7 +65,10 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         with self.gate.busy():
             if not self.gate.refusing():
-                return self._execute(requests)
+                responses = self._execute(requests)
+                if self.received > RELEASE_ABOVE_BYTES:
+                    release_memory()
+                return responses
             # A stop began (server/drain.py): the front door's calls for requests in flight
             # are served, anything new is refused with a retryable error.
             kept = [i for i, r in enumerate(requests) if in_flight(r.parameters())]
@@ -79,6 +83,7 @@ class TritonPythonModel:
             [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs]
             for r in requests
         ]
+        self.received = sum(a.nbytes for inputs in arrays for a in inputs)
         # Requests are batched per shape signature; different shapes cannot share one tensor.
         groups: dict[tuple, list[int]] = {}
         for index, inputs in enumerate(arrays):

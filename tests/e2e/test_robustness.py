@@ -462,10 +462,56 @@ def _grpc_stub(server):
 
 
 # Triton 2.51's own HTTP parser answers these with 500 before any model runs; the project
-# cannot change that parser (docs/robustness.md lists them). Nothing else may be a 5xx.
+# cannot change that parser (docs/robustness.md lists them). Nothing else may be a 5xx: the
+# test below pins this list, and every other malformed request here and in the fuzzing above
+# must get a 4xx.
 TRITON_HTTP_500 = {"uint8 json data as text", "uint8 json data short"}
 # Triton takes the first of several raw contents for one input: a well-formed body, answered.
 GRPC_ANSWERED = {"uint8 two raw contents for one input"}
+
+
+def _triton_parser_cases() -> dict[str, tuple[bytes, dict]]:
+    def header(inputs: list[dict]) -> bytes:
+        return orjson.dumps({"inputs": inputs})
+
+    raw = {"name": "body", "shape": [1, 2], "datatype": "UINT8"}
+    lying_size = header([raw | {"parameters": {"binary_data_size": -1}}])
+    short = header([raw | {"parameters": {"binary_data_size": 2}}])
+    return {
+        "body {": (b"{", {}),
+        "body []": (b"[]", {}),
+        'body {"inputs": 5}': (b'{"inputs": 5}', {}),
+        "shape [-1, 1]": (header([raw | {"shape": [-1, 1], "data": [1]}]), {}),
+        "UINT8 data as text": (header([raw | {"shape": [1, 1], "data": ["{}"]}]), {}),
+        "UINT8 data shorter than its shape": (header([raw | {"data": [123]}]), {}),
+        "BYTES data as integers": (
+            header([{"name": "body", "shape": [1, 1], "datatype": "BYTES", "data": [5]}]),
+            {},
+        ),
+        "binary_data_size -1": (
+            lying_size + b"{}",
+            {"Inference-Header-Content-Length": str(len(lying_size))},
+        ),
+        "Inference-Header-Content-Length shorter than the header": (
+            short + b"{}",
+            {"Inference-Header-Content-Length": str(len(short) - 10)},
+        ),
+        "a raw body without Inference-Header-Content-Length": (DOC_EXAMPLE_BODY, {}),
+    }
+
+
+def test_the_500s_of_tritons_own_parser_are_exactly_the_documented_ones(server):
+    """Triton's HTTP parser, not ours: each answered 500 with its parse message, before any
+    model runs. If a Triton release fixes one, this fails: update docs/robustness.md."""
+    for name, (data, headers) in _triton_parser_cases().items():
+        host, port = server.http_url.split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/v2/models/object2vec/infer", data, headers)
+        response = connection.getresponse()
+        message = orjson.loads(response.read())["error"]
+        connection.close()
+        assert response.status == 500, f"{name}: {response.status}"
+        assert message.startswith(("Unable to parse", "failed to parse")), f"{name}: {message}"
 
 
 def test_malformed_tensors_get_a_client_error(server):

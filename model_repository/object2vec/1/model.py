@@ -38,6 +38,7 @@ from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from server.dispatch import plan, run_calls, scatter
 from server.drain import IN_FLIGHT_PARAMETER, REFUSAL, Gate
+from server.memory import RELEASE_ABOVE_BYTES, release_memory
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
 
@@ -97,14 +98,19 @@ class TritonPythonModel:
             if self.gate.refusing():  # a stop began: retry elsewhere (server/drain.py)
                 error = pb_utils.TritonError(REFUSAL, pb_utils.TritonError.UNAVAILABLE)
                 return [pb_utils.InferenceResponse(error=error) for _ in requests]
-            return self._execute(requests)
+            responses = self._execute(requests)
+            if self.received > RELEASE_ABOVE_BYTES:
+                release_memory()  # the parsed instances of a big request are gone now
+            return responses
 
     def _execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
+        self.received = 0
         parsed, spans = [], []  # spans: (request index, its first parsed body, body count)
         for index, request in enumerate(requests):
             try:
                 bodies = pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy()
+                self.received += bodies.nbytes
                 content_type, accept = request_options(request.parameters())
                 mine = parse_bodies(decode_bodies(bodies), content_type, accept, self.limits)
             except Exception as error:  # noqa: BLE001 - this request's error, no one else's
