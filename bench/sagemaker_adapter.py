@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 import aiohttp
 import numpy as np
@@ -25,7 +24,7 @@ from bench.local import RUNS, arguments
 from contract.example import DOC_EXAMPLE_BODY as BODY
 from contract.names import FRONT_DOOR, JSON
 from server.embedded import PROJECT_ROOT
-from server.process import free_port
+from server.process import free_port, wait_until_ok
 from server.sagemaker import infer_request
 
 
@@ -47,19 +46,6 @@ async def _load(url: str, data: bytes, headers: dict, concurrency: int, seconds:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - begin
     return np.array(latencies), len(latencies) / elapsed
-
-
-def _wait(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready")
 
 
 def main() -> None:
@@ -87,7 +73,7 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait(f"http://127.0.0.1:{port}/ping")
+        wait_until_ok(f"http://127.0.0.1:{port}/ping", 180)
         data, header_length = infer_request(BODY, JSON, None)
         paths = {
             "direct": (

@@ -269,7 +269,7 @@ def parse_bodies(
     parsed, left = [], limits.max_instances
     for number, body in enumerate(bodies, 1):
         if not isinstance(body, bytes):
-            raise PayloadError("the body must be BYTES")
+            raise PayloadError("each body must be bytes")
         try:
             request = parse_request(body, content_type, accept, replace(limits, max_instances=left))
         except PayloadError as error:

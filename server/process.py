@@ -163,6 +163,23 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] not in "ZX"
 
 
+def wait_until_ok(url: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> None:
+    """Polls `url` until it answers 200; LaunchError after `timeout` or once `alive()` is
+    false (the process that should answer has exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise LaunchError(f"the process behind {url} exited")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise LaunchError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
 class TritonProcess:
     """One tritonserver process: start, wait until ready, watch its stubs, drain and stop."""
 

@@ -15,13 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from server.embedded import PROJECT_ROOT
+from server.process import LaunchError, wait_until_ok
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.local  # starts servers of its own, on fixed ports
@@ -59,20 +57,6 @@ def _free(port: int) -> bool:
     return True
 
 
-def _wait(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-2000:]
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not ready in {timeout} s")
-
-
 @pytest.fixture(scope="module", params=["server", "sagemaker"])
 def launched(request, demo_repository, tmp_path_factory):
     """The README's server, on the README's ports."""
@@ -91,7 +75,10 @@ def launched(request, demo_repository, tmp_path_factory):
     )
     try:
         ready = "localhost:8000/v2/health/ready" if kind == "server" else "localhost:8080/ping"
-        _wait(f"http://{ready}", process, log)
+        try:
+            wait_until_ok(f"http://{ready}", 120, lambda: process.poll() is None)
+        except LaunchError as error:
+            raise AssertionError(f"{error}: {log.read_text()[-2000:]}") from None
         yield kind
     finally:
         process.send_signal(signal.SIGTERM)

@@ -526,6 +526,28 @@ def test_malformed_tensors_get_a_client_error(server):
         assert code == expected, f"gRPC {name}: {code}"
 
 
+def beside_poison(poisoner, poisoners: int, good, count: int, workers: int) -> tuple[list, int]:
+    """`good(i)` for i < count on `workers` threads while `poisoners` threads keep calling the
+    step `poisoner(seed)` returns; (good's results, bad requests sent)."""
+    stop, sent = threading.Event(), Counter()
+
+    def loop(seed: int) -> None:
+        step = poisoner(seed)
+        while not stop.is_set():
+            step()
+            sent["bad"] += 1
+
+    with ThreadPoolExecutor(poisoners) as bad_pool:
+        for seed in range(poisoners):
+            bad_pool.submit(loop, seed)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                outcomes = list(pool.map(good, range(count)))
+        finally:
+            stop.set()
+    return outcomes, sent["bad"]
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_malformed_tensors_never_fail_the_requests_batched_with_them(server, protocol):
     """Good requests from 4 threads beside 2 threads sending every malformed tensor, the lying
@@ -533,20 +555,20 @@ def test_malformed_tensors_never_fail_the_requests_batched_with_them(server, pro
     of 13,934 good requests failed over HTTP beside the lying prefix alone)."""
     module, client = client_for(server, protocol)
     expected = infer_with(module, client, DOC_EXAMPLE_BODY, JSON)
-    stop, sent = threading.Event(), Counter()
     bad = list(_http_tensor_requests().values()) if protocol == "http" else None
     messages = list(_grpc_tensor_requests().values())
 
-    def poisoner(offset: int) -> None:
-        stub = _grpc_stub(server)
-        index = offset
-        while not stop.is_set():
+    def poisoner(seed: int):
+        stub, turn = _grpc_stub(server), iter(range(seed, 10**9))
+
+        def step() -> None:
+            index = next(turn)
             if protocol == "http":
                 _send_http_tensor(server, *bad[index % len(bad)])
             else:
                 _send_grpc_tensor(stub, messages[index % len(messages)])
-            sent["bad"] += 1
-            index += 1
+
+        return step
 
     local = threading.local()
 
@@ -558,23 +580,16 @@ def test_malformed_tensors_never_fail_the_requests_batched_with_them(server, pro
         except InferenceServerException as error:
             return error
 
-    with ThreadPoolExecutor(2) as bad_pool:
-        for offset in range(2):
-            bad_pool.submit(poisoner, offset)
-        try:
-            with ThreadPoolExecutor(4) as pool:
-                outcomes = list(pool.map(good, range(1500)))
-        finally:
-            stop.set()
+    outcomes, sent = beside_poison(poisoner, 2, good, 1500, 4)
     failed = [o for o in outcomes if isinstance(o, InferenceServerException)]
     changed = [o for o in outcomes if not isinstance(o, InferenceServerException) and o != expected]
     print(
-        f"malformed tensors ({protocol}): {len(outcomes)} good, {sent['bad']} bad, "
+        f"malformed tensors ({protocol}): {len(outcomes)} good, {sent} bad, "
         f"{len(failed)} good failed, {len(changed)} changed"
     )
     assert not failed, failed[:3]
     assert not changed
-    assert sent["bad"] > 100, "too little poison to prove anything"
+    assert sent > 100, "too little poison to prove anything"
 
 
 # ---- the networks, called directly ------------------------------------------------------
@@ -656,16 +671,10 @@ def test_bad_requests_never_change_or_fail_good_ones(server, protocol):
         send(client, module, [body], {"content_type": ct} if ct else None)[0][0]
         for body, ct in GOOD
     ]
-    stop = threading.Event()
-    sent = Counter()
 
-    def poisoner(seed: int) -> None:
-        m, c = client_for(server, protocol)
-        kind = seed
-        while not stop.is_set():
-            _poison(c, m, kind % 8)
-            sent["bad"] += 1
-            kind += 1
+    def poisoner(seed: int):
+        (m, c), kinds = client_for(server, protocol), iter(range(seed, 10**9))
+        return lambda: _poison(c, m, next(kinds) % 8)
 
     local = threading.local()  # tritonclient's HTTP client is not shared across threads
 
@@ -677,20 +686,13 @@ def test_bad_requests_never_change_or_fail_good_ones(server, protocol):
         answers, error = send(local.client, local.module, [body], params)
         return i % len(GOOD), answers, error
 
-    with ThreadPoolExecutor(4) as bad_pool:
-        for seed in range(4):
-            bad_pool.submit(poisoner, seed)
-        try:
-            with ThreadPoolExecutor(12) as pool:
-                outcomes = list(pool.map(good, range(600)))
-        finally:
-            stop.set()
+    outcomes, sent = beside_poison(poisoner, 4, good, 600, 12)
     failed = [(i, e) for i, answers, e in outcomes if e is not None]
     wrong = [i for i, answers, e in outcomes if e is None and not same(answers[0], expected[i])]
     print(
-        f"poison ({protocol}): {len(outcomes)} good, {sent['bad']} bad, "
+        f"poison ({protocol}): {len(outcomes)} good, {sent} bad, "
         f"{len(failed)} good failed, {len(wrong)} good changed"
     )
     assert not failed, failed[:3]
     assert not wrong
-    assert sent["bad"] > 50, "too little poison to prove anything"
+    assert sent > 50, "too little poison to prove anything"
