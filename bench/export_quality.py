@@ -107,7 +107,7 @@ def report_export(name: str, model, repository: Path) -> None:
     start = time.perf_counter()
     graphs = export(model, repository)
     sizes = ", ".join(
-        f"{g.name} {g.bytes / 1e6:.2f} MB (diff {g.max_abs_diff:.1e})" for g in graphs
+        f"{g.name} {g.bytes / 1e6:.2f} MB (diff {g.max_difference:.1e})" for g in graphs
     )
     print(f"[export] {name}: {time.perf_counter() - start:.1f} s; {sizes}", flush=True)
 
