@@ -10,6 +10,7 @@ for that request alone.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -190,6 +191,59 @@ def _instance(record: object, where: str, limits: Limits, caps: tuple[int, int])
     return Instance(*sides)
 
 
+def _side(entries: list, vocab: int, cap: int, column: list) -> bool:
+    """Checks one side's token lists, all at once, and puts each instance's (truncated) ids in
+    `column`; False when any of them is not valid."""
+    lists = [tokens for _, tokens in entries]
+    flat = list(itertools.chain.from_iterable(lists))
+    if set(map(type, flat)) != {int}:  # bool, float, str, list, dict, None: the slow path
+        return False
+    try:
+        ids = np.array(flat, dtype=np.int64)
+    except OverflowError:
+        return False
+    if ids.min() < 0 or ids.max() >= vocab:
+        return False
+    ends = np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)))
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1]
+    stops = np.minimum(ends, starts + cap)
+    for (index, _), start, stop in zip(entries, starts.tolist(), stops.tolist(), strict=True):
+        column[index] = ids[start:stop]
+    return True
+
+
+def _instances(records: Sequence[tuple[str, object]], limits: Limits, caps: tuple[int, int]):
+    """Every record's instance, checked with one NumPy pass per side over all its token ids
+    instead of one per instance (a 1 MB body of 9,397 instances: docs/performance.md), or
+    None when any record is not valid: then `_instance`, record by record, says which and why.
+    """
+    in0s, in1s = [], []  # (instance index, token list)
+    for index, (_, record) in enumerate(records):
+        if type(record) is not dict:
+            return None
+        in0, in1 = record.get("in0"), record.get("in1")
+        if in0 is None and in1 is None:
+            return None
+        if in0 is not None:
+            if type(in0) is not list or not in0:
+                return None
+            in0s.append((index, in0))
+        elif "in0" in record:
+            return None  # "in0": null
+        if in1 is not None:
+            if type(in1) is not list or not in1:
+                return None
+            in1s.append((index, in1))
+        elif "in1" in record:
+            return None
+    columns: list[list] = [[None] * len(records), [None] * len(records)]
+    for side, entries in enumerate((in0s, in1s)):
+        if entries and not _side(entries, limits.vocab_sizes[side], caps[side], columns[side]):
+            return None
+    return [Instance(a, b) for a, b in zip(*columns, strict=True)]
+
+
 def _check_count(count: int, limits: Limits) -> None:
     if count > limits.max_instances:
         raise PayloadError(
@@ -254,7 +308,10 @@ def parse_request(
     records = _records(body, kind, limits)
     if not records:
         raise PayloadError("no instances in the body")
-    return ParsedRequest([_instance(r, where, limits, caps) for where, r in records], answer)
+    instances = _instances(records, limits, caps)
+    if instances is None:  # something is wrong: find what and where, record by record
+        instances = [_instance(r, where, limits, caps) for where, r in records]
+    return ParsedRequest(instances, answer)
 
 
 def parse_bodies(

@@ -3,8 +3,11 @@
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contract.names import JSON, JSONLINES
+from server import payload
 from server.payload import Limits, PayloadError, format_response, parse_request
 
 LIMITS = Limits(vocab_sizes=(100, 50), max_seq_lens=(8, 4), max_body_bytes=1000)
@@ -123,3 +126,58 @@ def test_responses_in_both_formats_keep_order():
         {"embeddings": [0.5, 0.0]},
         {"scores": [0.25, 0.75]},
     ]
+
+
+# ---- the vectorised check agrees with the record-by-record one --------------------------
+
+_ids = st.one_of(
+    st.integers(0, 11),
+    st.integers(-2, 14),
+    st.integers(2**63 - 1, 2**64),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.text(max_size=2),
+    st.none(),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+_records = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "in0": st.lists(st.integers(0, 11), max_size=6),
+                "in1": st.lists(st.integers(0, 7), max_size=6),
+            },
+        ),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "in0": st.one_of(st.lists(_ids, max_size=4), st.none(), st.integers()),
+                "in1": st.lists(_ids, max_size=4),
+                "x": st.integers(),
+            },
+        ),
+        st.lists(st.integers(), max_size=2),
+        st.none(),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(records=_records, caps=st.tuples(st.integers(1, 8), st.integers(1, 8)))
+def test_the_vectorised_check_agrees_with_the_record_by_record_one(records, caps):
+    limits = Limits((12, 8), (8, 8), 1 << 20)
+    labelled = [(f"line {i + 1}", r) for i, r in enumerate(records)]
+    fast = payload._instances(labelled, limits, caps)
+    try:
+        slow = [payload._instance(r, where, limits, caps) for where, r in labelled]
+    except PayloadError:
+        assert fast is None, "the vectorised check passed what the record-by-record one refuses"
+        return
+    assert fast is not None, "the vectorised check refused a valid request"
+    for f, s in zip(fast, slow, strict=True):
+        for a, b in ((f.in0, s.in0), (f.in1, s.in1)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a.dtype == np.int64 and a.tolist() == b.tolist()
