@@ -296,9 +296,12 @@ class TritonProcess:
         members = group_members(group)
         # A dead stub's region is mapped by no one any more: known from its command line.
         regions = shared_memory_of(members) | self.regions | {s.region for s in stubs_of(members)}
+        # tritonserver first, then its stubs: the server never sees a stub die under it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            self.process.kill()
+        self.process.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
-        self.process.wait()
         deadline = time.monotonic() + 5
         while group_members(group) and time.monotonic() < deadline:
             time.sleep(0.05)

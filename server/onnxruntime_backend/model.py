@@ -72,8 +72,13 @@ class TritonPythonModel:
             # A stop began (server/drain.py): the front door's calls for requests in flight
             # are served, anything new is refused with a retryable error.
             kept = [i for i, r in enumerate(requests) if in_flight(r.parameters())]
-            refused = pb_utils.TritonError(REFUSAL, pb_utils.TritonError.UNAVAILABLE)
-            responses = [pb_utils.InferenceResponse(error=refused) for _ in requests]
+            # One TritonError per response: one shared by several reached them garbled, or
+            # crashed tritonserver (the Python backend frees it with the first response).
+            unavailable = pb_utils.TritonError.UNAVAILABLE
+            responses = [
+                pb_utils.InferenceResponse(error=pb_utils.TritonError(REFUSAL, unavailable))
+                for _ in requests
+            ]
             for i, response in zip(kept, self._execute([requests[i] for i in kept]), strict=True):
                 responses[i] = response
             return responses

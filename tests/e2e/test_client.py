@@ -173,14 +173,16 @@ def test_bad_and_oversized_lines_are_reported_and_the_rest_answered(server, tmp_
     )
     assert code != 0
     report = capsys.readouterr().err
-    assert "part-0.jsonl:5: line 1: in0 holds -5" in report
+    # The line's own number, not "line 1" of the one-line body it was sent alone in.
+    assert "part-0.jsonl:5: line 5: in0 holds -5" in report
     assert "part-0.jsonl:12: record of" in report and "exceeds max_payload" in report
-    assert "part-0.jsonl:21: line 1: malformed JSON Lines record" in report
+    assert "part-0.jsonl:21: line 21: malformed JSON Lines record" in report
     out = (tmp_path / "out" / "part-0.jsonl.out").read_bytes().splitlines()
     assert len(out) == 30
     for i, (line, answer) in enumerate(zip(lines, out, strict=True)):
         if i in (4, 11, 20):
             assert b'"error"' in answer
+            assert i == 11 or f"line {i + 1}: ".encode() in answer
         else:
             assert same(answer, alone(server, line, JSONLINES))
 

@@ -29,6 +29,24 @@ from tests.helpers import DOC_EXAMPLE, free_port, json_body
 pytestmark = pytest.mark.local  # starts servers of its own
 
 
+LAUNCHED: list[subprocess.Popen] = []  # every launcher a test started, stopped after it
+
+
+@pytest.fixture(autouse=True)
+def _no_launcher_outlives_its_test():
+    """A test that fails halfway must not leave its launcher (and tritonserver) running."""
+    yield
+    while LAUNCHED:
+        process = LAUNCHED.pop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 class Launcher:
     """A launcher process and what it started."""
 
@@ -51,6 +69,7 @@ class Launcher:
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
+        LAUNCHED.append(self.process)
 
     def server_pid(self, timeout: float = 30) -> int:
         """tritonserver's pid: the launcher's child, leader of its own process group."""
@@ -227,6 +246,7 @@ def test_the_image_entrypoint_is_supervised_the_same_way(demo_repository, tmp_pa
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
+    LAUNCHED.append(process)
     launcher = Launcher.__new__(Launcher)
     launcher.process, launcher.log, launcher.http_port = process, log, int(ports["HTTP"])
     launcher.wait_ready()
@@ -254,7 +274,10 @@ def _grpc_load(port: int, stop: threading.Event, outcomes: list) -> None:
             infer_with(grpcclient, client, body, "application/json")
             outcomes.append((time.monotonic(), "OK"))
         except InferenceServerException as error:
-            outcomes.append((time.monotonic(), str(error.status()).removeprefix("StatusCode.")))
+            status = str(error.status()).removeprefix("StatusCode.")
+            if status not in ("UNAVAILABLE",):
+                status += f" ({error.message()[:100]!r})"
+            outcomes.append((time.monotonic(), status))
             time.sleep(0.005)
 
 

@@ -96,8 +96,15 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         with self.gate.busy():
             if self.gate.refusing():  # a stop began: retry elsewhere (server/drain.py)
-                error = pb_utils.TritonError(REFUSAL, pb_utils.TritonError.UNAVAILABLE)
-                return [pb_utils.InferenceResponse(error=error) for _ in requests]
+                # One TritonError per response: the Python backend frees an error's shared
+                # memory with the first response that carries it, so a shared one reached the
+                # others garbled, or crashed tritonserver (SIGSEGV in libtriton_python.so).
+                return [
+                    pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(REFUSAL, pb_utils.TritonError.UNAVAILABLE)
+                    )
+                    for _ in requests
+                ]
             responses = self._execute(requests)
             if self.received > RELEASE_ABOVE_BYTES:
                 release_memory()  # the parsed instances of a big request are gone now
