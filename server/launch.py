@@ -219,11 +219,6 @@ def _local(host: str) -> str:
 
 def triton_process(launch: Launch, command: list[str], env: Mapping[str, str]) -> TritonProcess:
     """The process for a launch: its ports checked, readiness on Triton's HTTP health."""
-    # glibc raises its mmap threshold to the largest block freed, so after one big request
-    # every later body buffer (megabytes) comes from the heap, which it seldom gives back:
-    # tritonserver grew 26 MB in a third round of 200 maximal requests. A fixed threshold keeps
-    # such buffers in mmap, returned when freed (bench/memory_rounds.py).
-    env = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), **env}
     if launch.sagemaker_port:
         host, ports = "127.0.0.1", {"HTTP": launch.http_port}
     else:
