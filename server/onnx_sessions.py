@@ -32,16 +32,28 @@ def session(
     options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # ONNX Runtime's CPU arena keeps the peak of every call for good: after maximal requests
-    # it held ~410 MB of the front door's ~545 MB; without it that memory goes back, at no
-    # measurable cost (in process, demo model, 2 cores: the documentation's request 208-228
-    # against 228-262 us, 64 instances 2.20-2.28 against 2.12-2.41 ms; docs/robustness.md).
-    options.enable_cpu_mem_arena = False
     if providers is None:
         providers = ["CPUExecutionProvider"]
         if device_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
             providers = [("CUDAExecutionProvider", {"device_id": device_id}), *providers]
     return ort.InferenceSession(str(path), options, providers=providers)
+
+
+# ONNX Runtime's CPU arena keeps the peak of every call for good: after maximal requests it
+# held ~410 MB of the front door's ~545 MB. Turning it off cost ~10% of the served throughput
+# (make perf, gRPC: 720-750 / 1,420-1,530 req/s at c1 / c16 against 819-821 / 1,530-1,640),
+# so the arena stays and a big call gives its chunks back when it ends (then server.memory
+# trims the heap): in process, 6 maximal requests in a row left 142-151 MB, against 544.
+SHRINK_ABOVE_ELEMENTS = 1 << 16
+_SHRINK = ort.RunOptions()
+_SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
+def run(session: ort.InferenceSession, outputs: list[str], feed: dict) -> list:
+    """session.run; a call with more input elements than SHRINK_ABOVE_ELEMENTS gives its arena
+    memory back when it ends, a small one keeps the arena's speed."""
+    big = sum(array.size for array in feed.values()) > SHRINK_ABOVE_ELEMENTS
+    return session.run(outputs, feed, _SHRINK if big else None)
 
 
 def network_runner(
@@ -62,4 +74,4 @@ def network_runner(
         )
         for name in (*ENCODER_MODELS, PAIR_MODEL)
     }
-    return lambda model, feed, output: sessions[model].run([output], feed)[0]
+    return lambda model, feed, output: run(sessions[model], [output], feed)[0]

@@ -32,7 +32,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from server.drain import REFUSAL, Gate, in_flight  # noqa: E402
 from server.graph_checks import check_config  # noqa: E402
 from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
-from server.onnx_sessions import session  # noqa: E402
+from server.onnx_sessions import run, session  # noqa: E402
 
 
 def _parameter(config: dict, key: str, default: int = 0) -> int:
@@ -115,7 +115,7 @@ class TritonPythonModel:
             name: np.concatenate([arrays[i][k] for i in members])
             for k, name in enumerate(self.inputs)
         }
-        results = self.session.run(self.outputs, feed)
+        results = run(self.session, self.outputs, feed)
         start = 0
         for i in members:
             stop = start + len(arrays[i][0])
