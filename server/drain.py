@@ -45,7 +45,6 @@ class Gate:
     """One model instance's side: its busy lock and whether it must refuse new work."""
 
     def __init__(self, run_dir: Path | None, name: str):
-        self.run_dir = run_dir
         self._flag = run_dir / DRAINING if run_dir else None
         self._lock = None
         if run_dir is not None:
@@ -77,6 +76,18 @@ class Gate:
             yield
         finally:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+
+def refusals(pb_utils, count: int) -> list:
+    """`count` UNAVAILABLE responses, for a model's `execute` (`pb_utils`: the Python backend's
+    utils module, which only a stub can import). One TritonError each: the Python backend frees
+    an error's shared memory with the first response that carries it, so one shared error
+    reached the others garbled, or crashed tritonserver (SIGSEGV in libtriton_python.so)."""
+    unavailable = pb_utils.TritonError.UNAVAILABLE
+    return [
+        pb_utils.InferenceResponse(error=pb_utils.TritonError(REFUSAL, unavailable))
+        for _ in range(count)
+    ]
 
 
 def begin(run_dir: Path) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from server.drain import REFUSAL, Gate, in_flight  # noqa: E402
+from server.drain import Gate, in_flight, refusals  # noqa: E402
 from server.graph_checks import check_config  # noqa: E402
 from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
 from server.onnx_sessions import run, session  # noqa: E402
@@ -72,13 +72,7 @@ class TritonPythonModel:
             # A stop began (server/drain.py): the front door's calls for requests in flight
             # are served, anything new is refused with a retryable error.
             kept = [i for i, r in enumerate(requests) if in_flight(r.parameters())]
-            # One TritonError per response: one shared by several reached them garbled, or
-            # crashed tritonserver (the Python backend frees it with the first response).
-            unavailable = pb_utils.TritonError.UNAVAILABLE
-            responses = [
-                pb_utils.InferenceResponse(error=pb_utils.TritonError(REFUSAL, unavailable))
-                for _ in requests
-            ]
+            responses = refusals(pb_utils, len(requests))
             for i, response in zip(kept, self._execute([requests[i] for i in kept]), strict=True):
                 responses[i] = response
             return responses

@@ -37,7 +37,7 @@ from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from server.dispatch import plan, run_calls, scatter
-from server.drain import IN_FLIGHT_PARAMETER, REFUSAL, Gate
+from server.drain import IN_FLIGHT_PARAMETER, Gate, refusals
 from server.memory import RELEASE_ABOVE_BYTES, release_memory
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
@@ -96,15 +96,7 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         with self.gate.busy():
             if self.gate.refusing():  # a stop began: retry elsewhere (server/drain.py)
-                # One TritonError per response: the Python backend frees an error's shared
-                # memory with the first response that carries it, so a shared one reached the
-                # others garbled, or crashed tritonserver (SIGSEGV in libtriton_python.so).
-                return [
-                    pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(REFUSAL, pb_utils.TritonError.UNAVAILABLE)
-                    )
-                    for _ in requests
-                ]
+                return refusals(pb_utils, len(requests))
             responses = self._execute(requests)
             if self.received > RELEASE_ABOVE_BYTES:
                 release_memory()  # the parsed instances of a big request are gone now
