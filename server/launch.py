@@ -32,7 +32,7 @@ from server.process import (
     check_ports,
     supervise,
 )
-from server.sagemaker import default_execution_parameters, start_adapter
+from server.sagemaker import AdapterSettings, default_execution_parameters, start_adapter
 from server.settings import (
     ServingSettings,
     SettingError,
@@ -108,6 +108,7 @@ class Launch:
     # What /execution-parameters says in SageMaker mode; 0: derived from the host.
     max_concurrent_transforms: int = setting(0, "O2V_MAX_CONCURRENT_TRANSFORMS", minimum=0)
     max_payload_mb: int = setting(0, "O2V_MAX_PAYLOAD_IN_MB", minimum=0)
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)  # O2V_HTTP_*, O2V_UPSTREAM_*
     extra_args: tuple[str, ...] = field(default=())
 
     @classmethod
@@ -122,7 +123,7 @@ class Launch:
             # SageMaker unpacks the model artifact here; it wins over a baked-in repository.
             repository = repository or SAGEMAKER_REPOSITORY
         try:
-            launch = from_env(cls, env)
+            launch = replace(from_env(cls, env), adapter=from_env(AdapterSettings, env))
             port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
             sagemaker_port = (
                 parse_setting(cls, "http_port", port, label=SAGEMAKER_PORT_VARIABLE)
@@ -255,8 +256,9 @@ def banner(launch: Launch) -> str:
     )
 
 
-def sagemaker_front_end(launch: Launch, repository: Path) -> FrontEnd:
-    """Starts the SageMaker adapter on the launch's host and SageMaker port."""
+def sagemaker_front_end(launch: Launch, repository: Path, process: TritonProcess) -> FrontEnd:
+    """Starts the SageMaker adapter on the launch's host and SageMaker port; its /ping says
+    503 at once while the supervisor sees tritonserver or a model's stub dead."""
     settings = launch.settings or ServingSettings()
     # The limit the front door will enforce: its config's, which may differ from the defaults.
     front_door = read_config(Path(repository) / FRONT_DOOR / "config.pbtxt")
@@ -272,6 +274,8 @@ def sagemaker_front_end(launch: Launch, repository: Path) -> FrontEnd:
             f"http://127.0.0.1:{launch.http_port}",
             max_body,
             parameters,
+            launch.adapter,
+            healthy=lambda: process.running and not process.dead_stubs(),
         )
 
     return start
@@ -284,7 +288,7 @@ def run(launch: Launch, repository: Path, command: list[str], env: Mapping[str, 
         front_end = None
         if launch.sagemaker_port:
             check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
-            front_end = sagemaker_front_end(launch, repository)
+            front_end = sagemaker_front_end(launch, repository, process)
         return uvloop.run(
             supervise(process, banner(launch), front_end, max_restarts=launch.max_restarts)
         )

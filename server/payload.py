@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from contract.facts import Facts
+from contract.media import ALIASES, negotiate
 from contract.names import (
     DEFAULT_MAX_INSTANCES,
     JSON,
@@ -25,15 +26,6 @@ from contract.names import (
     PARAMETERS,
 )
 
-# Spellings seen in the wild for the same two formats.
-_ALIASES = {
-    JSON: JSON,
-    "text/json": JSON,
-    JSONLINES: JSONLINES,
-    "application/x-jsonlines": JSONLINES,
-    "application/jsonl": JSONLINES,
-    "application/x-ndjson": JSONLINES,
-}
 MAX_INFER_SEQLEN = 5000
 
 
@@ -100,7 +92,7 @@ def request_options(parameters: object) -> tuple[str | None, str | None]:
 def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
     """'application/json; infer_max_seqlens=50,20' -> ('application/json', {...})."""
     kind, *params = (part.strip() for part in header.split(";"))
-    canonical = _ALIASES.get(kind.lower())
+    canonical = ALIASES.get(kind.lower())
     if canonical is None:
         raise PayloadError(f"unsupported {what} {kind!r}: use {JSON!r} or {JSONLINES!r}")
     values = {}
@@ -111,15 +103,10 @@ def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
 
 
 def _accept_type(accept: str | None, content_type: str) -> str:
-    if not accept or not accept.strip():
-        return content_type
-    offered = [a.split(";")[0].strip().lower() for a in accept.split(",")]
-    for kind in offered:
-        if kind in _ALIASES:
-            return _ALIASES[kind]
-        if kind in ("*/*", "application/*"):
-            return content_type
-    raise PayloadError(f"unsupported accept type {accept!r}: use {JSON!r} or {JSONLINES!r}")
+    answer = negotiate(accept, content_type)
+    if answer is None:
+        raise PayloadError(f"unsupported accept type {accept!r}: use {JSON!r} or {JSONLINES!r}")
+    return answer
 
 
 def _infer_max_seqlens(value: str | None, limits: Limits) -> tuple[int, int]:

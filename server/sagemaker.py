@@ -1,6 +1,6 @@
 """SageMaker's container contract, in front of Triton: what the hosted Object2Vec answers.
 
-    GET  /ping                         200 when every model is ready, 503 before
+    GET  /ping                         200 when every model is ready, 503 otherwise, within 2 s
     POST /invocations                  the hosted formats: Content-Type and Accept
                                        application/json or application/jsonlines (with
                                        `infer_max_seqlens=L0,L1`); a plain body back
@@ -8,46 +8,65 @@
                                        client with `endpoint_url=` works unchanged
     GET  /execution-parameters         what a Batch Transform job uses when it sets nothing
 
-The adapter knows no format: each body goes to the front door through Triton's HTTP API on
-loopback (the body as the front door's UINT8 input, the media types as request parameters, the
-answer as a raw binary output), and the front door's answer or error comes back as it is: 400
-with the front door's message, 413 for a body over the limit (discarded as it arrives, never
-held), 503 while Triton is not there, 500 for anything else.
-
-It sits on the hot path of every request, on the same cores as Triton, so it is written for
-that: asyncio protocols on uvloop with httptools (the HTTP parser uvicorn uses) for both the
-server side and a pool of keep-alive connections to Triton, no framework and no copy of a body
-beyond the one the socket gives. aiohttp (server and client) cost 36% of the throughput at
-concurrency 16 on 2 cores; this costs what docs/robustness.md says.
+`Adapter` is the contract's logic; HTTP/1.1 itself (framing, keep-alive, pipelining,
+100-continue, HEAD, Upgrade, limits and timeouts) is server/http1.py's. The adapter knows no
+format: each body goes to the front door through Triton's HTTP API on loopback
+(server/upstream.py: the body as the front door's UINT8 input, the media types as request
+parameters, the answer as a raw binary output), and the front door's answer or error comes back
+as it is. Every error is one of contract/errors.py's kinds: its status, its `x-amzn-ErrorType`
+(so boto3's ClientError names it and carries the message), its JSON body.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import os
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http import HTTPStatus
-from pathlib import Path
 
-import httptools
 import orjson
 
+from contract import errors
 from contract.body import BODY_DATATYPE
+from contract.media import canonical, negotiate
 from contract.names import (
     ACCEPT_PARAMETER,
     BODY_INPUT,
     CONTENT_TYPE_PARAMETER,
     FRONT_DOOR,
     JSON,
+    JSONLINES,
     RESPONSE_OUTPUT,
 )
+from server import http1
+from server.host import Host
+from server.http1 import Answer, Head
 from server.payload import answer_media_type
+from server.settings import setting
+from server.upstream import Upstream, UpstreamTimeout
 
 MB = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_MB = 6  # the hosted service's real-time limit and Batch Transform default
+PING_TIMEOUT_S = 1.5  # SageMaker hosting wants /ping answered within 2 s
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """The SageMaker endpoint's limits and timeouts (environment variables in the README)."""
+
+    # Headers and body of one request must arrive within this (slow or stalled peers: 408).
+    read_timeout_s: float = setting(30.0, "O2V_HTTP_READ_TIMEOUT_S", minimum=0.1)
+    # An idle keep-alive connection is closed after this; above the 60 s that load balancers
+    # commonly keep theirs, so the balancer, not we, closes first.
+    keep_alive_s: float = setting(75.0, "O2V_HTTP_KEEP_ALIVE_S", minimum=0.1)
+    max_header_bytes: int = setting(64 * 1024, "O2V_HTTP_MAX_HEADER_BYTES", minimum=1024)
+    # Requests in flight at once; beyond it a request gets 503 (overloaded) at once.
+    max_concurrency: int = setting(256, "O2V_HTTP_MAX_CONCURRENCY", minimum=1)
+    # Triton must answer an invocation within this (504 past it). SageMaker's own limit on a
+    # real-time invocation is 60 s.
+    upstream_timeout_s: float = setting(60.0, "O2V_UPSTREAM_TIMEOUT_S", minimum=0.1)
+    upstream_connections: int = setting(64, "O2V_UPSTREAM_CONNECTIONS", minimum=1)
+    max_connections: int = setting(4096, "O2V_HTTP_MAX_CONNECTIONS", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -68,18 +87,19 @@ class ExecutionParameters:
         )
 
 
-def gpu_count() -> int:
-    return len([p for p in Path("/dev").glob("nvidia[0-9]*")])
-
-
 def default_execution_parameters(
-    max_body_bytes: int, gpu_copies: int, concurrency: int = 0, payload_mb: int = 0
+    max_body_bytes: int,
+    gpu_copies: int,
+    concurrency: int = 0,
+    payload_mb: int = 0,
+    host: Host | None = None,
 ) -> ExecutionParameters:
     """Concurrency: two requests per network copy on GPUs (one computing, one parsing), one
-    per core on a CPU host. Payload: 6 MB, or less where the body limit is lower. A value
-    above 0 (O2V_MAX_CONCURRENT_TRANSFORMS, O2V_MAX_PAYLOAD_IN_MB) is taken as it is."""
-    gpus = gpu_count()
-    derived = 2 * gpus * gpu_copies if gpus else (os.cpu_count() or 1)
+    per core this process may use on a CPU host (server/host.py: CUDA_VISIBLE_DEVICES, CPU
+    affinity). Payload: 6 MB, or less where the body limit is lower. A value above 0
+    (O2V_MAX_CONCURRENT_TRANSFORMS, O2V_MAX_PAYLOAD_IN_MB) is taken as it is."""
+    host = host or Host.detect()
+    derived = 2 * host.gpus * gpu_copies if host.gpus else host.cores
     payload = min(DEFAULT_MAX_PAYLOAD_MB, max(1, max_body_bytes // MB))
     return ExecutionParameters(concurrency or derived, payload_mb or payload)
 
@@ -92,7 +112,7 @@ def infer_request_header(body: bytes, content_type: str | None, accept: str | No
         parameters[CONTENT_TYPE_PARAMETER] = content_type
     if accept:
         parameters[ACCEPT_PARAMETER] = accept
-    header = orjson.dumps(
+    return orjson.dumps(
         {
             "inputs": [
                 {
@@ -106,7 +126,6 @@ def infer_request_header(body: bytes, content_type: str | None, accept: str | No
             "parameters": parameters,
         }
     )
-    return header
 
 
 def infer_request(body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, int]:
@@ -122,238 +141,67 @@ def binary_answer(raw: bytes, header_length: int) -> bytes:
     return raw[start : start + size]
 
 
-class _Upstream(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection to Triton; one request at a time."""
+class Refusal(Exception):
+    """An error answer: its kind (contract/errors.py) and message."""
 
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future | None = None
-        self.header_length = 0
-        self.body: list[bytes] = []
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def connection_lost(self, exc) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("the model server closed the connection"))
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_exception(ConnectionError(f"bad answer from Triton: {error}"))
-            self.transport.close()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"inference-header-content-length":
-            self.header_length = int(value)
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        result = (
-            self.parser.get_status_code(),
-            self.header_length,
-            b"".join(self.body),
-            self.parser.should_keep_alive(),
-        )
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(result)
-
-    def send(self, parts: list[bytes]) -> asyncio.Future:
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.header_length, self.body = 0, []
-        self.transport.writelines(parts)
-        return self.waiter
+    def __init__(self, kind: errors.Kind, message: str, close: bool = False, **headers: str):
+        super().__init__(message)
+        self.kind, self.message, self.close, self.headers = kind, message, close, headers
 
 
-class _Pool:
-    """Keep-alive connections to Triton's HTTP API, created as concurrency asks."""
-
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
-        self.idle: list[_Upstream] = []
-
-    async def request(self, parts: list[bytes]) -> tuple[int, int, bytes]:
-        """(status, Inference-Header-Content-Length, body)"""
-        # Connections Triton closed while idle (a restart, its keep-alive timeout) are dropped;
-        # one that fails on first use is replaced once by a fresh one (inference is idempotent).
-        while self.idle:
-            connection = self.idle.pop()
-            if connection.transport.is_closing():
-                continue
-            try:
-                return await self._send(connection, parts)
-            except ConnectionError:
-                break
-        loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(_Upstream, self.host, self.port)
-        return await self._send(connection, parts)
-
-    async def _send(self, connection: _Upstream, parts: list[bytes]) -> tuple[int, int, bytes]:
-        try:
-            status, header_length, body, keep_alive = await connection.send(parts)
-        except BaseException:
-            connection.transport.close()
-            raise
-        if keep_alive and not connection.transport.is_closing():
-            self.idle.append(connection)
-        else:
-            connection.transport.close()
-        return status, header_length, body
-
-    def close(self) -> None:
-        for connection in self.idle:
-            connection.transport.close()
-        self.idle.clear()
+def _answer(status: int, body: bytes, content_type: str | None = None) -> Answer:
+    headers = [(b"content-type", content_type.encode())] if content_type else []
+    return Answer(status, body, headers)
 
 
-@dataclass
-class _Request:
-    method: bytes
-    path: bytes
-    headers: dict[bytes, bytes]
-    body: bytes
-    too_big: bool
-    keep_alive: bool
+def refused(refusal: Refusal) -> Answer:
+    answer = http1.error_answer(refusal.kind, refusal.message, refusal.close)
+    for name, value in refusal.headers.items():
+        answer.headers.append((name.replace("_", "-").encode(), value.encode()))
+    return answer
 
 
-def _response(status: int, body: bytes, content_type: str | None, keep_alive: bool) -> list[bytes]:
-    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Length: {len(body)}\r\n"
-    if content_type:
-        head += f"Content-Type: {content_type}\r\n"
-    if not keep_alive:
-        head += "Connection: close\r\n"
-    return [head.encode() + b"\r\n", body]
+def _route(path: str) -> str | None:
+    path = path.rstrip("/") or "/"
+    if path == "/invocations" or (
+        path.startswith("/endpoints/") and path.endswith("/invocations") and path.count("/") == 3
+    ):
+        return "invocations"
+    if path in ("/ping", "/execution-parameters"):
+        return path[1:]
+    return None
 
 
-def _error(status: int, message: str) -> tuple[int, bytes, str]:
-    return status, orjson.dumps({"error": message}), JSON
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: requests parsed as they arrive, answered in order; closed after
-    `idle_timeout` seconds without a request in flight."""
-
-    def __init__(self, adapter: Adapter):
-        self.adapter = adapter
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.queue: collections.deque[_Request] = collections.deque()
-        self.worker: asyncio.Task | None = None
-        self.closing = False
-        self.idle: asyncio.TimerHandle | None = None
-
-    # -- asyncio
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.adapter.connections.add(self)
-        self._arm_idle_timer()
-
-    def connection_lost(self, exc) -> None:
-        self.adapter.connections.discard(self)
-        self.closing = True
-        if self.idle is not None:
-            self.idle.cancel()
-
-    def _arm_idle_timer(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(self.adapter.idle_timeout, self._close_if_idle)
-
-    def _close_if_idle(self) -> None:
-        if not self.busy and not self.transport.is_closing():
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.transport.writelines(_response(400, b"", None, keep_alive=False))
-            self.transport.close()
-
-    # -- httptools
-    def on_message_begin(self) -> None:
-        self.url, self.headers, self.body, self.size, self.too_big = b"", {}, [], 0, False
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower()] = value
-
-    def on_headers_complete(self) -> None:
-        length = self.headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.adapter.max_body_bytes:
-            self.too_big = True  # its bytes are dropped as they come: never held
-
-    def on_body(self, body: bytes) -> None:
-        if self.too_big:
-            return
-        self.size += len(body)
-        if self.size > self.adapter.max_body_bytes:
-            self.too_big, self.body = True, []
-        else:
-            self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        request = _Request(
-            self.parser.get_method(),
-            self.url.split(b"?", 1)[0],
-            self.headers,
-            b"".join(self.body),
-            self.too_big,
-            self.parser.should_keep_alive() and not self.too_big,
-        )
-        self.queue.append(request)
-        if self.worker is None or self.worker.done():
-            self.worker = asyncio.get_running_loop().create_task(self._answer_all())
-
-    async def _answer_all(self) -> None:
-        while self.queue:
-            request = self.queue.popleft()
-            try:
-                status, body, content_type = await self.adapter.route(request)
-            except Exception as error:  # noqa: BLE001 - a fault of ours, said in one line
-                status, body, content_type = _error(500, f"{type(error).__name__}: {error}")
-            keep_alive = request.keep_alive and not self.adapter.stopping
-            if self.transport.is_closing():
-                return
-            self.transport.writelines(_response(status, body, content_type, keep_alive))
-            if not keep_alive:
-                self.transport.close()
-                return
-        self._arm_idle_timer()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.queue) or (self.worker is not None and not self.worker.done())
-
-
-IDLE_TIMEOUT_S = 75.0  # above the 60 s that load balancers commonly keep idle connections
+_METHODS = {
+    "invocations": ("POST",),
+    "ping": ("GET", "HEAD"),
+    "execution-parameters": ("GET", "HEAD"),
+}
 
 
 class Adapter:
+    """The contract's logic, apart from HTTP framing (server/http1.py): `admit` judges a
+    request from its head alone, so a refusal (404, 405, 406, 413, 415, 501, 503) goes out
+    before a byte of its body is read; `respond` answers an admitted request with its body.
+
+    `healthy`, when given, is the supervisor's view (server.process): False while tritonserver
+    or a model's stub is dead, so /ping says 503 at once rather than after a timeout."""
+
     def __init__(
         self,
         triton_url: str,
         max_body_bytes: int,
         parameters: ExecutionParameters,
-        idle_timeout: float = IDLE_TIMEOUT_S,
+        settings: AdapterSettings | None = None,
+        healthy: Callable[[], bool] | None = None,
     ):
+        self.settings = settings or AdapterSettings()
         host, _, port = triton_url.removeprefix("http://").rstrip("/").partition(":")
-        self.pool = _Pool(host, int(port))
+        self.upstream = Upstream(host, int(port), self.settings.upstream_connections)
         self.max_body_bytes = max_body_bytes
         self.parameters = parameters
-        self.idle_timeout = idle_timeout
-        self.connections: set[_Connection] = set()
+        self.healthy = healthy
+        self.in_flight = 0  # admitted invocations not yet answered
         self.stopping = False
         self._infer_head = (
             f"POST /v2/models/{FRONT_DOOR}/infer HTTP/1.1\r\nHost: {host}\r\n"
@@ -361,73 +209,164 @@ class Adapter:
         ).encode()
         self._ready = f"GET /v2/health/ready HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
 
-    async def route(self, request: _Request) -> tuple[int, bytes, str | None]:
-        path = request.path.rstrip(b"/")
-        if path == b"/invocations" or (
-            path.startswith(b"/endpoints/") and path.endswith(b"/invocations")
-        ):
-            if request.method != b"POST":
-                return _error(405, "use POST")
-            return await self.invocations(request)
-        if path == b"/ping":
-            return await self.ping()
-        if path == b"/execution-parameters":
-            return 200, self.parameters.as_json(), JSON
-        return _error(404, "no such route: /ping, /invocations, /execution-parameters")
-
-    async def ping(self) -> tuple[int, bytes, str | None]:
+    def admit(self, head: Head) -> Answer | None:
+        """A refusal decided from the head alone, or None: read the body, then `respond`.
+        An admitted invocation counts as in flight until `respond` returns."""
         try:
-            status, _, _ = await self.pool.request([self._ready])
-        except OSError:
-            status = 503
-        return (200 if status == 200 else 503), b"", None
+            route = self._check(head)
+        except Refusal as refusal:
+            return refused(refusal)
+        if route == "invocations":
+            self.in_flight += 1
+        return None
 
-    async def invocations(self, request: _Request) -> tuple[int, bytes, str | None]:
-        if request.too_big:
-            return _error(
-                413,
-                f"body exceeds the limit of {self.max_body_bytes} bytes: "
-                "split it into smaller requests",
+    def _check(self, head: Head) -> str:
+        route = _route(head.path)
+        if head.method == "CONNECT":
+            raise Refusal(errors.METHOD_NOT_ALLOWED, "CONNECT: this is not a proxy", close=True)
+        if route is None:
+            raise Refusal(
+                errors.NOT_FOUND,
+                f"no such route {head.path!r}: /ping, /invocations, /execution-parameters",
             )
-        content_type = request.headers.get(b"content-type")
-        accept = request.headers.get(b"accept")
-        header = infer_request_header(
-            request.body,
-            content_type.decode("latin-1") if content_type else None,
-            accept.decode("latin-1") if accept else None,
+        methods = _METHODS[route]
+        if head.method not in methods:
+            raise Refusal(
+                errors.METHOD_NOT_ALLOWED,
+                f"{head.method} /{route}: use {' or '.join(methods)}",
+                allow=", ".join(methods),
+            )
+        if self.stopping:
+            raise Refusal(errors.OVERLOADED, "the server is shutting down: retry elsewhere", True)
+        if route != "invocations":
+            return route
+        if self.in_flight >= self.settings.max_concurrency:
+            raise Refusal(
+                errors.OVERLOADED,
+                f"{self.settings.max_concurrency} requests in flight already "
+                "(O2V_HTTP_MAX_CONCURRENCY): retry shortly",
+                retry_after="1",
+            )
+        headers = head.headers
+        _check_encoding(headers)
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            raise self._too_large()
+        content_type = _text(headers.get(b"content-type"))
+        if content_type is not None and canonical(content_type) is None:
+            raise Refusal(
+                errors.UNSUPPORTED_MEDIA_TYPE,
+                f"unsupported content type {content_type!r}: use {JSON!r} or {JSONLINES!r}",
+            )
+        accept = headers.get(b"accept")
+        if accept is not None:
+            preferred = canonical(content_type) if content_type else JSON
+            if negotiate(accept.decode("latin-1"), preferred) is None:
+                raise Refusal(
+                    errors.NOT_ACCEPTABLE,
+                    f"unsupported accept type {accept.decode('latin-1')!r}: "
+                    f"use {JSON!r} or {JSONLINES!r}",
+                )
+        return route
+
+    def too_large(self) -> Answer:
+        return refused(self._too_large())
+
+    def _too_large(self) -> Refusal:
+        return Refusal(
+            errors.TOO_LARGE,
+            f"body exceeds the limit of {self.max_body_bytes} bytes: "
+            "split it into smaller requests",
+            close=True,  # what is left of the body is never read
         )
-        size = len(header) + len(request.body)
-        head = (
+
+    async def respond(self, head: Head, body: bytes) -> Answer:
+        """The answer to an admitted request."""
+        route = _route(head.path)
+        if route == "ping":
+            return await self.ping()
+        if route == "execution-parameters":
+            return _answer(200, self.parameters.as_json(), JSON)
+        try:
+            return await self.invocations(head, body)
+        except Refusal as refusal:
+            return refused(refusal)
+        finally:
+            self.in_flight -= 1
+
+    def abandon(self, head: Head) -> None:
+        """An admitted request whose body never came (timeout, disconnect, over the limit)."""
+        if _route(head.path) == "invocations":
+            self.in_flight -= 1
+
+    async def ping(self) -> Answer:
+        if self.healthy is not None and not self.healthy():
+            return _answer(503, b"")
+        try:
+            status, _, _ = await self.upstream.request([self._ready], PING_TIMEOUT_S)
+        except (OSError, UpstreamTimeout):
+            status = 503
+        return _answer(200 if status == 200 else 503, b"")
+
+    async def invocations(self, head: Head, body: bytes) -> Answer:
+        content_type = _text(head.headers.get(b"content-type"))
+        accept = _text(head.headers.get(b"accept"))
+        header = infer_request_header(body, content_type, accept)
+        request_head = (
             self._infer_head
             + (
-                f"Inference-Header-Content-Length: {len(header)}\r\nContent-Length: {size}\r\n\r\n"
+                f"Inference-Header-Content-Length: {len(header)}\r\n"
+                f"Content-Length: {len(header) + len(body)}\r\n\r\n"
             ).encode()
         )
+        timeout = self.settings.upstream_timeout_s
         try:
-            status, length, raw = await self.pool.request([head, header, request.body])
+            status, length, raw = await self.upstream.request([request_head, header, body], timeout)
+        except UpstreamTimeout as error:
+            raise Refusal(errors.UPSTREAM_TIMEOUT, str(error)) from None
         except OSError as error:
-            return _error(503, f"the model server is not reachable: {error}")
+            raise Refusal(
+                errors.OVERLOADED, f"the model server is not reachable: {error}"
+            ) from None
         if status != 200:
-            try:
-                message = orjson.loads(raw)["error"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                message = raw.decode(errors="replace")[:500]
-            # 503: the front door is draining (server/drain.py): retry elsewhere
-            return _error(status if status in (400, 503) else 500, message)
+            # The front door's own words: 400 the caller's, 503 draining (server/drain.py).
+            raise Refusal(errors.of_http(status), errors.message_of(raw, status))
         answer = binary_answer(raw, length)
-        return 200, answer, answer_media_type(answer)
+        return _answer(200, answer, answer_media_type(answer))
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Finishes the requests in flight, closes idle connections, then the pool."""
+        """Refuses new requests (503), waits for those in flight, closes the upstream pool."""
         self.stopping = True
-        deadline = asyncio.get_running_loop().time() + timeout
-        while any(c.busy for c in self.connections):
-            if asyncio.get_running_loop().time() > deadline:
-                break
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_flight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for connection in list(self.connections):
-            connection.transport.close()
-        self.pool.close()
+        self.upstream.close()
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
+
+
+def _check_encoding(headers: dict[bytes, bytes]) -> None:
+    """Only `chunked` framing and identity content: anything else would reach the front door as
+    bytes it cannot read (RFC 9112 section 6.1: an unknown transfer coding gets 501)."""
+    transfer = headers.get(b"transfer-encoding", b"chunked").lower().replace(b" ", b"")
+    if transfer != b"chunked":
+        raise Refusal(
+            errors.NOT_IMPLEMENTED,
+            f"transfer coding {transfer.decode('latin-1')!r} is not supported: send the body "
+            "with Content-Length or plain chunked",
+            close=True,
+        )
+    encoding = headers.get(b"content-encoding", b"identity").lower().strip()
+    if encoding != b"identity":
+        raise Refusal(
+            errors.UNSUPPORTED_MEDIA_TYPE,
+            f"content encoding {encoding.decode('latin-1')!r} is not supported: send the body "
+            "uncompressed",
+            close=True,
+        )
 
 
 async def start_adapter(
@@ -436,15 +375,24 @@ async def start_adapter(
     triton_url: str,
     max_body_bytes: int,
     parameters: ExecutionParameters,
-    idle_timeout: float = IDLE_TIMEOUT_S,
+    settings: AdapterSettings | None = None,
+    healthy: Callable[[], bool] | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """Serves the adapter on host:port; returns what stops it, draining requests in flight."""
-    adapter = Adapter(triton_url, max_body_bytes, parameters, idle_timeout)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Connection(adapter), host, port, reuse_address=True)
+    """Serves the adapter on host:port; returns what stops it: new requests get 503 while
+    those in flight finish, then every connection is closed."""
+    settings = settings or AdapterSettings()
+    adapter = Adapter(triton_url, max_body_bytes, parameters, settings, healthy)
+    limits = http1.Limits(
+        read_timeout_s=settings.read_timeout_s,
+        keep_alive_s=settings.keep_alive_s,
+        max_header_bytes=settings.max_header_bytes,
+        max_body_bytes=max_body_bytes,
+        max_connections=settings.max_connections,
+    )
+    server = await http1.serve(adapter, host, port, limits)
 
     async def stop() -> None:
-        server.close()
         await adapter.drain()
+        server.close()
 
     return stop

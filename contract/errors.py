@@ -1,0 +1,116 @@
+"""What each kind of failure means on every path: its HTTP status, gRPC code, Triton error code,
+the error type boto3 shows, and whether sending the same request again can help.
+
+The front door (model_repository/object2vec), the SageMaker adapter (server/sagemaker.py) and the
+client (client/api.py, and through it the Batch Transform's retries) all read this table, so a
+failure keeps its meaning from the server to the user: a caller's mistake is never retried, an
+overloaded or restarting server is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    http: int
+    grpc: str  # grpc.StatusCode's name
+    triton: str  # pb_utils.TritonError's code name: what the front door raises for it
+    aws: str  # x-amzn-ErrorType: botocore names the ClientError after it
+    retry: bool  # may the same request succeed later?
+
+
+_INVALID = "ValidationError"  # boto3: sagemaker-runtime's ValidationError
+
+# The caller's mistakes: the same bytes fail the same way, wherever they are sent.
+BAD_REQUEST = Kind("bad_request", 400, "INVALID_ARGUMENT", "INVALID_ARG", _INVALID, False)
+NOT_FOUND = Kind("not_found", 404, "NOT_FOUND", "NOT_FOUND", _INVALID, False)
+METHOD_NOT_ALLOWED = Kind(
+    "method_not_allowed", 405, "UNIMPLEMENTED", "UNSUPPORTED", _INVALID, False
+)
+NOT_ACCEPTABLE = Kind("not_acceptable", 406, "INVALID_ARGUMENT", "INVALID_ARG", _INVALID, False)
+HEAD_TOO_LARGE = Kind("head_too_large", 431, "INVALID_ARGUMENT", "INVALID_ARG", _INVALID, False)
+TOO_LARGE = Kind("too_large", 413, "RESOURCE_EXHAUSTED", "INVALID_ARG", _INVALID, False)
+UNSUPPORTED_MEDIA_TYPE = Kind(
+    "unsupported_media_type", 415, "INVALID_ARGUMENT", "INVALID_ARG", _INVALID, False
+)
+NOT_IMPLEMENTED = Kind("not_implemented", 501, "UNIMPLEMENTED", "UNSUPPORTED", _INVALID, False)
+# Slow or stalled on the caller's side: the bytes may arrive in time on another try.
+REQUEST_TIMEOUT = Kind("request_timeout", 408, "DEADLINE_EXCEEDED", "INVALID_ARG", _INVALID, True)
+# Ours, and lasting: the same request would hit the same fault.
+SERVER_FAULT = Kind("server_fault", 500, "INTERNAL", "INTERNAL", "InternalFailure", False)
+# Ours, and passing: over capacity, draining, restarting, or Triton slower than the deadline.
+OVERLOADED = Kind("overloaded", 503, "UNAVAILABLE", "UNAVAILABLE", "ServiceUnavailable", True)
+UPSTREAM_TIMEOUT = Kind(
+    "upstream_timeout", 504, "DEADLINE_EXCEEDED", "UNAVAILABLE", "ServiceUnavailable", True
+)
+
+KINDS = (
+    BAD_REQUEST,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    NOT_ACCEPTABLE,
+    REQUEST_TIMEOUT,
+    TOO_LARGE,
+    HEAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    SERVER_FAULT,
+    NOT_IMPLEMENTED,
+    OVERLOADED,
+    UPSTREAM_TIMEOUT,
+)
+_BY_HTTP = {kind.http: kind for kind in KINDS}
+_BY_GRPC = {}
+for _kind in KINDS:  # the first kind listed for a code is its meaning
+    _BY_GRPC.setdefault(_kind.grpc, _kind)
+
+
+def of_http(status: int) -> Kind:
+    """The kind of an HTTP error status; an unlisted 4xx is the caller's, 5xx a fault of ours,
+    except the gateway statuses (502, 503, 504), which pass."""
+    if status in _BY_HTTP:
+        return _BY_HTTP[status]
+    if status in (429, 502):
+        return OVERLOADED
+    return BAD_REQUEST if 400 <= status < 500 else SERVER_FAULT
+
+
+def of_grpc(code: str) -> Kind:
+    """The kind of a gRPC status code's name ('UNAVAILABLE' or 'StatusCode.UNAVAILABLE')."""
+    code = code.removeprefix("StatusCode.")
+    if code in ("RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED"):
+        # RESOURCE_EXHAUSTED is also a message over gRPC's size limit: deterministic.
+        return TOO_LARGE if code == "RESOURCE_EXHAUSTED" else OVERLOADED
+    return _BY_GRPC.get(code, SERVER_FAULT)
+
+
+def of_status(status: str | None) -> Kind | None:
+    """The kind of a status as tritonclient reports it: '400' over HTTP, 'StatusCode.X' over gRPC;
+    None where no status came (no connection: passing)."""
+    if not status:
+        return None
+    if status.isdigit():
+        return of_http(int(status))
+    return of_grpc(status)
+
+
+def error_body(message: str, kind: Kind) -> bytes:
+    """The JSON an HTTP error carries. `error` is Triton's own key (clients of either server read
+    one field); `message` is the one botocore puts in a ClientError."""
+    return orjson.dumps({"error": message, "message": message, "kind": kind.name})
+
+
+def message_of(raw: bytes, status: int) -> str:
+    """The message of an HTTP error body: ours, Triton's ({"error": ...}) or plain text."""
+    try:
+        document = orjson.loads(raw)
+        message = document.get("message") or document["error"]
+        if isinstance(message, str):
+            return message
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        pass
+    return raw.decode(errors="replace")[:500] or f"HTTP {status}"
