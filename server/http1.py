@@ -171,14 +171,7 @@ class _Connection(asyncio.Protocol):
             self._arm_read()  # these bytes begin a request: it has read_timeout_s to arrive
         head_before = self.message is not None and self.message.head is None
         counted = self.head_bytes
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._after_upgrade(data[upgrade.args[0] :])
-        except httptools.HttpParserError as error:
-            if not self.done_reading:
-                self._refuse(error_answer(errors.BAD_REQUEST, f"malformed HTTP request: {error}"))
-            return
+        self._feed(data)
         if head_before and self.message is not None and self.message.head is None:
             # The whole chunk fell inside one head: count all of it, partial lines included
             # (httptools holds those itself and reports a header only once it is complete).
@@ -257,13 +250,27 @@ class _Connection(asyncio.Protocol):
         self._enqueue((message.head, body), not message.keep_alive, message.head.method == "HEAD")
 
     # -- the rest
-    def _after_upgrade(self, rest: bytes) -> None:
+    def _feed(self, data: bytes) -> None:
+        while data:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                data = self._without_upgrade(data[upgrade.args[0] :])
+            except httptools.HttpParserError as error:
+                if not self.done_reading:
+                    message = f"malformed HTTP request: {error}"
+                    self._refuse(error_answer(errors.BAD_REQUEST, message))
+                return
+
+    def _without_upgrade(self, rest: bytes) -> bytes:
         """httptools stops at a request that asks to Upgrade, and would skip its body. Upgrades
         are not offered here (RFC 9110 section 7.8: a server may ignore one), so the request is
-        parsed again without them by a fresh parser, with whatever followed it."""
+        parsed again without them by a fresh parser, with whatever followed it: the bytes to
+        feed it."""
         message, self.message = self.message, None
         if self.done_reading or message is None or message.head is None:
-            return  # CONNECT: refused at its head already
+            return b""  # CONNECT: refused at its head already
         lines = [f"{message.head.method} ".encode(), message.url, b" HTTP/1.1\r\n"]
         for name, value in message.headers.items():
             if name == b"upgrade":
@@ -276,10 +283,7 @@ class _Connection(asyncio.Protocol):
             lines += [name, b": ", value, b"\r\n"]
         lines.append(b"\r\n")
         self.parser = httptools.HttpRequestParser(self)
-        try:
-            self.parser.feed_data(b"".join(lines) + rest)
-        except httptools.HttpParserError as error:
-            self._refuse(error_answer(errors.BAD_REQUEST, f"malformed HTTP request: {error}"))
+        return b"".join(lines) + rest
 
     def _check_head_size(self) -> None:
         if self.head_bytes > self.limits.max_header_bytes and not self.done_reading:
