@@ -6,9 +6,10 @@
     scores = client.score([([6, 17], [22, 1016])])      # numpy [1, num_classes]
     raw = client.invoke(b'{"in0": [1, 2]}', "application/jsonlines")
 
-Server errors become `Object2VecError` carrying the server's message; `retryable` tells a bad
-request (the server said no: sending it again will not help) from a transient failure (no
-connection, a timeout, a server shutting down).
+Server errors become `Object2VecError` carrying the server's message; `retryable` (from
+contract/errors.py, the table the server answers by) tells a deterministic failure (a bad
+request, a fault that the same request would hit again: never retried) from a passing one (no
+connection, a timeout, an overloaded or restarting server).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import numpy as np
 import orjson
 from tritonclient.utils import InferenceServerException
 
+from contract import errors
 from contract.body import BODY_DATATYPE, encode_bodies
 from contract.names import BODY_INPUT, FRONT_DOOR, JSON, RESPONSE_OUTPUT
 
 PROTOCOLS = ("http", "grpc", "sagemaker")
-_CLIENT_ERRORS = {"400", "413", "StatusCode.INVALID_ARGUMENT"}
 
 
 class Object2VecError(RuntimeError):
@@ -61,6 +62,13 @@ def _modules(protocol: str, aio: bool):
     return module, types
 
 
+def _retryable(status: str | None) -> bool:
+    """contract/errors.py's answer for a status; no status at all (no connection, a client-side
+    timeout) may pass."""
+    kind = errors.of_status(status)
+    return True if kind is None else kind.retry
+
+
 def translate(error: Exception) -> Object2VecError:
     """Any failure of a call, as an Object2VecError that says whether to retry."""
     if isinstance(error, Object2VecError):
@@ -70,17 +78,14 @@ def translate(error: Exception) -> Object2VecError:
     if isinstance(error, InferenceServerException):
         status = str(error.status()) if error.status() is not None else None
         message = error.message() or str(error)
-        return Object2VecError(message, status, retryable=status not in _CLIENT_ERRORS)
+        return Object2VecError(message, status, retryable=_retryable(status))
     return Object2VecError(f"{type(error).__name__}: {error}", retryable=True)
 
 
 def _http_error(status: str, raw: bytes) -> Object2VecError:
-    """A SageMaker-contract endpoint's error answer: {"error": message}, or plain text."""
-    try:
-        message = orjson.loads(raw)["error"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        message = raw.decode(errors="replace")[:500] or f"HTTP {status}"
-    return Object2VecError(message, status, retryable=status not in _CLIENT_ERRORS)
+    """A SageMaker-contract endpoint's error answer (contract/errors.py's body, or any text)."""
+    message = errors.message_of(raw, int(status))
+    return Object2VecError(message, status, retryable=_retryable(status))
 
 
 def _base_url(url: str) -> str:

@@ -98,6 +98,12 @@ def of_status(status: str | None) -> Kind | None:
     return of_grpc(status)
 
 
+def triton_error(pb_utils, kind: Kind, message: str):
+    """The Python backend's error for `kind` (`pb_utils`: the utils module only a stub can
+    import): Triton turns its code into the HTTP status and gRPC code above."""
+    return pb_utils.TritonError(message, getattr(pb_utils.TritonError, kind.triton))
+
+
 def error_body(message: str, kind: Kind) -> bytes:
     """The JSON an HTTP error carries. `error` is Triton's own key (clients of either server read
     one field); `message` is the one botocore puts in a ClientError."""

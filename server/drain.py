@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from contract import errors
+
 RUN_DIR_VARIABLE = "O2V_RUN_DIR"
 DRAINING = "draining"
 # Requests already queued when a stop begins are served for this long, as in-flight work.
@@ -83,9 +85,8 @@ def refusals(pb_utils, count: int) -> list:
     utils module, which only a stub can import). One TritonError each: the Python backend frees
     an error's shared memory with the first response that carries it, so one shared error
     reached the others garbled, or crashed tritonserver (SIGSEGV in libtriton_python.so)."""
-    unavailable = pb_utils.TritonError.UNAVAILABLE
     return [
-        pb_utils.InferenceResponse(error=pb_utils.TritonError(REFUSAL, unavailable))
+        pb_utils.InferenceResponse(error=errors.triton_error(pb_utils, errors.OVERLOADED, REFUSAL))
         for _ in range(count)
     ]
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from contract import errors
 from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
@@ -71,12 +72,14 @@ def _in_process(repository: Path, params: dict):
 def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
     if isinstance(error, PayloadError):
         return pb_utils.InferenceResponse(
-            error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+            error=errors.triton_error(pb_utils, errors.BAD_REQUEST, str(error))
         )
     # Ours, not the caller's: one line for the caller, the details in the server's log.
     pb_utils.Logger.log_error(f"object2vec: {type(error).__name__}: {error}")
     message = f"internal error: {type(error).__name__}: {str(error)[:200]}"
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+    return pb_utils.InferenceResponse(
+        error=errors.triton_error(pb_utils, errors.SERVER_FAULT, message)
+    )
 
 
 class TritonPythonModel:
