@@ -37,6 +37,7 @@ from contract import errors
 
 PIPELINE_DEPTH = 8  # requests read ahead of the one being answered, before reading pauses
 SWEEP_S = 0.25  # how often deadlines are checked: timeouts are this late at most
+LINGER_S = 2.0  # after an answer that closes, how long the peer's bytes are still read
 
 
 class Head:
@@ -128,6 +129,7 @@ class _Connection(asyncio.Protocol):
         self.deadline: float | None = None
         self.reading = False  # the deadline is the read timeout (else: keep-alive idle)
         self.continue_sent = False
+        self.lingering = False  # our side is closed; theirs is read and dropped for a while
 
     # -- asyncio
     def connection_made(self, transport) -> None:
@@ -334,7 +336,7 @@ class _Connection(asyncio.Protocol):
                 return
             self.transport.writelines(_encode(answer, head_only, close))
             if close:
-                self.transport.close()
+                self._linger()
                 return
             self._maybe_resume()
         if self.message is not None and self.message.head is not None and not self.continue_sent:
@@ -344,6 +346,17 @@ class _Connection(asyncio.Protocol):
                 self.continue_sent = True
         if self.message is None and self.deadline is None:
             self._arm(self.limits.keep_alive_s, reading=False)
+
+    def _linger(self) -> None:
+        """Closes after an answer that ends the connection: our side at once, theirs after
+        LINGER_S of reading and dropping what they still send. A peer still sending a body we
+        refused would otherwise get a reset in place of the answer it has not read yet."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.done_reading, self.lingering = True, True
+            self._arm(LINGER_S, reading=False)
+        else:
+            self.transport.close()
 
     @property
     def busy(self) -> bool:
@@ -372,6 +385,11 @@ class _Connection(asyncio.Protocol):
 
     def expired(self) -> None:
         self.deadline, self.reading = None, False
+        if self.lingering:
+            self.transport.close()
+            return
+        if self.done_reading:  # an answer that closes is on its way
+            return
         if self.message is not None:  # a request began and did not finish arriving
             self._refuse(
                 error_answer(
