@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import orjson
 import pytest
 from botocore.config import Config
 
-from client.api import Client
+from client.api import Client, Object2VecError
 from client.cli import main as cli
 from server.embedded import PROJECT_ROOT
 from tests.helpers import DOC_EXAMPLE, JSON, JSONLINES, free_port, json_body, same
@@ -48,7 +49,7 @@ class SageMakerServer:
             return client.invoke(body, content_type, accept)
 
 
-def _launch(repository: Path, log: Path) -> SageMakerServer:
+def _launch(repository: Path, log: Path, env: dict | None = None) -> SageMakerServer:
     port, triton_port = free_port(), free_port()
     process = subprocess.Popen(
         [
@@ -62,7 +63,7 @@ def _launch(repository: Path, log: Path) -> SageMakerServer:
             str(triton_port),
         ],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port)},
+        env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), **(env or {})},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -91,7 +92,11 @@ def _wait_ready(servers: list[SageMakerServer], timeout: float = 120) -> None:
 @pytest.fixture(scope="module")
 def sagemaker_servers(demo_repository, tmp_path_factory):
     logs = tmp_path_factory.mktemp("sagemaker")
-    servers = [_launch(demo_repository, logs / f"server{i}.log") for i in range(2)]
+    # The second waits less for Triton: test_a_stopped_triton_... stops its tritonserver.
+    servers = [
+        _launch(demo_repository, logs / "server0.log"),
+        _launch(demo_repository, logs / "server1.log", {"O2V_UPSTREAM_TIMEOUT_S": "3"}),
+    ]
     try:
         _wait_ready(servers)
         yield servers
@@ -158,6 +163,33 @@ def test_pairs_and_single_inputs_in_one_request(sagemaker):
 
 
 @pytest.mark.parametrize(
+    "content_type, accept, status, message",
+    [
+        ("text/csv", None, 415, "unsupported content type 'text/csv'"),
+        (JSON, "text/html", 406, "unsupported accept type 'text/html'"),
+        (JSON, f"{JSONLINES};q=0, text/html", 406, "unsupported accept type"),
+    ],
+)
+def test_media_types_the_service_does_not_speak_get_415_and_406(
+    sagemaker, content_type, accept, status, message
+):
+    headers = {"Content-Type": content_type} | ({"Accept": accept} if accept else {})
+    got, response_headers, answer = post(sagemaker, DOC_BODY, headers)
+    assert got == status, answer
+    assert message in orjson.loads(answer)["message"]
+
+
+def test_accept_q_values_choose_the_answer_type(sagemaker):
+    headers = {"Content-Type": JSON, "Accept": f"{JSONLINES};q=0, {JSON}"}
+    status, response_headers, answer = post(sagemaker, DOC_BODY, headers)
+    assert status == 200 and response_headers["Content-Type"] == JSON
+    assert same(answer, sagemaker.front_door(DOC_BODY, JSON, JSON))
+    headers = {"Content-Type": JSON, "Accept": f"{JSON};q=0.5, {JSONLINES};q=0.9"}
+    status, response_headers, answer = post(sagemaker, DOC_BODY, headers)
+    assert status == 200 and response_headers["Content-Type"] == JSONLINES
+
+
+@pytest.mark.parametrize(
     "body, content_type, accept, message",
     [
         (b'{"instances": [{"in0": [1]}', JSON, None, "malformed JSON"),
@@ -165,8 +197,6 @@ def test_pairs_and_single_inputs_in_one_request(sagemaker):
         (b'{"instances": [{"label": 3}]}', JSON, None, "instances[0]: has neither in0 nor in1"),
         (b'{"instances": [{"in1": [12000]}]}', JSON, None, "outside the vocabulary of enc1"),
         (b'{"instances": [{"in0": [-1]}]}', JSON, None, "token ids are non-negative integers"),
-        (DOC_BODY, "text/csv", None, "unsupported content type 'text/csv'"),
-        (DOC_BODY, JSON, "text/html", "unsupported accept type 'text/html'"),
         (DOC_BODY, f"{JSON}; infer_max_seqlens=0,9", None, "infer_max_seqlens='0,9'"),
         (b"", JSON, None, "empty body"),
     ],
@@ -218,6 +248,67 @@ def test_boto3_invoke_endpoint_works_unchanged(sagemaker, monkeypatch):
     with pytest.raises(runtime.exceptions.ClientError) as error:
         runtime.invoke_endpoint(EndpointName="e", Body=b"{", ContentType=JSON)
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_boto3_errors_carry_the_front_doors_message(sagemaker, monkeypatch):
+    """What a boto3 user reads: the ClientError's text names the error and says what is wrong
+    (botocore reads `x-amzn-ErrorType` and the body's `message`)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    runtime = boto3.client(
+        "sagemaker-runtime",
+        region_name="us-east-1",
+        endpoint_url=sagemaker.url,
+        config=Config(retries={"max_attempts": 1}),
+    )
+    bad = b'{"instances": [{"in1": [12000]}]}'
+    with pytest.raises(Object2VecError) as direct:
+        sagemaker.front_door(bad, JSON, None)
+    with pytest.raises(runtime.exceptions.ClientError) as error:
+        runtime.invoke_endpoint(EndpointName="e", Body=bad, ContentType=JSON)
+    assert error.value.response["Error"]["Code"] == "ValidationError"
+    assert error.value.response["Error"]["Message"] == direct.value.message
+    assert str(error.value).endswith(
+        f"when calling the InvokeEndpoint operation: {direct.value.message}"
+    )
+    assert "outside the vocabulary of enc1" in str(error.value)
+    with pytest.raises(runtime.exceptions.ClientError) as error:
+        runtime.invoke_endpoint(EndpointName="e", Body=b"{}", ContentType=JSON, Accept="text/html")
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 406
+    assert "text/html" in str(error.value)
+
+
+def _tritonserver_of(server: SageMakerServer) -> int:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    for pid in children.read_text().split():
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "tritonserver":
+            return int(pid)
+    raise AssertionError("no tritonserver under the launcher")
+
+
+def test_a_stopped_triton_gets_504_in_time_and_ping_503_within_2_s(sagemaker_servers):
+    server = sagemaker_servers[1]
+    triton = _tritonserver_of(server)
+    os.kill(triton, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"{server.url}/ping", timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        assert status == 503 and time.monotonic() - start < 2.0
+        start = time.monotonic()
+        status, headers, answer = post(server, DOC_BODY, {"Content-Type": JSON})
+        elapsed = time.monotonic() - start
+        assert status == 504 and headers["x-amzn-ErrorType"] == "ServiceUnavailable"
+        assert "did not answer within 3 s" in orjson.loads(answer)["message"]
+        assert 3.0 <= elapsed < 4.5
+    finally:
+        os.kill(triton, signal.SIGCONT)
+    _wait_ready([server], timeout=30)
+    status, _, answer = post(server, DOC_BODY, {"Content-Type": JSON})
+    assert status == 200, answer
 
 
 def test_transform_through_sagemaker_endpoints(sagemaker_servers, tmp_path, capsys):
