@@ -130,6 +130,7 @@ class _Connection(asyncio.Protocol):
         self.reading = False  # the deadline is the read timeout (else: keep-alive idle)
         self.continue_sent = False
         self.lingering = False  # our side is closed; theirs is read and dropped for a while
+        self.peer_done = False  # the peer half-closed: close once its answers are out
 
     # -- asyncio
     def connection_made(self, transport) -> None:
@@ -157,6 +158,13 @@ class _Connection(asyncio.Protocol):
             self.message = None
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
+
+    def eof_received(self) -> bool:
+        """The peer sent all it will (a half-close): answer what came, then close."""
+        if self.lingering or not self.busy:
+            return False  # asyncio closes the transport
+        self.done_reading = self.peer_done = True
+        return True
 
     def pause_writing(self) -> None:
         self.writable.clear()  # the peer does not read: stop reading its requests too
@@ -339,6 +347,9 @@ class _Connection(asyncio.Protocol):
                 self._linger()
                 return
             self._maybe_resume()
+        if self.peer_done:
+            self.transport.close()
+            return
         if self.message is not None and self.message.head is not None and not self.continue_sent:
             expect = self.message.headers.get(b"expect", b"").lower() == b"100-continue"
             if expect and not self.message.refused:

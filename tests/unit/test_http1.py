@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from server.process import free_port
 from server.sagemaker import AdapterSettings, ExecutionParameters, start_adapter
@@ -206,6 +208,14 @@ def test_head_gets_headers_without_a_body_and_the_next_answer_is_intact(adapter)
     assert head.status == 200 and int(head.headers["content-length"]) == len(get.body)
     assert missing.status == 404
     assert get.status == 200 and get.json()["MaxConcurrentTransforms"] == 3
+
+
+def test_a_peer_that_half_closes_after_its_requests_gets_every_answer(adapter):
+    with _connect(adapter.port) as sock:
+        sock.sendall(GET_PARAMETERS + b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n" + GET_PARAMETERS)
+        sock.shutdown(socket.SHUT_WR)
+        assert [a.status for a in _read_responses(sock, 3)] == [200, 503, 200]
+        assert _closed(sock, 2) is not None
 
 
 def test_pipelined_answers_keep_their_order_before_a_malformed_request(adapter):
@@ -442,3 +452,90 @@ def test_a_stopped_triton_gets_504_and_ping_503_within_2_s(adapter_before_a_stop
     elapsed = time.monotonic() - start
     assert invoke.status == 504 and invoke.json()["kind"] == "upstream_timeout"
     assert SETTINGS.upstream_timeout_s <= elapsed < SETTINGS.upstream_timeout_s + 1.0
+
+
+# -- anything at all, beside good traffic
+
+_TOKENS = st.sampled_from(
+    [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"CONNECT ",
+        b"PUT ",
+        b"/ping",
+        b"/invocations",
+        b"/execution-parameters",
+        b"http://h/invocations",
+        b" HTTP/1.1\r\n",
+        b" HTTP/1.0\r\n",
+        b"Host: x\r\n",
+        b"Content-Length: 5\r\n",
+        b"Content-Length: 99999999999\r\n",
+        b"Content-Length: -1\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Expect: 100-continue\r\n",
+        b"Connection: Upgrade\r\nUpgrade: h2c\r\n",
+        b"Connection: close\r\n",
+        b"Content-Type: application/json\r\n",
+        b"Accept: text/html;q=0\r\n",
+        b"\r\n",
+        b"5\r\nhello\r\n0\r\n\r\n",
+        b"{}",
+        b"\x00",
+        b"\xff\xfe",
+        b"\r\n\r\n",
+    ]
+)
+_REQUESTS = st.lists(st.one_of(_TOKENS, st.binary(max_size=40)), max_size=25).map(b"".join)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=_REQUESTS)
+def test_any_bytes_get_answers_or_a_close_and_good_clients_are_served(adapter, raw):
+    good: list[int] = []
+
+    def good_client() -> None:
+        with _connect(adapter.port) as sock:
+            for _ in range(3):
+                sock.sendall(GET_PARAMETERS)
+                good.extend(a.status for a in _read_responses(sock, 1))
+
+    thread = threading.Thread(target=good_client)
+    thread.start()
+    with _connect(adapter.port, timeout=SETTINGS.read_timeout_s + 3) as sock:
+        try:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    thread.join(10)
+    assert good == [200, 200, 200]
+    # Whatever came back is a sequence of well-formed answers with known statuses.
+    for status_line in received.split(b"HTTP/1.1 ")[1:]:
+        assert int(status_line[:3]) in {100, 200, 400, 404, 405, 406, 408, 413, 415, 431, 501, 503}
+
+
+def test_execution_parameters_follow_the_cores_and_gpus_this_process_may_use():
+    from server.host import Host
+    from server.sagemaker import default_execution_parameters
+
+    cpu = default_execution_parameters(
+        16 << 20, 2, host=Host(cores=3, gpus=0, cpp_onnxruntime=False)
+    )
+    assert cpu.max_concurrent_transforms == 3 and cpu.max_payload_mb == 6
+    gpu = default_execution_parameters(
+        2 << 20, 2, host=Host(cores=64, gpus=4, cpp_onnxruntime=True)
+    )
+    assert gpu.max_concurrent_transforms == 2 * 4 * 2 and gpu.max_payload_mb == 2
+    env_cpu = Host.detect(env={"CUDA_VISIBLE_DEVICES": "-1"})
+    assert env_cpu.gpus == 0
+    assert default_execution_parameters(16 << 20, 2, 7, 3).max_concurrent_transforms == 7
