@@ -7,6 +7,7 @@ equal the front door's own (reached through Triton on loopback), errors keep its
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -342,3 +343,39 @@ def test_transform_through_sagemaker_endpoints(sagemaker_servers, tmp_path, caps
         expected = sagemaker_servers[0].front_door(lines[i], JSONLINES, None).strip()
         assert same(out[i], expected)
     assert b"error" in out[17]
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections whose far end is 127.0.0.1:port (/proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state = fields[2], fields[3]
+        if state == "01" and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def test_the_pool_toward_triton_stays_bounded_under_many_clients(sagemaker):
+    import aiohttp
+
+    async def many(clients: int) -> list[int]:
+        statuses = []
+
+        async def one() -> None:
+            async with aiohttp.ClientSession() as session:  # a connection of its own
+                for _ in range(3):
+                    async with session.post(
+                        f"{sagemaker.url}/invocations",
+                        data=DOC_BODY,
+                        headers={"Content-Type": JSON},
+                    ) as response:
+                        await response.read()
+                        statuses.append(response.status)
+
+        await asyncio.gather(*(one() for _ in range(clients)))
+        return statuses
+
+    statuses = asyncio.run(many(200))
+    assert statuses.count(200) == len(statuses) == 600
+    assert _connections_to(sagemaker.triton_port) <= 64  # O2V_UPSTREAM_CONNECTIONS
