@@ -37,6 +37,11 @@ Environment (all optional):
                                 model repository) to requests carrying `admin-key: <key>`;
                                 unset, they are closed
     SAGEMAKER_BIND_TO_PORT      the SageMaker adapter's port (default 8080)
+    O2V_HTTP_READ_TIMEOUT_S, O2V_HTTP_KEEP_ALIVE_S, O2V_HTTP_MAX_HEADER_BYTES,
+    O2V_HTTP_MAX_CONCURRENCY, O2V_HTTP_MAX_CONNECTIONS, O2V_UPSTREAM_TIMEOUT_S,
+    O2V_UPSTREAM_CONNECTIONS    the SageMaker endpoint's timeouts and limits
+                                (server.sagemaker.AdapterSettings: defaults 30 s, 75 s,
+                                64 KiB, 256, 4096, 60 s, 64)
 
 At every start the configs are generated again from the repository's facts.json, so they
 describe the model that is there (`server.configs.refresh_configs`): with the settings they

@@ -143,6 +143,7 @@ class _Connection(asyncio.Protocol):
             )
             transport.writelines(_encode(answer, False, True))
             transport.close()
+            self.done_reading = True
             return
         self.server.connections.add(self)
         self._arm_read()  # a new connection owes us its first request
@@ -157,7 +158,11 @@ class _Connection(asyncio.Protocol):
                 self.app.abandon(self.message.head)
             self.message = None
         if self.worker is not None and not self.worker.done():
-            self.worker.cancel()
+            self.worker.cancel()  # the request being answered is the app's to count off
+        for item, _, _ in self.queue:
+            if not isinstance(item, Answer):
+                self.app.abandon(item[0])  # admitted, never to be answered
+        self.queue.clear()
 
     def eof_received(self) -> bool:
         """The peer sent all it will (a half-close): answer what came, then close."""
@@ -327,7 +332,7 @@ class _Connection(asyncio.Protocol):
 
     async def _answer_all(self) -> None:
         while self.queue:
-            item, close, head_only = self.queue[0]
+            item, close, head_only = self.queue.popleft()
             if isinstance(item, Answer):
                 answer = item
             else:
@@ -336,7 +341,6 @@ class _Connection(asyncio.Protocol):
                     answer = await self.app.respond(head, body)
                 except Exception as error:  # noqa: BLE001 - a fault of ours, said in one line
                     answer = error_answer(errors.SERVER_FAULT, f"{type(error).__name__}: {error}")
-            self.queue.popleft()
             close = close or answer.close or self.server.stopping
             if not self.writable.is_set():
                 await self.writable.wait()

@@ -14,7 +14,7 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -434,7 +434,8 @@ def adapter_before_a_stopped_triton():
     """A listener that accepts and never answers: a SIGSTOPped tritonserver, as the adapter
     sees it."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port, loop, holder, thread = _run_adapter(SETTINGS, listener.getsockname()[1])
+    settings = replace(SETTINGS, max_concurrency=3)
+    port, loop, holder, thread = _run_adapter(settings, listener.getsockname()[1])
     yield port
     asyncio.run_coroutine_threadsafe(holder["stop"](), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
@@ -539,3 +540,31 @@ def test_execution_parameters_follow_the_cores_and_gpus_this_process_may_use():
     env_cpu = Host.detect(env={"CUDA_VISIBLE_DEVICES": "-1"})
     assert env_cpu.gpus == 0
     assert default_execution_parameters(16 << 20, 2, 7, 3).max_concurrent_transforms == 7
+
+
+def test_invocations_beyond_the_concurrency_limit_get_503_and_the_count_recovers(
+    adapter_before_a_stopped_triton,
+):
+    port = adapter_before_a_stopped_triton
+    body = b'{"instances": [{"in0": [1]}]}'
+    waiting = [_connect(port) for _ in range(3)]
+    abandoned = _connect(port)
+    try:
+        for sock in waiting:
+            sock.sendall(_invocation(body))  # held: Triton never answers
+        time.sleep(0.2)
+        [over] = _exchange(port, _invocation(body))
+        assert over.status == 503 and over.headers["retry-after"] == "1"
+        assert "O2V_HTTP_MAX_CONCURRENCY" in over.json()["message"]
+        assert [_read_responses(s, 1)[0].status for s in waiting] == [504, 504, 504]
+        abandoned.sendall(_invocation(body)[:-5])  # admitted, then the peer goes away
+        abandoned.close()
+        time.sleep(0.3)
+        statuses = []
+        for sock in [_connect(port) for _ in range(3)]:  # all three slots are free again
+            sock.sendall(_invocation(body))
+            statuses.append(sock)
+        assert [_read_responses(s, 1)[0].status for s in statuses] == [504, 504, 504]
+    finally:
+        for sock in waiting:
+            sock.close()
