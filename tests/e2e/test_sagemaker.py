@@ -228,15 +228,20 @@ def test_execution_parameters_for_batch_transform(sagemaker):
     assert parameters["MaxConcurrentTransforms"] >= 1
 
 
-def test_boto3_invoke_endpoint_works_unchanged(sagemaker, monkeypatch):
+@pytest.fixture
+def runtime(sagemaker, monkeypatch):
+    """boto3's sagemaker-runtime client against the local endpoint (any keys: none is checked)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    runtime = boto3.client(
+    return boto3.client(
         "sagemaker-runtime",
         region_name="us-east-1",
         endpoint_url=sagemaker.url,
         config=Config(retries={"max_attempts": 1}),
     )
+
+
+def test_boto3_invoke_endpoint_works_unchanged(sagemaker, runtime):
     response = runtime.invoke_endpoint(
         EndpointName="object2vec-endpoint",
         Body=DOC_BODY,
@@ -251,17 +256,9 @@ def test_boto3_invoke_endpoint_works_unchanged(sagemaker, monkeypatch):
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
-def test_boto3_errors_carry_the_front_doors_message(sagemaker, monkeypatch):
+def test_boto3_errors_carry_the_front_doors_message(sagemaker, runtime):
     """What a boto3 user reads: the ClientError's text names the error and says what is wrong
     (botocore reads `x-amzn-ErrorType` and the body's `message`)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
-    runtime = boto3.client(
-        "sagemaker-runtime",
-        region_name="us-east-1",
-        endpoint_url=sagemaker.url,
-        config=Config(retries={"max_attempts": 1}),
-    )
     bad = b'{"instances": [{"in1": [12000]}]}'
     with pytest.raises(Object2VecError) as direct:
         sagemaker.front_door(bad, JSON, None)
