@@ -125,6 +125,7 @@ class _Connection(asyncio.Protocol):
         self.writable = asyncio.Event()
         self.writable.set()
         self.paused = False
+        self.queued_bytes = 0  # bodies read ahead, waiting their turn
         # One deadline at a time (server.sweep checks them): reading a request, or idle.
         self.deadline: float | None = None
         self.reading = False  # the deadline is the read timeout (else: keep-alive idle)
@@ -323,9 +324,11 @@ class _Connection(asyncio.Protocol):
 
     def _enqueue(self, item, close: bool, head_only: bool) -> None:
         self.queue.append((item, close, head_only))
+        if not isinstance(item, Answer):
+            self.queued_bytes += len(item[1])
         if close:
             self.done_reading = True
-        if len(self.queue) > PIPELINE_DEPTH:
+        if self._too_far_ahead:
             self._pause()
         if self.worker is None or self.worker.done():
             self.worker = self.loop.create_task(self._answer_all())
@@ -337,6 +340,7 @@ class _Connection(asyncio.Protocol):
                 answer = item
             else:
                 head, body = item
+                self.queued_bytes -= len(body)
                 try:
                     answer = await self.app.respond(head, body)
                 except Exception as error:  # noqa: BLE001 - a fault of ours, said in one line
@@ -382,8 +386,13 @@ class _Connection(asyncio.Protocol):
             self.paused = True
             self.transport.pause_reading()
 
+    @property
+    def _too_far_ahead(self) -> bool:
+        """PIPELINE_DEPTH requests, or one largest body, read ahead of the answer being made."""
+        return len(self.queue) > PIPELINE_DEPTH or self.queued_bytes > self.limits.max_body_bytes
+
     def _maybe_resume(self) -> None:
-        if self.paused and self.writable.is_set() and len(self.queue) <= PIPELINE_DEPTH:
+        if self.paused and self.writable.is_set() and not self._too_far_ahead:
             self.paused = False
             if not self.transport.is_closing():
                 self.transport.resume_reading()
