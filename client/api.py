@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
 
-import aiohttp
 import numpy as np
 import orjson
 from tritonclient.utils import InferenceServerException
@@ -165,7 +164,7 @@ class _Connection:
     ):
         module, self._types = _modules(protocol, aio=self._aio)
         self.url, self.protocol, self.timeout, self.model = url, protocol, timeout, model
-        self._session: aiohttp.ClientSession | None = None  # sagemaker, asyncio only
+        self._session = None  # aiohttp.ClientSession: sagemaker, asyncio only
         if protocol == "sagemaker":
             # POST /invocations with the hosted headers; no tritonclient involved.
             self._client = None
@@ -270,6 +269,8 @@ class AsyncClient(_Connection):
         self, body: bytes, content_type: str | None, accept: str | None
     ) -> bytes:
         if self._session is None:
+            import aiohttp  # here: its import builds an SSL context, 0.25 s every client paid
+
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         try:
             async with self._session.post(
