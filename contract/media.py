@@ -28,6 +28,12 @@ def canonical(media_type: str) -> str | None:
     return ALIASES.get(media_type.split(";", 1)[0].strip().lower())
 
 
+def unsupported(what: str, value: str) -> str:
+    """The message for a media type that is not one of ours (the front door and the adapter
+    say the same)."""
+    return f"unsupported {what} {value!r}: use {JSON!r} or {JSONLINES!r}"
+
+
 def _ranges(accept: str) -> list[tuple[str, float]]:
     ranges = []
     for part in accept.split(","):

@@ -230,17 +230,15 @@ class _Connection(asyncio.Protocol):
         message.keep_alive = self.parser.should_keep_alive()
         message.upgrade = self.parser.should_upgrade() and method != "CONNECT"
         if message.upgrade:
-            return  # served once the parser has been moved past the upgrade (_after_upgrade)
+            return  # served once the parser is past the upgrade (_without_upgrade)
         refusal = self.app.admit(message.head)
         if refusal is not None:
             message.refused = True
             self._refuse(refusal)
             return
-        expect = message.headers.get(b"expect", b"").lower() == b"100-continue"
         self.continue_sent = False
-        if expect and not self.busy:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.continue_sent = True
+        if not self.busy:  # else once the answers ahead of it are out (_answer_all)
+            self._continue()
 
     def on_body(self, body: bytes) -> None:
         message = self.message
@@ -257,7 +255,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         message = self.message
         if message is None or message.upgrade:
-            return  # an upgrade's request is served by _after_upgrade
+            return  # an upgrade's request is served by _without_upgrade
         self.message = None
         if message.refused or self.done_reading:
             return
@@ -358,13 +356,18 @@ class _Connection(asyncio.Protocol):
         if self.peer_done:
             self.transport.close()
             return
-        if self.message is not None and self.message.head is not None and not self.continue_sent:
-            expect = self.message.headers.get(b"expect", b"").lower() == b"100-continue"
-            if expect and not self.message.refused:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                self.continue_sent = True
+        self._continue()
         if self.message is None and self.deadline is None:
             self._arm(self.limits.keep_alive_s, reading=False)
+
+    def _continue(self) -> None:
+        """100 Continue for the admitted request being read, if it asked and has none yet."""
+        message = self.message
+        if message is None or message.head is None or message.refused or self.continue_sent:
+            return
+        if message.headers.get(b"expect", b"").lower() == b"100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.continue_sent = True
 
     def _linger(self) -> None:
         """Closes after an answer that ends the connection: our side at once, theirs after

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from contract.facts import Facts
-from contract.media import ALIASES, negotiate
+from contract.media import ALIASES, negotiate, unsupported
 from contract.names import (
     DEFAULT_MAX_INSTANCES,
     JSON,
@@ -94,7 +94,7 @@ def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
     kind, *params = (part.strip() for part in header.split(";"))
     canonical = ALIASES.get(kind.lower())
     if canonical is None:
-        raise PayloadError(f"unsupported {what} {kind!r}: use {JSON!r} or {JSONLINES!r}")
+        raise PayloadError(unsupported(what, kind))
     values = {}
     for param in params:
         key, _, value = param.partition("=")
@@ -105,7 +105,7 @@ def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
 def _accept_type(accept: str | None, content_type: str) -> str:
     answer = negotiate(accept, content_type)
     if answer is None:
-        raise PayloadError(f"unsupported accept type {accept!r}: use {JSON!r} or {JSONLINES!r}")
+        raise PayloadError(unsupported("accept type", accept))
     return answer
 
 

@@ -28,14 +28,13 @@ import orjson
 
 from contract import errors
 from contract.body import BODY_DATATYPE
-from contract.media import canonical, negotiate
+from contract.media import canonical, negotiate, unsupported
 from contract.names import (
     ACCEPT_PARAMETER,
     BODY_INPUT,
     CONTENT_TYPE_PARAMETER,
     FRONT_DOOR,
     JSON,
-    JSONLINES,
     RESPONSE_OUTPUT,
 )
 from server import http1
@@ -254,19 +253,12 @@ class Adapter:
             raise self._too_large()
         content_type = _text(headers.get(b"content-type"))
         if content_type is not None and canonical(content_type) is None:
-            raise Refusal(
-                errors.UNSUPPORTED_MEDIA_TYPE,
-                f"unsupported content type {content_type!r}: use {JSON!r} or {JSONLINES!r}",
-            )
-        accept = headers.get(b"accept")
+            raise Refusal(errors.UNSUPPORTED_MEDIA_TYPE, unsupported("content type", content_type))
+        accept = _text(headers.get(b"accept"))
         if accept is not None:
             preferred = canonical(content_type) if content_type else JSON
-            if negotiate(accept.decode("latin-1"), preferred) is None:
-                raise Refusal(
-                    errors.NOT_ACCEPTABLE,
-                    f"unsupported accept type {accept.decode('latin-1')!r}: "
-                    f"use {JSON!r} or {JSONLINES!r}",
-                )
+            if negotiate(accept, preferred) is None:
+                raise Refusal(errors.NOT_ACCEPTABLE, unsupported("accept type", accept))
         return route
 
     def too_large(self) -> Answer:

@@ -172,10 +172,8 @@ class Upstream:
         now = time.monotonic()
         connection.idle_since = now
         self.idle.append(connection)
-        while self.idle and (
-            now - self.idle[0].idle_since > self.idle_timeout or len(self.idle) > self.size
-        ):
-            self.idle.popleft().close()
+        while self.idle and now - self.idle[0].idle_since > self.idle_timeout:
+            self.idle.popleft().close()  # never more than `size`: the slots bound them all
 
     def close(self) -> None:
         if self.sweeper is not None:
