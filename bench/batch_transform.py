@@ -112,7 +112,7 @@ def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> 
 
 def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float]:
     """Median milliseconds of each step of the front door's path for one body, in process."""
-    from server.dispatch import plan, run_calls, scatter
+    from server.dispatch import measure_costs, plan, run_calls, scatter
     from server.onnx_sessions import network_runner
     from server.payload import Limits, format_response, parse_request
     from server.settings import ServingSettings
@@ -120,6 +120,8 @@ def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float
     settings = ServingSettings()
     limits = Limits.of(Facts.load(repository), settings.max_body_bytes)
     run = network_runner(repository, 0, 0, False)
+    costs = measure_costs(run)
+    lines = body.splitlines()
     times: dict[str, list[float]] = {}
 
     def step(name, f, *a):
@@ -129,9 +131,9 @@ def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float
         return out
 
     for _ in range(rounds):
-        step("orjson.loads of every line (reference)", lambda: [orjson.loads(x) for x in body.splitlines()])
+        step("orjson.loads of every line (reference)", lambda: list(map(orjson.loads, lines)))
         parsed = step("parse_request", parse_request, body, JSONLINES, None, limits)
-        calls = step("plan (padding)", plan, [parsed], settings.network_max_batch_size)
+        calls = step("plan", plan, [parsed], settings.network_max_batch_size, costs)
         done = step("ONNX Runtime", run_calls, calls, run)
         answers = step("scatter", scatter, [parsed], *done)
         step("format_response", format_response, answers[0], parsed.accept)

@@ -18,7 +18,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 
 from contract.facts import Facts
 from contract.names import ENCODER_MODELS, JSON, PAIR_MODEL
-from server.dispatch import Runner, dispatch
+from server.dispatch import Runner, dispatch, measure_costs
 from server.onnx_sessions import network_runner
 from server.payload import Limits, PayloadError, format_response, parse_request
 from server.settings import ServingSettings
@@ -44,19 +44,17 @@ def torch_runner(checkpoint_path: Path, threads: int = 0) -> Runner:
 
 
 class Pipeline:
-    """Parse, run, format: the front door's work without Triton. `max_padding_ratio` > 0 cuts
-    a batch into length buckets (server.dispatch), as the ceiling does."""
+    """Parse, run, format: the front door's work without Triton, calls cut by the networks'
+    measured costs as the front door cuts them (`costs=None`: one call per network)."""
 
-    def __init__(self, repository: Path, run: Runner, max_padding_ratio: float = 0.0):
+    def __init__(self, repository: Path, run: Runner, measured: bool = True):
         self.limits = Limits.of(Facts.load(repository), ServingSettings().max_body_bytes)
         self.run = run
-        self.max_padding_ratio = max_padding_ratio
+        self.costs = measure_costs(run) if measured else None
 
     def run_parsed(self, requests: list) -> list:
         """Each parsed request's answers, or its error."""
-        return dispatch(
-            requests, self.run, ServingSettings().network_max_batch_size, self.max_padding_ratio
-        )
+        return dispatch(requests, self.run, ServingSettings().network_max_batch_size, self.costs)
 
     def answer_many(self, bodies: Sequence[bytes], content_type: str | None = None) -> list[bytes]:
         requests = [parse_request(b, content_type, None, self.limits) for b in bodies]

@@ -219,8 +219,6 @@ TRITON_RAW = {"Inference-Header-Content-Length": "0", "Content-Type": "applicati
 
 
 BATCH_SIZES = (1, 8, 32, 128, 512)
-# The ceiling's length buckets: a batch is cut where padding would pass 1.25x the real tokens.
-CEILING_PADDING_RATIO = 1.25
 
 
 def single_request_ms(pipeline: Pipeline, bodies: list[bytes], seconds: float = 1.0) -> float:
@@ -240,20 +238,22 @@ def in_process(
     system: str,
     model: str,
     seconds: float,
-    ratios: tuple[float, ...] = (0.0, CEILING_PADDING_RATIO),
+    cut: tuple[bool, ...] = (False, True),
 ) -> Row:
-    """The best of the batch sizes, each with and without length buckets (`ratios`)."""
+    """The best of the batch sizes, each with one call per network and with calls cut by the
+    measured costs (`cut`)."""
     bodies = workload.bodies
     best = (0.0, "")
-    for ratio in ratios:
-        pipeline.max_padding_ratio = ratio
+    costs = pipeline.costs
+    for cutting in cut:
+        pipeline.costs = costs if cutting else None
 
         def call(size: int) -> None:
             pipeline.answer_many([bodies[i % len(bodies)] for i in range(size)])
 
         size, rate = best_batch_rate(call, BATCH_SIZES, seconds)
-        best = max(best, (rate, f"batch {size}" + (f", buckets {ratio}" if ratio else "")))
-    pipeline.max_padding_ratio = 0.0
+        best = max(best, (rate, f"batch {size}" + (", cut by cost" if cutting else "")))
+    pipeline.costs = costs
     rate, how = best
     return Row(
         model,
@@ -413,10 +413,10 @@ def main(argv: list[str] | None = None) -> None:
                 ray.terminate()
                 ray.wait(timeout=120)
         ceiling = Pipeline(repository, network_runner(repository))
-        eager = Pipeline(repository, torch_runner(ckpt))
+        eager = Pipeline(repository, torch_runner(ckpt), measured=False)
         for workload in chosen:
             rows.append(in_process(ceiling, workload, "ceiling-onnxruntime", model, seconds / 2))
-            rows.append(in_process(eager, workload, "torch-eager", model, seconds / 2, (0.0,)))
+            rows.append(in_process(eager, workload, "torch-eager", model, seconds / 2, (False,)))
             print(f"[{model}/{workload.name}] peers done", flush=True)
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))

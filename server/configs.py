@@ -141,7 +141,7 @@ def front_door_config(settings: ServingSettings) -> Config:
                 "max_body_bytes": settings.max_body_bytes,
                 "max_instances": settings.max_instances,
                 "network_max_batch_size": settings.network_max_batch_size,
-                "max_padding_ratio": settings.max_padding_ratio,
+                "call_cutting": settings.call_cutting,
                 "networks": settings.networks,
                 # in_process: the front door's own ONNX Runtime sessions
                 "intra_op_thread_count": settings.intra_op_thread_count,

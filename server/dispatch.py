@@ -1,16 +1,17 @@
-"""Routing the instances of many requests to the networks, one call per network.
+"""Routing the instances of many requests to the networks, and cutting them into calls.
 
 An instance with only `in0` goes to enc0, only `in1` to enc1, both to the pair network. All
-instances of all requests of one front door `execute` that go to the same network are padded
-once into one array and sent in one call (split only above the network's max batch size), and
-the answers are scattered back to their requests in order. Padding never changes an answer
-(the encoders mask it), so an instance's answer does not depend on its batch-mates.
+instances of all requests of one front door `execute` that go to the same network are gathered
+(server.ragged: one flat array per input), cut into calls where the network's measured costs
+say so (server.cutting; otherwise one call, split only above the network's max batch size),
+padded, and the answers are scattered back to their requests in order. Padding never changes an
+answer (the encoders mask it), so an instance's answer does not depend on its batch-mates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,42 +23,29 @@ from contract.names import (
     PAIR_MODEL,
     PAIR_OUTPUT,
 )
-from contract.padding import pad
-from server.payload import Instance, ParsedRequest
+from server.cutting import CallCost, cut, measure
+from server.payload import ENC0, ENC1, PAIR, ParsedRequest
+from server.ragged import Ragged
 
 # (model name, {input name: array}, output name) -> output array [N, ...]
 Runner = Callable[[str, dict[str, np.ndarray], str], np.ndarray]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Route:
     model: str
     inputs: tuple[str, ...]
     output: str
     key: str  # the answer's key: embeddings | scores
-    members: list[tuple[int, int]] = field(default_factory=list)  # (request, instance)
-    tokens: list[list[np.ndarray]] = field(default_factory=list)  # per input
-
-    def add(self, where: tuple[int, int], sequences: list[np.ndarray]) -> None:
-        self.members.append(where)
-        for column, sequence in zip(self.tokens, sequences, strict=True):
-            column.append(sequence)
+    route: int  # server.payload's ENC0 | ENC1 | PAIR
+    sides: tuple[int, ...]  # the request side that feeds each input
 
 
-def _routes() -> dict[str, _Route]:
-    return {
-        "enc0": _Route(ENCODER_MODELS[0], (ENCODER_INPUT,), ENCODER_OUTPUT, "embeddings", [], [[]]),
-        "enc1": _Route(ENCODER_MODELS[1], (ENCODER_INPUT,), ENCODER_OUTPUT, "embeddings", [], [[]]),
-        "pair": _Route(PAIR_MODEL, PAIR_INPUTS, PAIR_OUTPUT, "scores", [], [[], []]),
-    }
-
-
-def _route_of(instance: Instance) -> tuple[str, list[np.ndarray]]:
-    if instance.in0 is not None and instance.in1 is not None:
-        return "pair", [instance.in0, instance.in1]
-    if instance.in0 is not None:
-        return "enc0", [instance.in0]
-    return "enc1", [instance.in1]
+_ROUTES = (
+    _Route(ENCODER_MODELS[0], (ENCODER_INPUT,), ENCODER_OUTPUT, "embeddings", ENC0, (0,)),
+    _Route(ENCODER_MODELS[1], (ENCODER_INPUT,), ENCODER_OUTPUT, "embeddings", ENC1, (1,)),
+    _Route(PAIR_MODEL, PAIR_INPUTS, PAIR_OUTPUT, "scores", PAIR, (0, 1)),
+)
 
 
 @dataclass
@@ -71,57 +59,47 @@ class Call:
     members: list[tuple[int, int]]  # (request, instance) per output row
 
 
-def _groups(route: _Route, max_batch_size: int, max_padding_ratio: float) -> list[list[int]]:
-    """Which rows of a route go together: one group, unless a limit says to split.
-
-    With `max_padding_ratio` > 0, rows are sorted by length and cut wherever a group's padded
-    size would exceed that multiple of its real tokens: on a CPU, computing padding costs as
-    much as computing tokens.
-    """
-    rows = list(range(len(route.members)))
-    if max_padding_ratio <= 0:
-        return [rows[i : i + max_batch_size] for i in range(0, len(rows), max_batch_size)]
-    lengths = np.array([[len(seq) for seq in column] for column in route.tokens]).T  # [N, inputs]
-    rows.sort(key=lambda row: int(lengths[row].sum()))
-    groups: list[list[int]] = []
-    group: list[int] = []
-    for row in rows:
-        grown = group + [row]
-        padded = len(grown) * lengths[grown].max(axis=0).sum()
-        if group and (
-            len(grown) > max_batch_size or padded > max_padding_ratio * lengths[grown].sum()
-        ):
-            groups.append(group)
-            grown = [row]
-        group = grown
-    return groups + ([group] if group else [])
-
-
-def plan(
-    requests: list[ParsedRequest], max_batch_size: int, max_padding_ratio: float = 0.0
-) -> list[Call]:
-    """The calls that answer every instance: one per network, split above max_batch_size.
-
-    `max_padding_ratio` > 0 also splits a network's instances into length groups (see _groups).
-    """
-    routes = _routes()
+def _gather(route: _Route, requests: list[ParsedRequest]):
+    """The route's instances of every request: (request indexes, instance indexes, one Ragged
+    per input), in request order."""
+    owners, indexes, columns = [], [], [[] for _ in route.sides]
     for r, request in enumerate(requests):
-        for i, instance in enumerate(request.instances):
-            name, sequences = _route_of(instance)
-            routes[name].add((r, i), sequences)
+        mine = np.flatnonzero(request.routes == route.route)
+        if not len(mine):
+            continue
+        owners.append(np.full(len(mine), r))
+        indexes.append(mine)
+        for column, side in zip(columns, route.sides, strict=True):
+            column.append(request.sides[side].take(request.rows(side)[mine]))
+    if not owners:
+        return None
+    return np.concatenate(owners), np.concatenate(indexes), [Ragged.concat(c) for c in columns]
+
+
+# What a call to each network costs on this host (server.cutting); None: not measured.
+Costs = Mapping[str, CallCost] | None
+
+
+def plan(requests: list[ParsedRequest], max_batch_size: int, costs: Costs = None) -> list[Call]:
+    """The calls that answer every instance: one per network, split above max_batch_size, and
+    cut by length where a network's measured costs say the padding saved pays for the call.
+    """
     calls = []
-    for route in routes.values():
-        for rows in _groups(route, max_batch_size, max_padding_ratio):
-            # Tokens were truncated at parse time; pad only fills up to the longest.
+    for route in _ROUTES:
+        gathered = _gather(route, requests)
+        if gathered is None:
+            continue
+        owners, indexes, columns = gathered
+        lengths = np.stack([c.lengths for c in columns], axis=1)
+        cost = costs.get(route.model) if costs else None
+        for rows in cut(lengths, max_batch_size, cost):
+            # Tokens were truncated at parse time; padding only fills up to the longest.
             feed = {
-                name: pad([column[row] for row in rows], np.iinfo(np.int64).max)
-                for name, column in zip(route.inputs, route.tokens, strict=True)
+                name: column.take(rows).padded()
+                for name, column in zip(route.inputs, columns, strict=True)
             }
-            calls.append(
-                Call(
-                    route.model, feed, route.output, route.key, [route.members[row] for row in rows]
-                )
-            )
+            members = list(zip(owners[rows].tolist(), indexes[rows].tolist(), strict=True))
+            calls.append(Call(route.model, feed, route.output, route.key, members))
     return calls
 
 
@@ -133,7 +111,7 @@ def scatter(
     A call that failed (its output is the exception) fails only the requests that had an
     instance in it; every other request still gets its answers.
     """
-    answers: list = [[None] * len(request.instances) for request in requests]
+    answers: list = [[None] * len(request) for request in requests]
     for call, output in zip(calls, outputs, strict=True):
         if isinstance(output, BaseException):
             for r, _ in call.members:
@@ -189,12 +167,28 @@ def run_calls(
     return kept_calls, kept_outputs
 
 
+def measure_costs(run: Runner, width: int = 32) -> dict[str, CallCost]:
+    """Each network's call cost through `run` on this host (a few hundred calls: ~0.1 s for the
+    demo model)."""
+    costs = {}
+    for route in _ROUTES:
+
+        def call(rows: int, tokens: int, route: _Route = route) -> None:
+            # `tokens` padded positions a row, shared between the route's inputs
+            shape = (rows, max(tokens // len(route.inputs), 1))
+            run(
+                route.model,
+                {name: np.ones(shape, dtype=np.int64) for name in route.inputs},
+                route.output,
+            )
+
+        costs[route.model] = measure(call, width)
+    return costs
+
+
 def dispatch(
-    requests: list[ParsedRequest],
-    run: Runner,
-    max_batch_size: int,
-    max_padding_ratio: float = 0.0,
+    requests: list[ParsedRequest], run: Runner, max_batch_size: int, costs: Costs = None
 ) -> list[list[tuple[str, np.ndarray]] | BaseException]:
     """plan, run, scatter: the synchronous path (the front door in process, peers, tests)."""
-    calls = plan(requests, max_batch_size, max_padding_ratio)
+    calls = plan(requests, max_batch_size, costs)
     return scatter(requests, *run_calls(calls, run))

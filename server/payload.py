@@ -25,6 +25,7 @@ from contract.names import (
     JSONLINES,
     PARAMETERS,
 )
+from server.ragged import Ragged
 
 MAX_INFER_SEQLEN = 5000
 
@@ -39,10 +40,50 @@ class Instance:
     in1: np.ndarray | None
 
 
+# An instance's route, from the sides it carries: enc0 (in0 only), enc1 (in1 only), the pair
+# network (both).
+ENC0, ENC1, PAIR = 0, 1, 2
+
+
 @dataclass
 class ParsedRequest:
-    instances: list[Instance]
+    """A checked request, by columns: per instance its route, per side the token ids of the
+    instances that carry that side (in instance order, truncated)."""
+
+    routes: np.ndarray  # int8 [instances]: ENC0 | ENC1 | PAIR
+    sides: tuple[Ragged, Ragged]  # in0 of the ENC0 and PAIR instances, in1 of ENC1 and PAIR
     accept: str
+
+    @classmethod
+    def of(cls, instances: Sequence[Instance], accept: str) -> ParsedRequest:
+        has = np.array([[i.in0 is not None, i.in1 is not None] for i in instances], dtype=bool)
+        sides = tuple(
+            Ragged.of([getattr(i, key) for i in instances if getattr(i, key) is not None])
+            for key in ("in0", "in1")
+        )
+        return cls(_routes(has[:, 0], has[:, 1]), sides, accept)
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+    def rows(self, side: int) -> np.ndarray:
+        """For each instance, the row of its sequence in `sides[side]` (-1: it has none)."""
+        carries = self.routes != (ENC1 if side == 0 else ENC0)
+        return np.where(carries, np.cumsum(carries) - 1, -1)
+
+    @property
+    def instances(self) -> list[Instance]:
+        """One Instance per instance, its arrays views into `sides` (for tests and messages:
+        the path of a request never builds them)."""
+        rows = [self.rows(0).tolist(), self.rows(1).tolist()]
+        return [
+            Instance(*(self.sides[s][r[k]] if r[k] >= 0 else None for s, r in enumerate(rows)))
+            for k in range(len(self))
+        ]
+
+
+def _routes(has0: np.ndarray, has1: np.ndarray) -> np.ndarray:
+    return np.where(has0 & has1, PAIR, np.where(has0, ENC0, ENC1)).astype(np.int8)
 
 
 @dataclass(frozen=True)
@@ -178,57 +219,57 @@ def _instance(record: object, where: str, limits: Limits, caps: tuple[int, int])
     return Instance(*sides)
 
 
-def _side(entries: list, vocab: int, cap: int, column: list) -> bool:
-    """Checks one side's token lists, all at once, and puts each instance's (truncated) ids in
-    `column`; False when any of them is not valid."""
-    lists = [tokens for _, tokens in entries]
-    flat = list(itertools.chain.from_iterable(lists))
+def _side(values: list, vocab: int, cap: int) -> Ragged | None:
+    """One side's token lists (each a non-empty list), checked all at once and truncated to
+    `cap`; None when any of them is not valid."""
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    if not lengths.all():
+        return None
+    flat = list(itertools.chain.from_iterable(values))
     if set(map(type, flat)) != {int}:  # bool, float, str, list, dict, None: the slow path
-        return False
+        return None
     try:
         ids = np.array(flat, dtype=np.int64)
     except OverflowError:
-        return False
+        return None
     if ids.min() < 0 or ids.max() >= vocab:
-        return False
-    ends = np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)))
-    starts = np.empty_like(ends)
-    starts[0], starts[1:] = 0, ends[:-1]
-    stops = np.minimum(ends, starts + cap)
-    for (index, _), start, stop in zip(entries, starts.tolist(), stops.tolist(), strict=True):
-        column[index] = ids[start:stop]
-    return True
+        return None
+    return Ragged(ids, lengths).truncated(cap)
 
 
-def _instances(records: Sequence[tuple[str, object]], limits: Limits, caps: tuple[int, int]):
-    """Every record's instance, checked with one NumPy pass per side over all its token ids
-    instead of one per instance (a 1 MB body of 9,397 instances: docs/performance.md), or
-    None when any record is not valid: then `_instance`, record by record, says which and why.
-    """
-    in0s, in1s = [], []  # (instance index, token list)
-    for index, (_, record) in enumerate(records):
-        if type(record) is not dict:
+def _present(values: list, records: list, key: str) -> tuple[np.ndarray, list] | None:
+    """(which records carry `key`, their values) when every value is a list; None otherwise
+    (a string, a number, `null`)."""
+    has = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    present = values if has.all() else [v for v in values if v is not None]
+    if present and set(map(type, present)) != {list}:
+        return None
+    if not has.all() and any(key in records[i] for i in np.flatnonzero(~has).tolist()):
+        return None  # "in0": null
+    return has, present
+
+
+def _columns(records: list, limits: Limits, caps: tuple[int, int]):
+    """(routes, sides) of every record, checked with one NumPy pass per side over all its
+    token ids instead of one per instance (a 1 MB body of 10,000 instances:
+    docs/performance.md), or None when any record is not valid: then `_instance`, record by
+    record, says which and why."""
+    if set(map(type, records)) != {dict}:
+        return None
+    columns = []
+    for side, key in enumerate(("in0", "in1")):
+        found = _present([r.get(key) for r in records], records, key)
+        if found is None:
             return None
-        in0, in1 = record.get("in0"), record.get("in1")
-        if in0 is None and in1 is None:
+        has, values = found
+        ragged = _side(values, limits.vocab_sizes[side], caps[side]) if values else Ragged.empty()
+        if ragged is None:
             return None
-        if in0 is not None:
-            if type(in0) is not list or not in0:
-                return None
-            in0s.append((index, in0))
-        elif "in0" in record:
-            return None  # "in0": null
-        if in1 is not None:
-            if type(in1) is not list or not in1:
-                return None
-            in1s.append((index, in1))
-        elif "in1" in record:
-            return None
-    columns: list[list] = [[None] * len(records), [None] * len(records)]
-    for side, entries in enumerate((in0s, in1s)):
-        if entries and not _side(entries, limits.vocab_sizes[side], caps[side], columns[side]):
-            return None
-    return [Instance(a, b) for a, b in zip(*columns, strict=True)]
+        columns.append((has, ragged))
+    (has0, in0), (has1, in1) = columns
+    if not (has0 | has1).all():
+        return None  # an instance with neither
+    return _routes(has0, has1), (in0, in1)
 
 
 def _check_count(count: int, limits: Limits) -> None:
@@ -239,7 +280,9 @@ def _check_count(count: int, limits: Limits) -> None:
         )
 
 
-def _records(body: bytes, content_type: str, limits: Limits) -> Sequence[tuple[str, object]]:
+def _document(body: bytes, content_type: str, limits: Limits) -> list:
+    """The body's records, undecorated: the instances of a JSON body, or every line of a JSON
+    Lines one that is not blank."""
     if content_type == JSON:
         try:
             document = orjson.loads(body)
@@ -259,19 +302,30 @@ def _records(body: bytes, content_type: str, limits: Limits) -> Sequence[tuple[s
         if not isinstance(instances, list):
             raise PayloadError('"instances" must be a list')
         _check_count(len(instances), limits)
-        return [(f"instances[{i}]", record) for i, record in enumerate(instances)]
-    lines = body.splitlines()
-    if len(lines) > limits.max_instances:  # blank lines don't count: only then count exactly
-        _check_count(sum(1 for line in lines if line.strip()), limits)
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+        return instances
+    lines = [line for line in body.splitlines() if line.strip()]
+    _check_count(len(lines), limits)
+    try:
+        return list(map(orjson.loads, lines))
+    except orjson.JSONDecodeError:
+        pass
+    for number, line in _numbered(body):  # which line, and why
         try:
-            records.append((f"line {number}", orjson.loads(line)))
+            orjson.loads(line)
         except orjson.JSONDecodeError as error:
             raise PayloadError(f"line {number}: malformed JSON Lines record: {error}") from None
-    return records
+    raise AssertionError("unreachable: a line failed to decode once and not again")
+
+
+def _numbered(body: bytes) -> list[tuple[int, bytes]]:
+    """(line number, line) of each line that is not blank: how messages name a record."""
+    return [(n, line) for n, line in enumerate(body.splitlines(), 1) if line.strip()]
+
+
+def _labels(body: bytes, content_type: str, count: int) -> list[str]:
+    if content_type == JSON:
+        return [f"instances[{i}]" for i in range(count)]
+    return [f"line {n}" for n, _ in _numbered(body)]
 
 
 def parse_request(
@@ -292,13 +346,17 @@ def parse_request(
         kind = _sniff(body)
     caps = _infer_max_seqlens(params.get("infer_max_seqlens"), limits)
     answer = _accept_type(accept, kind)
-    records = _records(body, kind, limits)
+    records = _document(body, kind, limits)
     if not records:
         raise PayloadError("no instances in the body")
-    instances = _instances(records, limits, caps)
-    if instances is None:  # something is wrong: find what and where, record by record
-        instances = [_instance(r, where, limits, caps) for where, r in records]
-    return ParsedRequest(instances, answer)
+    columns = _columns(records, limits, caps)
+    if columns is not None:
+        return ParsedRequest(*columns, answer)
+    # Something is wrong: find what and where, record by record.
+    labels = _labels(body, kind, len(records))
+    pairs = zip(labels, records, strict=True)
+    instances = [_instance(record, where, limits, caps) for where, record in pairs]
+    return ParsedRequest.of(instances, answer)
 
 
 def parse_bodies(
@@ -320,7 +378,7 @@ def parse_bodies(
             if len(bodies) == 1:
                 raise
             raise PayloadError(f"body {number} of {len(bodies)}: {error}") from None
-        left -= len(request.instances)
+        left -= len(request)
         parsed.append(request)
     return parsed
 

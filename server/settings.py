@@ -130,9 +130,11 @@ class ServingSettings:
     allow_spinning: bool = setting(False)
     max_body_bytes: int = setting(DEFAULT_MAX_BODY_BYTES, minimum=1)
     max_instances: int = setting(DEFAULT_MAX_INSTANCES, minimum=1)  # per request, all bodies
-    # 0: one call per network per front door execute. Above 0: instances are also split into
-    # length groups whose padded size stays under this multiple of their real tokens.
-    max_padding_ratio: float = setting(0.0, minimum=0.0)
+    # measured: where the front door runs the networks itself, it measures at load what a call
+    # and a padded token cost each network here, and cuts a network's instances by length
+    # where the padding saved pays for another call (server.cutting). off: one call per
+    # network per execute (split only above network_max_batch_size), as with BLS.
+    call_cutting: str = setting("measured", "O2V_CALL_CUTTING", choices=("measured", "off"))
     # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
     accelerator: str = setting("cuda", "O2V_ACCELERATOR", choices=("cuda", "tensorrt"))
     tensorrt_fp16: bool = setting(False, "O2V_TENSORRT_FP16")

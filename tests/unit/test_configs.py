@@ -40,9 +40,9 @@ def test_every_model_gets_its_configs_and_each_mode_its_copies(tmp_path):
 
 def test_one_parser_for_every_setting():
     settings = from_texts(
-        ServingSettings, {"gpu_copies": "4", "warmup": "no", "max_padding_ratio": "1.5"}
+        ServingSettings, {"gpu_copies": "4", "warmup": "no", "call_cutting": "off"}
     )
-    assert (settings.gpu_copies, settings.warmup, settings.max_padding_ratio) == (4, False, 1.5)
+    assert (settings.gpu_copies, settings.warmup, settings.call_cutting) == (4, False, "off")
     for texts, message in [
         ({"gpu_copies": "0"}, "gpu_copies='0' must be at least 1"),
         ({"warmup": "maybe"}, "warmup='maybe': use true or false"),
@@ -111,11 +111,11 @@ def test_a_model_exported_over_another_is_served_with_its_own_dims(tmp_path):
 
 def test_settings_written_by_hand_survive_a_new_export(tmp_path):
     FACTS.save(tmp_path)
-    write_configs(tmp_path, ServingSettings(max_padding_ratio=1.25, gpu_copies=3))
+    write_configs(tmp_path, ServingSettings(call_cutting="off", gpu_copies=3))
     Facts((100, 50), (8, 4), 48, "softmax", 2).save(tmp_path)
     refresh_configs(tmp_path)
     front_door = read(tmp_path / "object2vec" / "configs" / "classification.pbtxt")
-    assert front_door.parameters["max_padding_ratio"].string_value == "1.25"
+    assert front_door.parameters["call_cutting"].string_value == "off"
     assert read(tmp_path / "pair" / "configs" / "classification.pbtxt").instance_group[0].count == 3
     assert _dims(tmp_path, "enc0") == [48]
 

@@ -5,7 +5,8 @@ import orjson
 
 from contract.facts import Facts
 from contract.names import JSON
-from server.dispatch import by_request, dispatch, plan, run_calls
+from server.cutting import CallCost
+from server.dispatch import by_request, dispatch, measure_costs, plan, run_calls
 from server.onnx_sessions import network_runner
 from server.payload import Limits, parse_request
 
@@ -37,21 +38,39 @@ def test_one_call_per_network_by_default(demo_repository):
     assert all(len(c.members) <= 7 for c in small)
 
 
-def test_length_groups_bound_padding_and_keep_every_answer(demo_repository):
+def test_calls_cut_by_cost_keep_every_answer(demo_repository):
     requests = _requests(demo_repository, _bodies(1))
     run = network_runner(demo_repository)
     whole = dispatch(requests, run, 4096)
-    grouped_calls = plan(requests, 4096, max_padding_ratio=1.25)
-    assert len(grouped_calls) > 3
-    for call in grouped_calls:
-        real = sum(int((a != 0).sum()) for a in call.feed.values())
-        padded = sum(a.size for a in call.feed.values())
-        assert padded <= 1.25 * real or len(call.members) == 1
-    grouped = dispatch(requests, run, 4096, max_padding_ratio=1.25)
-    for a, b in zip(whole, grouped, strict=True):
+    # a padded token dear next to a call: the instances are cut by length
+    costs = {name: CallCost(1e-6, 1e-6) for name in ("enc0", "enc1", "pair")}
+    cut_calls = plan(requests, 4096, costs)
+    assert len(cut_calls) > 3
+    padded = sum(a.size for c in cut_calls for a in c.feed.values())
+    assert padded < sum(a.size for c in plan(requests, 4096) for a in c.feed.values())
+    assert sorted(m for c in cut_calls for m in c.members) == sorted(
+        (r, i) for r, request in enumerate(requests) for i in range(len(request))
+    )
+    for a, b in zip(whole, dispatch(requests, run, 4096, costs), strict=True):
         for (key_a, va), (key_b, vb) in zip(a, b, strict=True):
             assert key_a == key_b
             np.testing.assert_allclose(va, vb, atol=1e-5, rtol=0)
+    # a call dear next to the padding: one call per network
+    assert len(plan(requests, 4096, {n: CallCost(1.0, 1e-9) for n in costs})) == 3
+
+
+def test_measured_costs_are_positive_and_a_tiny_request_stays_one_call(demo_repository):
+    run = network_runner(demo_repository)
+    costs = measure_costs(run)
+    assert set(costs) == {"enc0", "enc1", "pair"}
+    assert all(c.call_s >= 0 and c.token_s > 0 for c in costs.values())
+    # The documentation's three instances: a second call costs more than their padding.
+    doc = {"instances": [{"in0": [6, 17, 606, 19, 53, 67, 52, 12, 5, 10, 15, 10178, 7, 33,
+                                  652, 80, 15, 69, 821, 4]},
+                         {"in0": [22, 1016, 32, 13, 25, 11, 5, 64, 573, 45, 5, 80, 15, 67,
+                                  21, 7, 9, 107, 4]},
+                         {"in0": [774, 14, 21, 206]}]}  # fmt: skip
+    assert len(plan(_requests(demo_repository, [doc]), 4096, costs)) == 1
 
 
 def test_a_failed_call_is_retried_per_request_and_fails_only_the_culprit(demo_repository):

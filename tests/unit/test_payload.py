@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from contract.names import JSON, JSONLINES
 from server import payload
-from server.payload import Limits, PayloadError, format_response, parse_request
+from server.payload import Limits, ParsedRequest, PayloadError, format_response, parse_request
 
 LIMITS = Limits(vocab_sizes=(100, 50), max_seq_lens=(8, 4), max_body_bytes=1000)
 
@@ -168,16 +168,19 @@ _records = st.lists(
 @given(records=_records, caps=st.tuples(st.integers(1, 8), st.integers(1, 8)))
 def test_the_vectorised_check_agrees_with_the_record_by_record_one(records, caps):
     limits = Limits((12, 8), (8, 8), 1 << 20)
-    labelled = [(f"line {i + 1}", r) for i, r in enumerate(records)]
-    fast = payload._instances(labelled, limits, caps)
+    columns = payload._columns(records, limits, caps)
     try:
-        slow = [payload._instance(r, where, limits, caps) for where, r in labelled]
+        slow = [payload._instance(r, f"line {i + 1}", limits, caps) for i, r in enumerate(records)]
     except PayloadError:
-        assert fast is None, "the vectorised check passed what the record-by-record one refuses"
+        assert columns is None, "the vectorised check passed what the record-by-record one refuses"
         return
-    assert fast is not None, "the vectorised check refused a valid request"
-    for f, s in zip(fast, slow, strict=True):
-        for a, b in ((f.in0, s.in0), (f.in1, s.in1)):
+    assert columns is not None, "the vectorised check refused a valid request"
+    fast = ParsedRequest(*columns, JSON).instances
+    # ...and the columns built from the record-by-record instances hold the same instances
+    rebuilt = ParsedRequest.of(slow, JSON).instances
+    for f, s, r in zip(fast, slow, rebuilt, strict=True):
+        for a, b, c in ((f.in0, s.in0, r.in0), (f.in1, s.in1, r.in1)):
+            assert (b is None) == (c is None) and (b is None or b.tolist() == c.tolist())
             assert (a is None) == (b is None)
             if a is not None:
                 assert a.dtype == np.int64 and a.tolist() == b.tolist()

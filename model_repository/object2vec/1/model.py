@@ -37,7 +37,7 @@ from contract import errors
 from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
-from server.dispatch import plan, run_calls, scatter
+from server.dispatch import measure_costs, plan, run_calls, scatter
 from server.drain import IN_FLIGHT_PARAMETER, Gate, refusals
 from server.memory import RELEASE_ABOVE_BYTES, release_memory
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
@@ -90,10 +90,13 @@ class TritonPythonModel:
         facts = Facts.load(facts_dir)
         self.limits = Limits.of(facts, int(params["max_body_bytes"]), int(params["max_instances"]))
         self.max_batch_size = int(params["network_max_batch_size"])
-        self.max_padding_ratio = float(params.get("max_padding_ratio", 0))
-        self.run = _bls
+        self.run, self.costs = _bls, None
         if params.get("networks") == "in_process":
             self.run = _in_process(facts_dir, params) or _bls
+        if self.run is not _bls and params.get("call_cutting", "measured") == "measured":
+            self.costs = measure_costs(self.run)
+            for model, cost in self.costs.items():
+                pb_utils.Logger.log_info(f"object2vec: a call to {model} costs {cost}")
         self.gate = Gate.from_env(args["model_instance_name"])
 
     def execute(self, requests: list) -> list:
@@ -121,7 +124,7 @@ class TritonPythonModel:
             spans.append((index, len(parsed), len(mine)))
             parsed.extend(mine)
         try:
-            calls = plan(parsed, self.max_batch_size, self.max_padding_ratio)
+            calls = plan(parsed, self.max_batch_size, self.costs)
             answers = scatter(parsed, *run_calls(calls, self.run))
         except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
             answers = [error] * len(parsed)
