@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +35,10 @@ from bench.load import wait_for
 from bench.local import RUNS, arguments
 from client.batching import MB, pack
 from contract.facts import Facts
-from contract.names import ENCODER_INPUT, ENCODER_MODELS, ENCODER_OUTPUT, JSONLINES
-from contract.padding import pad
+from contract.names import ENCODER_MODELS, ENCODER_OUTPUT, FRONT_DOOR, JSONLINES
 from server.embedded import PROJECT_ROOT
 from server.process import free_port
+from server.ragged import Ragged
 
 
 @dataclass
@@ -90,24 +91,61 @@ def _vectors(folder: Path) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
-def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> tuple[float, int]:
-    """(seconds, calls) of enc0's session runs alone over every line, cut into calls as the
-    transform packs them into bodies."""
+def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> dict[str, float]:
+    """Seconds of enc0's session runs alone over every line, the lines of each body (as the
+    transform packs them) in one padded call, and cut as the front door cuts them."""
+    from server.dispatch import measure_costs, plan
     from server.onnx_sessions import network_runner
+    from server.payload import ParsedRequest
 
     run = network_runner(repository, 0, 0, False)
+    costs = measure_costs(run)
     facts = Facts.load(repository)
-    batches = []
+    bodies = []
     for path in sorted(folder.iterdir()):
         lines = path.read_bytes().splitlines()
         for group, _ in pack(lines, JSONLINES, "MultiRecord", int(max_payload_mb * MB)):
-            tokens = [np.asarray(orjson.loads(lines[i])["in0"]) for i in group]
-            batches.append(pad(tokens, facts.max_seq_lens[0]))
-    run(ENCODER_MODELS[0], {ENCODER_INPUT: batches[0]}, ENCODER_OUTPUT)  # warm-up
-    start = time.perf_counter()
-    for batch in batches:
-        run(ENCODER_MODELS[0], {ENCODER_INPUT: batch}, ENCODER_OUTPUT)
-    return time.perf_counter() - start, len(batches)
+            tokens = [orjson.loads(lines[i])["in0"][: facts.max_seq_lens[0]] for i in group]
+            sides = (Ragged.of(tokens), Ragged.empty())
+            bodies.append(ParsedRequest(np.zeros(len(tokens), dtype=np.int8), sides, JSONLINES))
+    seconds = {}
+    for name, how in (("one padded call per body", None), ("cut as the front door cuts", costs)):
+        feeds = [c.feed for body in bodies for c in plan([body], 1 << 30, how)]
+        run(ENCODER_MODELS[0], feeds[0], ENCODER_OUTPUT)  # warm-up
+        start = time.perf_counter()
+        for feed in feeds:
+            run(ENCODER_MODELS[0], feed, ENCODER_OUTPUT)
+        seconds[f"{name} ({len(feeds)} calls)"] = time.perf_counter() - start
+    return seconds
+
+
+def served(http: str, grpc: str, body: bytes, rounds: int = 7) -> dict[str, dict[str, float]]:
+    """Per protocol, median milliseconds of one body answered (seen by the client, requests one
+    at a time) and Triton's own per-request times for the front door (its statistics)."""
+    from client.api import Client
+
+    def stats() -> dict[str, int]:
+        with urllib.request.urlopen(f"http://{http}/v2/models/{FRONT_DOOR}/stats") as answer:
+            found = orjson.loads(answer.read())["model_stats"][0]["inference_stats"]
+        return {k: int(v["ns"]) for k, v in found.items()} | {"n": found["success"]["count"]}
+
+    out = {}
+    for protocol, url in (("http", http), ("grpc", grpc)):
+        with Client(url, protocol) as client:
+            client.invoke(body, JSONLINES)
+            before, times = stats(), []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                client.invoke(body, JSONLINES)
+                times.append((time.perf_counter() - start) * 1e3)
+            after = stats()
+        n = after["n"] - before["n"]
+        triton = {k: (after[k] - before[k]) / n / 1e6 for k in TRITON_STEPS}
+        out[protocol] = {"client sees": float(np.median(times)), **triton}
+    return out
+
+
+TRITON_STEPS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float]:
@@ -171,6 +209,9 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     write_inputs(work / "in", args.records, args.files, facts.vocab_sizes[0])
     print(f"{args.records} in0 lines of 3-29 tokens in {args.files} files ({work / 'in'})")
+    lines = next(iter(sorted((work / "in").iterdir()))).read_bytes().splitlines()
+    first, _ = next(pack(lines, JSONLINES, "MultiRecord", int(args.max_payload * MB)))
+    body = b"".join(lines[i] + b"\n" for i in first)  # the first request of the job
     python = sys.executable
     rows: list[Row] = []
     job = [
@@ -220,6 +261,15 @@ def main() -> None:
         for c in args.concurrency:
             transform("object2vec transform (Triton HTTP)", f"localhost:{http}", "http", c)
             transform("object2vec transform (Triton gRPC)", f"localhost:{grpc}", "grpc", c)
+        latency = served(f"localhost:{http}", f"localhost:{grpc}", body)
+        one = work / "one"
+        one.mkdir()
+        (one / "line.jsonl").write_bytes(lines[0] + b"\n")
+        start_up = []
+        for k in range(3):
+            command = [python, "-m", "client.cli", "transform", str(one), "--output-path"]
+            command += [str(work / f"one-out-{k}"), "--url", f"localhost:{http}", "--quiet"]
+            start_up.append(_timed(command, logs / "start-up.log")[0])
     finally:
         _stop(triton)
 
@@ -244,13 +294,23 @@ def main() -> None:
         finally:
             _stop(adapter)
 
-    alone, calls = onnxruntime_alone(repository, work / "in", args.max_payload)
-    report = _report(rows, args.records, alone, calls)
+    alone = onnxruntime_alone(repository, work / "in", args.max_payload)
+    steps = breakdown(repository, body)
+    report = _report(rows, args.records, alone)
+    report += f"\nOne request of the job ({len(first)} lines, {len(body):,} bytes), in process "
+    report += "(median ms):\n\n| step | ms |\n|---|---|\n"
+    report += "".join(f"| {name} | {ms:.1f} |\n" for name, ms in steps.items())
+    report += "\nServed, one at a time (median ms; Triton's statistics for the front door):\n\n"
+    report += "| protocol | client sees | " + " | ".join(TRITON_STEPS) + " |\n"
+    report += "|---|---|" + "---|" * len(TRITON_STEPS) + "\n"
+    for protocol, times in latency.items():
+        report += f"| {protocol} | " + " | ".join(f"{v:.1f}" for v in times.values()) + " |\n"
+    report += f"\nClient start-up, a one-line job: {np.median(start_up):.2f} s (median of 3)\n"
     (logs / "report.md").write_text(report)
     print(report)
 
 
-def _report(rows: list[Row], records: int, alone: float, calls: int) -> str:
+def _report(rows: list[Row], records: int, alone: dict[str, float]) -> str:
     naive = {r.concurrency: r.rate for r in rows if r.system.startswith("naive")}
     lines = [
         "| system | concurrent | records/s | vs naive | client CPU share | max difference |",
@@ -262,10 +322,8 @@ def _report(rows: list[Row], records: int, alone: float, calls: int) -> str:
             f"| {r.system} | {r.concurrency} | {r.rate:,.0f} | {r.rate / naive[r.concurrency]:.2f}x"
             f" | {r.cpu_seconds / r.seconds:.0%} of one core | {diff} |"
         )
-    lines.append(
-        f"| ONNX Runtime alone (enc0, {calls} calls of one body each) | | {records / alone:,.0f} "
-        "| | | |"
-    )
+    for how, seconds in alone.items():
+        lines.append(f"| ONNX Runtime alone, {how} | | {records / seconds:,.0f} | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 
@@ -82,6 +83,57 @@ def test_async_client_gives_the_same_answers(server, protocol):
     with Client(server.http_url) as client:
         np.testing.assert_allclose(vectors, client.embed(DOC_EXAMPLE), atol=1e-6)
         np.testing.assert_allclose(scores, client.score([(DOC_EXAMPLE[0], [5])]), atol=1e-6)
+
+
+class _Recorder:
+    """A TCP relay to the server that keeps what went each way (the client and Triton are the
+    real ones; this only listens)."""
+
+    def __init__(self, target: str):
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sent, self.received = bytearray(), bytearray()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            upstream = socket.create_connection(self.target)
+            for a, b, kept in ((client, upstream, self.sent), (upstream, client, self.received)):
+                threading.Thread(target=self._pipe, args=(a, b, kept), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink, kept: bytearray) -> None:
+        while data := source.recv(1 << 16):
+            kept.extend(data)
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+
+
+def test_http_answers_come_binary_and_uncompressed(server):
+    """aiohttp asks for gzip unless told otherwise, and Triton then compresses every answer
+    (98 ms of a 1 MB body's 212: docs/performance.md): the clients ask for it as it is."""
+    recorder = _Recorder(server.http_url)
+    body = make_body([orjson.dumps({"in0": s}) for s in DOC_EXAMPLE], JSONLINES)
+
+    async def run():
+        async with AsyncClient(recorder.url) as client:
+            return await client.invoke(body, JSONLINES)
+
+    answers = [asyncio.run(run())]
+    with Client(recorder.url) as client:
+        answers.append(client.invoke(body, JSONLINES))
+    with Client(server.http_url) as client:
+        assert answers == [client.invoke(body, JSONLINES)] * 2
+    requests = bytes(recorder.sent).lower()
+    assert requests.count(b"accept-encoding: identity") == 2
+    heads = [part.split(b"\r\n\r\n")[0] for part in bytes(recorder.received).split(b"HTTP/1.1")]
+    answered = [h for h in heads if h.strip()]
+    assert len(answered) == 2 and not any(b"content-encoding" in h.lower() for h in answered)
+    # a binary output: its length in the JSON header, the answer's bytes after it
+    assert all(b"inference-header-content-length" in h.lower() for h in answered)
 
 
 def test_invoke_command_prints_the_answer(server, tmp_path, capsysbinary):
