@@ -33,9 +33,11 @@ lint: install
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 # Triton against its peers: report, CSV and plot under runs/bench (about 30 minutes on 2 cores). No root:
-# perf_analyzer's libraries come from the wheels (bench/perf_analyzer.py).
+# perf_analyzer's libraries come from the wheels (bench/perf_analyzer.py). Then the documentation's
+# Batch Transform beside a naive script and service: runs/bench/batch_transform.md (about 2 minutes).
 bench: install
 	$(PY) -m bench.suite
+	$(PY) -m bench.batch_transform
 
 # perf_analyzer against a running server's front door with your body:
 #   make perf BODY=request.json [URL=localhost:8001] [PROTOCOL=grpc|http] [CONTENT_TYPE=...]

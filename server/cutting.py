@@ -14,6 +14,7 @@ padding it saves (docs/performance.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,17 +40,23 @@ def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def cut(lengths: np.ndarray, max_batch_size: int, cost: CallCost | None) -> list[np.ndarray]:
-    """The rows of each call (lengths: [rows, inputs], each call's padded size is its row count
-    times the sum of its inputs' longest). No cost: one call, split only above max_batch_size.
-    """
+    """The rows of each call, each call's in ascending order (lengths: [rows, inputs]; a call's
+    padded size is its row count times the sum of its inputs' longest). No cost: one call,
+    split only above max_batch_size."""
     rows = np.arange(len(lengths))
     if cost is None or len(lengths) < 2:
         return _chunks(rows, max_batch_size)
+    # Whatever padding there is costs less than a call: one call. (The bound first: one NumPy
+    # call, and a small request stops there.)
+    if lengths.size * int(lengths.max()) * cost.token_s <= cost.call_s:
+        return _chunks(rows, max_batch_size)
     key = lengths.sum(axis=1)
+    if (len(key) * int(lengths.max(axis=0).sum()) - int(key.sum())) * cost.token_s <= cost.call_s:
+        return _chunks(rows, max_batch_size)
     order = np.argsort(key, kind="stable")
     values, counts = np.unique(key, return_counts=True)
     if len(values) == 1:
-        return _chunks(order, max_batch_size)
+        return _chunks(rows, max_batch_size)
     ends = np.cumsum(counts)  # rows of the sorted order up to each distinct length
     if len(values) > MAX_CUT_POINTS:
         keep = np.unique(np.linspace(0, len(values) - 1, MAX_CUT_POINTS).astype(np.int64))
@@ -71,23 +78,29 @@ def cut(lengths: np.ndarray, max_batch_size: int, cost: CallCost | None) -> list
     while j > 0:
         cuts.append((ends[back[j]], ends[j]))
         j = back[j]
-    return [chunk for a, b in reversed(cuts) for chunk in _chunks(order[a:b], max_batch_size)]
+    return [
+        np.sort(chunk) for a, b in reversed(cuts) for chunk in _chunks(order[a:b], max_batch_size)
+    ]
 
 
-def measure(call, width: int, rows: int = 64, repeats: int = 5) -> CallCost:
-    """The prices of `call(rows, width)` (a network call on a [rows, width] batch) on this
-    host: the median of a 1 x 1 call and of a rows x width one, a line through the two."""
+def measure(call_for: Callable[[int, int], Callable[[], object]], width: int) -> CallCost:
+    """The prices of one call on this host. `call_for(rows, width)` prepares a call of `rows`
+    sequences of `width` padded tokens and returns the function that makes it, everything a
+    call costs the front door included (padding, slicing, scattering); the line through the
+    fastest of 20 calls of 1 x 1 and of 10 of 64 x `width` gives the two prices (the fastest:
+    what other work on the host adds to a call is not the call's own cost)."""
 
-    def median(shape: tuple[int, int], times: int) -> float:
-        call(*shape)  # warm-up: the first call of a shape plans its kernels
+    def fastest(rows: int, columns: int, times: int) -> float:
+        call = call_for(rows, columns)
+        call()  # warm-up: the first call of a shape plans its kernels
         samples = []
         for _ in range(times):
             start = time.perf_counter()
-            call(*shape)
+            call()
             samples.append(time.perf_counter() - start)
-        return float(np.median(samples))
+        return min(samples)
 
-    small = median((1, 1), 4 * repeats)
-    big = median((rows, width), repeats)
+    rows = 64
+    small, big = fastest(1, 1, 20), fastest(rows, width, 10)
     token = max((big - small) / (rows * width - 1), 1e-12)
     return CallCost(max(small - token, 0.0), token)

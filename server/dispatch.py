@@ -10,6 +10,7 @@ answer (the encoders mask it), so an instance's answer does not depend on its ba
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -24,8 +25,8 @@ from contract.names import (
     PAIR_OUTPUT,
 )
 from server.cutting import CallCost, cut, measure
-from server.payload import ENC0, ENC1, PAIR, ParsedRequest
-from server.ragged import Ragged
+from server.payload import ENC0, ENC1, PAIR, ParsedRequest, side_rows
+from server.ragged import EMPTY, Ragged
 
 # (model name, {input name: array}, output name) -> output array [N, ...]
 Runner = Callable[[str, dict[str, np.ndarray], str], np.ndarray]
@@ -59,21 +60,31 @@ class Call:
     members: list[tuple[int, int]]  # (request, instance) per output row
 
 
-def _gather(route: _Route, requests: list[ParsedRequest]):
-    """The route's instances of every request: (request indexes, instance indexes, one Ragged
-    per input), in request order."""
-    owners, indexes, columns = [], [], [[] for _ in route.sides]
-    for r, request in enumerate(requests):
-        mine = np.flatnonzero(request.routes == route.route)
-        if not len(mine):
-            continue
-        owners.append(np.full(len(mine), r))
-        indexes.append(mine)
-        for column, side in zip(columns, route.sides, strict=True):
-            column.append(request.sides[side].take(request.rows(side)[mine]))
-    if not owners:
-        return None
-    return np.concatenate(owners), np.concatenate(indexes), [Ragged.concat(c) for c in columns]
+def _gather(requests: list[ParsedRequest]):
+    """Every request's instances as one: (owner request, instance index, routes, both sides),
+    a few NumPy calls whatever the number of requests."""
+    if len(requests) == 1:
+        request = requests[0]
+        count = len(request)
+        return np.zeros(count, dtype=np.int64), np.arange(count), request.routes, request.sides
+    counts = np.array([len(r) for r in requests])
+    owners = np.repeat(np.arange(len(requests)), counts)
+    indexes = np.arange(len(owners)) - np.repeat(np.cumsum(counts) - counts, counts)
+    routes = np.concatenate([r.routes for r in requests])
+    sides = tuple(Ragged.concat([r.sides[s] for r in requests]) for s in (0, 1))
+    return owners, indexes, routes, sides
+
+
+def _route_columns(route: _Route, routes: np.ndarray, count: int, sides: tuple[Ragged, Ragged]):
+    """(the route's `count` instances, one Ragged per input)."""
+    mine = np.arange(count) if count == len(routes) else np.flatnonzero(routes == route.route)
+    columns = []
+    for side in route.sides:
+        if count == len(sides[side]):  # every sequence of the side: in order already
+            columns.append(sides[side])
+        else:
+            columns.append(sides[side].take(side_rows(routes, side)[mine]))
+    return mine, columns
 
 
 # What a call to each network costs on this host (server.cutting); None: not measured.
@@ -85,20 +96,25 @@ def plan(requests: list[ParsedRequest], max_batch_size: int, costs: Costs = None
     cut by length where a network's measured costs say the padding saved pays for the call.
     """
     calls = []
+    owners, indexes, routes, sides = _gather(requests)
+    counts = np.bincount(routes, minlength=len(_ROUTES)).tolist()
     for route in _ROUTES:
-        gathered = _gather(route, requests)
-        if gathered is None:
+        count = counts[route.route]
+        if not count:
             continue
-        owners, indexes, columns = gathered
+        mine, columns = _route_columns(route, routes, count, sides)
+        request_of, instance_of = owners[mine], indexes[mine]
         lengths = np.stack([c.lengths for c in columns], axis=1)
         cost = costs.get(route.model) if costs else None
         for rows in cut(lengths, max_batch_size, cost):
-            # Tokens were truncated at parse time; padding only fills up to the longest.
+            # Tokens were truncated at parse time; padding only fills up to the longest. The
+            # rows of a call are in ascending order (server.cutting): all of them, in order.
+            whole = len(rows) == count
             feed = {
-                name: column.take(rows).padded()
+                name: (column if whole else column.take(rows)).padded()
                 for name, column in zip(route.inputs, columns, strict=True)
             }
-            members = list(zip(owners[rows].tolist(), indexes[rows].tolist(), strict=True))
+            members = list(zip(request_of[rows].tolist(), instance_of[rows].tolist(), strict=True))
             calls.append(Call(route.model, feed, route.output, route.key, members))
     return calls
 
@@ -167,23 +183,27 @@ def run_calls(
     return kept_calls, kept_outputs
 
 
-def measure_costs(run: Runner, width: int = 32) -> dict[str, CallCost]:
-    """Each network's call cost through `run` on this host (a few hundred calls: ~0.1 s for the
-    demo model)."""
-    costs = {}
-    for route in _ROUTES:
+def measure_costs(run: Runner, width: int = 32, rounds: int = 3) -> dict[str, CallCost]:
+    """Each network's call cost on this host, through `run` and the front door's own work
+    around a call (plan, scatter): the lowest of `rounds` measurements taken in turn, since a
+    busy host only ever adds to a call (~0.3 s for the demo model)."""
 
-        def call(rows: int, tokens: int, route: _Route = route) -> None:
-            # `tokens` padded positions a row, shared between the route's inputs
-            shape = (rows, max(tokens // len(route.inputs), 1))
-            run(
-                route.model,
-                {name: np.ones(shape, dtype=np.int64) for name in route.inputs},
-                route.output,
-            )
+    def call_for(route: _Route, rows: int, tokens: int):
+        # `tokens` padded positions a row, shared between the route's inputs
+        shape = (rows, max(tokens // len(route.inputs), 1))
+        side = Ragged(np.ones(shape[0] * shape[1], dtype=np.int64), np.full(rows, shape[1]))
+        sides = tuple(side if s in route.sides else EMPTY for s in (0, 1))
+        request = ParsedRequest(np.full(rows, route.route, dtype=np.int8), sides, "")
+        return lambda: scatter([request], *run_calls(plan([request], rows), run))
 
-        costs[route.model] = measure(call, width)
-    return costs
+    found: dict[str, list[CallCost]] = {route.model: [] for route in _ROUTES}
+    for _ in range(rounds):
+        for route in _ROUTES:
+            found[route.model].append(measure(functools.partial(call_for, route), width))
+    return {
+        model: CallCost(min(c.call_s for c in costs), min(c.token_s for c in costs))
+        for model, costs in found.items()
+    }
 
 
 def dispatch(

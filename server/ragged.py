@@ -28,15 +28,11 @@ class Ragged:
         return cls(ids, lengths)
 
     @classmethod
-    def empty(cls) -> Ragged:
-        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-
-    @classmethod
     def concat(cls, parts: Sequence[Ragged]) -> Ragged:
         if len(parts) == 1:
             return parts[0]
         if not parts:
-            return cls.empty()
+            return EMPTY
         return cls(
             np.concatenate([p.ids for p in parts]), np.concatenate([p.lengths for p in parts])
         )
@@ -83,3 +79,6 @@ class Ragged:
         # Row-major order of the mask's True cells is the order of `ids`.
         out[np.arange(width) < self.lengths[:, None]] = self.ids
         return out
+
+
+EMPTY = Ragged(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))  # no sequences
