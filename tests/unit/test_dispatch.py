@@ -2,6 +2,8 @@
 
 import numpy as np
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contract.facts import Facts
 from contract.names import JSON
@@ -95,3 +97,41 @@ def test_a_failed_call_is_retried_per_request_and_fails_only_the_culprit(demo_re
     for r, answer in enumerate(answers):
         if r != culprit:
             np.testing.assert_allclose(answer[0][1], alone[0][1], atol=1e-6, rtol=0)
+
+
+_instance = st.fixed_dictionaries(
+    {},
+    optional={
+        "in0": st.lists(st.integers(1, 11999), min_size=1, max_size=12),
+        "in1": st.lists(st.integers(1, 11999), min_size=1, max_size=12),
+    },
+).filter(bool)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    bodies=st.lists(st.lists(_instance, min_size=1, max_size=6), min_size=1, max_size=5),
+    call=st.floats(0, 1e-3),
+    token=st.floats(1e-9, 1e-4),
+    max_batch=st.integers(1, 8),
+    measured=st.booleans(),
+)
+def test_every_instance_lands_once_in_a_call_with_its_own_tokens(
+    demo_repository, bodies, call, token, max_batch, measured
+):
+    requests = _requests(demo_repository, [{"instances": b} for b in bodies])
+    costs = {n: CallCost(call, token) for n in ("enc0", "enc1", "pair")} if measured else None
+    calls = plan(requests, max_batch, costs)
+    seen = []
+    for c in calls:
+        assert len(c.members) <= max_batch
+        for row, (r, i) in enumerate(c.members):
+            instance = bodies[r][i]
+            keys = [k for k in ("in0", "in1") if k in instance]
+            assert c.model == {("in0",): "enc0", ("in1",): "enc1"}.get(tuple(keys), "pair")
+            for name, key in zip(c.feed, keys, strict=True):
+                tokens = instance[key][:100]  # the demo model's max_seq_len
+                padded = c.feed[name][row]
+                assert padded[: len(tokens)].tolist() == tokens and not padded[len(tokens) :].any()
+            seen.append((r, i))
+    assert sorted(seen) == [(r, i) for r, b in enumerate(bodies) for i in range(len(b))]
