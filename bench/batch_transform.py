@@ -38,7 +38,7 @@ from contract.facts import Facts
 from contract.names import ENCODER_MODELS, ENCODER_OUTPUT, FRONT_DOOR, JSONLINES
 from server.embedded import PROJECT_ROOT
 from server.process import free_port
-from server.ragged import Ragged
+from server.ragged import EMPTY, Ragged
 
 
 @dataclass
@@ -106,7 +106,7 @@ def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> 
         lines = path.read_bytes().splitlines()
         for group, _ in pack(lines, JSONLINES, "MultiRecord", int(max_payload_mb * MB)):
             tokens = [orjson.loads(lines[i])["in0"][: facts.max_seq_lens[0]] for i in group]
-            sides = (Ragged.of(tokens), Ragged.empty())
+            sides = (Ragged.of(tokens), EMPTY)
             bodies.append(ParsedRequest(np.zeros(len(tokens), dtype=np.int8), sides, JSONLINES))
     seconds = {}
     for name, how in (("one padded call per body", None), ("cut as the front door cuts", costs)):
