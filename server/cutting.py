@@ -6,7 +6,7 @@ slicing around it). `CallCost` holds the two prices for one network on this host
 the front door loads (`measure`); `cut` sorts the instances by length and places the cuts that
 minimise `calls x call + padded tokens x token` (exactly, below the batch size cap: cuts between
 equal lengths never pay; a group above the cap is split in length order). A 1 MB body
-of 3-29-token lines is cut in a handful of calls (padding 1.81x -> ~1.05x of the real tokens);
+of 3-29-token lines is cut in a call per length (padding 1.81x -> 1.00x of the real tokens);
 a request of three short instances stays one call, because a second call costs more than the
 padding it saves (docs/performance.md).
 """

@@ -66,15 +66,11 @@ class ParsedRequest:
     def __len__(self) -> int:
         return len(self.routes)
 
-    def rows(self, side: int) -> np.ndarray:
-        """For each instance, the row of its sequence in `sides[side]` (-1: it has none)."""
-        return side_rows(self.routes, side)
-
     @property
     def instances(self) -> list[Instance]:
         """One Instance per instance, its arrays views into `sides` (for tests and messages:
         the path of a request never builds them)."""
-        rows = [self.rows(0).tolist(), self.rows(1).tolist()]
+        rows = [side_rows(self.routes, side).tolist() for side in (0, 1)]
         return [
             Instance(*(self.sides[s][r[k]] if r[k] >= 0 else None for s, r in enumerate(rows)))
             for k in range(len(self))
