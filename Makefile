@@ -34,10 +34,12 @@ lint: install
 
 # Triton against its peers: report, CSV and plot under runs/bench (about 30 minutes on 2 cores). No root:
 # perf_analyzer's libraries come from the wheels (bench/perf_analyzer.py). Then the documentation's
-# Batch Transform beside a naive script and service: runs/bench/batch_transform.md (about 2 minutes).
+# Batch Transform beside a naive script and service: runs/bench/batch_transform.md (about 3 minutes);
+# mixed lengths against a naive one-request-at-a-time service: runs/bench/mixed_lengths.md (about 4).
 bench: install
 	$(PY) -m bench.suite
 	$(PY) -m bench.batch_transform
+	$(PY) -m bench.mixed_lengths
 
 # perf_analyzer against a running server's front door with your body:
 #   make perf BODY=request.json [URL=localhost:8001] [PROTOCOL=grpc|http] [CONTENT_TYPE=...]

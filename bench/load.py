@@ -78,11 +78,17 @@ def load_once(
 
 
 def loadgen(
-    url: str, headers: dict, workload: Workload, system: str, model: str, seconds: float
+    url: str,
+    headers: dict,
+    workload: Workload,
+    system: str,
+    model: str,
+    seconds: float,
+    concurrencies: tuple[int, ...] = CONCURRENCIES,
 ) -> list[Row]:
     rows = []
     asyncio.run(_load(url, workload.bodies, headers, 4, 1.0))  # warm-up
-    for concurrency in CONCURRENCIES:
+    for concurrency in concurrencies:
         latencies, took = asyncio.run(_load(url, workload.bodies, headers, concurrency, seconds))
         lat = np.array(latencies) * 1e3
         rows.append(

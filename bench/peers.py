@@ -71,7 +71,8 @@ class Pipeline:
 
 def fastapi_app(repository: Path, threads: int = 1):
     """A FastAPI service answering the hosted request format on POST /invocations."""
-    pipeline = Pipeline(repository, network_runner(repository, threads))
+    # one call per network per request, padded within it: what a user would build
+    pipeline = Pipeline(repository, network_runner(repository, threads), measured=False)
     app = FastAPI()
 
     @app.post("/invocations")
