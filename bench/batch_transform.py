@@ -97,6 +97,7 @@ def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> 
     from server.dispatch import measure_costs, plan
     from server.onnx_sessions import network_runner
     from server.payload import ParsedRequest
+    from server.settings import ServingSettings
 
     run = network_runner(repository, 0, 0, False)
     costs = measure_costs(run)
@@ -110,7 +111,8 @@ def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> 
             bodies.append(ParsedRequest(np.zeros(len(tokens), dtype=np.int8), sides, JSONLINES))
     seconds = {}
     for name, how in (("one padded call per body", None), ("cut as the front door cuts", costs)):
-        feeds = [c.feed for body in bodies for c in plan([body], 1 << 30, how)]
+        tokens = ServingSettings().network_max_batch_tokens
+        feeds = [c.feed for body in bodies for c in plan([body], 1 << 30, how, tokens)]
         run(ENCODER_MODELS[0], feeds[0], ENCODER_OUTPUT)  # warm-up
         start = time.perf_counter()
         for feed in feeds:
@@ -171,7 +173,14 @@ def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float
     for _ in range(rounds):
         step("orjson.loads of every line (reference)", lambda: list(map(orjson.loads, lines)))
         parsed = step("parse_request", parse_request, body, JSONLINES, None, limits)
-        calls = step("plan", plan, [parsed], settings.network_max_batch_size, costs)
+        calls = step(
+            "plan",
+            plan,
+            [parsed],
+            settings.network_max_batch_size,
+            costs,
+            settings.network_max_batch_tokens,
+        )
         done = step("ONNX Runtime", run_calls, calls, run)
         answers = step("scatter", scatter, [parsed], *done)
         step("format_response", format_response, answers[0], parsed.accept)

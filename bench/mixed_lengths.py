@@ -56,7 +56,10 @@ def token_ratios(repository: Path, body: bytes) -> dict[str, float]:
     costs = measure_costs(network_runner(repository))
     out = {"naive (one call a request)": len(request) * int(request.sides[0].lengths.max()) / real}
     for n in (1, 16):
-        calls = plan([request] * n, ServingSettings().network_max_batch_size, costs)
+        settings = ServingSettings()
+        calls = plan(
+            [request] * n, settings.network_max_batch_size, costs, settings.network_max_batch_tokens
+        )
         out[f"front door, {n} request(s) an execute"] = sum(
             a.size for c in calls for a in c.feed.values()
         ) / (n * real)

@@ -54,7 +54,14 @@ class Pipeline:
 
     def run_parsed(self, requests: list) -> list:
         """Each parsed request's answers, or its error."""
-        return dispatch(requests, self.run, ServingSettings().network_max_batch_size, self.costs)
+        settings = ServingSettings()
+        return dispatch(
+            requests,
+            self.run,
+            settings.network_max_batch_size,
+            self.costs,
+            settings.network_max_batch_tokens,
+        )
 
     def answer_many(self, bodies: Sequence[bytes], content_type: str | None = None) -> list[bytes]:
         requests = [parse_request(b, content_type, None, self.limits) for b in bodies]

@@ -39,29 +39,43 @@ def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
     return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
-def cut(lengths: np.ndarray, max_batch_size: int, cost: CallCost | None) -> list[np.ndarray]:
+def cut(
+    lengths: np.ndarray, max_batch_size: int, cost: CallCost | None, max_tokens: int | None = None
+) -> list[np.ndarray]:
     """The rows of each call, each call's in ascending order (lengths: [rows, inputs]; a call's
     padded size is its row count times the sum of its inputs' longest). No cost: one call,
-    split only above max_batch_size."""
+    split only above max_batch_size rows or max_tokens padded tokens (a call of one row may
+    pass max_tokens: a sequence is never split)."""
+
+    def cap(width: int) -> int:
+        """The most rows of a call whose rows are `width` padded tokens."""
+        if max_tokens is None:
+            return max_batch_size
+        return max(1, min(max_batch_size, max_tokens // max(width, 1)))
+
     rows = np.arange(len(lengths))
-    if cost is None or len(lengths) < 2:
-        return _chunks(rows, max_batch_size)
-    # Whatever padding there is costs less than a call: one call. (The bound first: one NumPy
-    # call, and a small request stops there.)
-    if lengths.size * int(lengths.max()) * cost.token_s <= cost.call_s:
-        return _chunks(rows, max_batch_size)
+    if not len(lengths):
+        return []
+    # A bound on one call's padded tokens (one NumPy call: a small request stops here).
+    bound = lengths.size * int(lengths.max())
+    whole = max_batch_size
+    if max_tokens is not None and bound > max_tokens:
+        whole = cap(int(lengths.max(axis=0).sum()))
+    if cost is None or len(lengths) < 2 or bound * cost.token_s <= cost.call_s:
+        return _chunks(rows, whole)  # whatever padding there is costs less than a call
     key = lengths.sum(axis=1)
     if (len(key) * int(lengths.max(axis=0).sum()) - int(key.sum())) * cost.token_s <= cost.call_s:
-        return _chunks(rows, max_batch_size)
+        return _chunks(rows, whole)
     order = np.argsort(key, kind="stable")
     values, counts = np.unique(key, return_counts=True)
     if len(values) == 1:
-        return _chunks(rows, max_batch_size)
+        return _chunks(rows, whole)
     ends = np.cumsum(counts)  # rows of the sorted order up to each distinct length
     if len(values) > MAX_CUT_POINTS:
         keep = np.unique(np.linspace(0, len(values) - 1, MAX_CUT_POINTS).astype(np.int64))
         values, ends = values[keep], ends[keep]
     ends = np.concatenate([[0], ends])
+    caps = np.array([cap(int(v)) for v in values])
     # best[j]: the cheapest way to answer the rows before cut point j; back[j]: its last cut.
     best = np.zeros(len(ends))
     back = np.zeros(len(ends), dtype=np.int64)
@@ -69,18 +83,18 @@ def cut(lengths: np.ndarray, max_batch_size: int, cost: CallCost | None) -> list
         sizes = ends[j] - ends[:j]
         costs = (
             best[:j]
-            + cost.call_s * np.ceil(sizes / max_batch_size)
+            + cost.call_s * np.ceil(sizes / caps[j - 1])
             + cost.token_s * sizes * values[j - 1]
         )
         back[j] = int(np.argmin(costs))
         best[j] = costs[back[j]]
-    cuts, j = [], len(ends) - 1
+    calls, j = [], len(ends) - 1
     while j > 0:
-        cuts.append((ends[back[j]], ends[j]))
+        group = order[ends[back[j]] : ends[j]]
+        width = int(lengths[group].max(axis=0).sum())
+        calls[:0] = [np.sort(chunk) for chunk in _chunks(group, cap(width))]
         j = back[j]
-    return [
-        np.sort(chunk) for a, b in reversed(cuts) for chunk in _chunks(order[a:b], max_batch_size)
-    ]
+    return calls
 
 
 def measure(call_for: Callable[[int, int], Callable[[], object]], width: int) -> CallCost:

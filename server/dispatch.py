@@ -91,9 +91,15 @@ def _route_columns(route: _Route, routes: np.ndarray, count: int, sides: tuple[R
 Costs = Mapping[str, CallCost] | None
 
 
-def plan(requests: list[ParsedRequest], max_batch_size: int, costs: Costs = None) -> list[Call]:
-    """The calls that answer every instance: one per network, split above max_batch_size, and
-    cut by length where a network's measured costs say the padding saved pays for the call.
+def plan(
+    requests: list[ParsedRequest],
+    max_batch_size: int,
+    costs: Costs = None,
+    max_batch_tokens: int | None = None,
+) -> list[Call]:
+    """The calls that answer every instance: one per network, split above max_batch_size rows
+    or max_batch_tokens padded tokens, and cut by length where a network's measured costs say
+    the padding saved pays for the call.
     """
     calls = []
     owners, indexes, routes, sides = _gather(requests)
@@ -106,7 +112,7 @@ def plan(requests: list[ParsedRequest], max_batch_size: int, costs: Costs = None
         request_of, instance_of = owners[mine], indexes[mine]
         lengths = np.stack([c.lengths for c in columns], axis=1)
         cost = costs.get(route.model) if costs else None
-        for rows in cut(lengths, max_batch_size, cost):
+        for rows in cut(lengths, max_batch_size, cost, max_batch_tokens):
             # Tokens were truncated at parse time; padding only fills up to the longest. The
             # rows of a call are in ascending order (server.cutting): all of them, in order.
             whole = len(rows) == count
@@ -207,8 +213,12 @@ def measure_costs(run: Runner, width: int = 32, rounds: int = 3) -> dict[str, Ca
 
 
 def dispatch(
-    requests: list[ParsedRequest], run: Runner, max_batch_size: int, costs: Costs = None
+    requests: list[ParsedRequest],
+    run: Runner,
+    max_batch_size: int,
+    costs: Costs = None,
+    max_batch_tokens: int | None = None,
 ) -> list[list[tuple[str, np.ndarray]] | BaseException]:
     """plan, run, scatter: the synchronous path (the front door in process, peers, tests)."""
-    calls = plan(requests, max_batch_size, costs)
+    calls = plan(requests, max_batch_size, costs, max_batch_tokens)
     return scatter(requests, *run_calls(calls, run))

@@ -114,6 +114,9 @@ class ServingSettings:
     gpu_copies: int = setting(2, "O2V_GPU_COPIES", minimum=1)  # preferred network, per GPU
     cpu_copies: int = setting(1, minimum=1)  # every ONNX model outside the preferred mode
     network_max_batch_size: int = setting(4096, minimum=1)  # instances per call to a network
+    # Padded tokens per call (a call of one sequence may pass it): bounds a call's activations,
+    # 65,536 x enc_dim 512 x 4 bytes = 128 MB a layer for the realistic model.
+    network_max_batch_tokens: int = setting(65_536, minimum=1)
     # No waiting: the front door already batches, and requests queue while an instance is busy
     # (docs/performance.md: 0 beat 200/500 µs on the realistic model).
     network_queue_delay_us: int = setting(0, minimum=0)

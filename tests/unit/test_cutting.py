@@ -53,3 +53,21 @@ def test_many_distinct_lengths_are_cut_quickly_and_completely():
     lengths = rng.integers(1, 5000, size=(10_000, 2))
     calls = cut(lengths, 4096, CallCost(1e-4, 1e-8))
     assert sorted(np.concatenate(calls).tolist()) == list(range(len(lengths)))
+
+
+@settings(max_examples=200)
+@given(
+    lengths=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=30),
+    costed=st.booleans(),
+    max_tokens=st.integers(1, 400),
+    max_batch=st.integers(1, 12),
+)
+def test_no_call_passes_the_token_budget_unless_it_is_one_row(
+    lengths, costed, max_tokens, max_batch
+):
+    lengths = np.array(lengths)
+    calls = cut(lengths, max_batch, CallCost(1.0, 0.5) if costed else None, max_tokens)
+    assert sorted(np.concatenate(calls).tolist()) == list(range(len(lengths)))
+    for c in calls:
+        padded = len(c) * int(lengths[c].max(axis=0).sum())
+        assert len(c) <= max_batch and (padded <= max_tokens or len(c) == 1)

@@ -114,17 +114,20 @@ _instance = st.fixed_dictionaries(
     call=st.floats(0, 1e-3),
     token=st.floats(1e-9, 1e-4),
     max_batch=st.integers(1, 8),
+    max_tokens=st.one_of(st.none(), st.integers(1, 60)),
     measured=st.booleans(),
 )
 def test_every_instance_lands_once_in_a_call_with_its_own_tokens(
-    demo_repository, bodies, call, token, max_batch, measured
+    demo_repository, bodies, call, token, max_batch, max_tokens, measured
 ):
     requests = _requests(demo_repository, [{"instances": b} for b in bodies])
     costs = {n: CallCost(call, token) for n in ("enc0", "enc1", "pair")} if measured else None
-    calls = plan(requests, max_batch, costs)
+    calls = plan(requests, max_batch, costs, max_tokens)
     seen = []
     for c in calls:
         assert len(c.members) <= max_batch
+        padded = sum(a.size for a in c.feed.values())
+        assert max_tokens is None or padded <= max_tokens or len(c.members) == 1
         for row, (r, i) in enumerate(c.members):
             instance = bodies[r][i]
             keys = [k for k in ("in0", "in1") if k in instance]

@@ -90,6 +90,7 @@ class TritonPythonModel:
         facts = Facts.load(facts_dir)
         self.limits = Limits.of(facts, int(params["max_body_bytes"]), int(params["max_instances"]))
         self.max_batch_size = int(params["network_max_batch_size"])
+        self.max_batch_tokens = int(params.get("network_max_batch_tokens", 0)) or None
         self.run, self.costs = _bls, None
         if params.get("networks") == "in_process":
             self.run = _in_process(facts_dir, params) or _bls
@@ -124,7 +125,7 @@ class TritonPythonModel:
             spans.append((index, len(parsed), len(mine)))
             parsed.extend(mine)
         try:
-            calls = plan(parsed, self.max_batch_size, self.costs)
+            calls = plan(parsed, self.max_batch_size, self.costs, self.max_batch_tokens)
             answers = scatter(parsed, *run_calls(calls, self.run))
         except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
             answers = [error] * len(parsed)
