@@ -35,7 +35,7 @@ from bench.load import wait_for
 from bench.local import RUNS, arguments
 from client.batching import MB, pack
 from contract.facts import Facts
-from contract.names import ENCODER_MODELS, ENCODER_OUTPUT, FRONT_DOOR, JSONLINES
+from contract.names import ENCODER_OUTPUT, FRONT_DOOR, JSONLINES
 from server.embedded import PROJECT_ROOT
 from server.process import free_port
 from server.ragged import EMPTY, Ragged
@@ -116,12 +116,13 @@ def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> 
         ("cut as the front door cuts", costs),
     ):
         tokens = ServingSettings().network_max_batch_tokens
-        feeds = [c.feed for body in bodies for c in plan([body], 1 << 30, how, tokens)]
-        run(ENCODER_MODELS[0], feeds[0], ENCODER_OUTPUT)  # warm-up
+        flat = run.flat if how else None
+        calls = [c for body in bodies for c in plan([body], 1 << 30, how, tokens, flat)]
+        run(calls[0].model, calls[0].feed, ENCODER_OUTPUT)  # warm-up
         start = time.perf_counter()
-        for feed in feeds:
-            run(ENCODER_MODELS[0], feed, ENCODER_OUTPUT)
-        seconds[f"{name} ({len(feeds)} calls)"] = time.perf_counter() - start
+        for call in calls:
+            run(call.model, call.feed, ENCODER_OUTPUT)
+        seconds[f"{name} ({len(calls)} calls)"] = time.perf_counter() - start
     return seconds
 
 
@@ -184,6 +185,7 @@ def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float
             settings.network_max_batch_size,
             costs,
             settings.network_max_batch_tokens,
+            run.flat,
         )
         done = step("ONNX Runtime", run_calls, calls, run)
         answers = step("scatter", scatter, [parsed], *done)

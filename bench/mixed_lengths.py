@@ -53,13 +53,13 @@ def token_ratios(repository: Path, body: bytes) -> dict[str, float]:
     limits = Limits.of(Facts.load(repository), 1 << 24)
     request = parse_request(body, None, None, limits)
     real = int(request.sides[0].lengths.sum())
-    costs = measure_costs(network_runner(repository))
+    networks = network_runner(repository)
+    costs = measure_costs(networks)
     out = {"naive (one call a request)": len(request) * int(request.sides[0].lengths.max()) / real}
     for n in (1, 16):
         settings = ServingSettings()
-        calls = plan(
-            [request] * n, settings.network_max_batch_size, costs, settings.network_max_batch_tokens
-        )
+        limits = (settings.network_max_batch_size, costs, settings.network_max_batch_tokens)
+        calls = plan([request] * n, *limits, networks.flat)
         out[f"front door, {n} request(s) an execute"] = sum(
             a.size for c in calls for a in c.feed.values()
         ) / (n * real)

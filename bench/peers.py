@@ -45,12 +45,14 @@ def torch_runner(checkpoint_path: Path, threads: int = 0) -> Runner:
 
 class Pipeline:
     """Parse, run, format: the front door's work without Triton, calls cut by the networks'
-    measured costs as the front door cuts them (`costs=None`: one call per network)."""
+    measured costs and encoders in their flat forms as the front door runs them (`measured`
+    False: one padded call per network)."""
 
     def __init__(self, repository: Path, run: Runner, measured: bool = True):
         self.limits = Limits.of(Facts.load(repository), ServingSettings().max_body_bytes)
         self.run = run
         self.costs = measure_costs(run) if measured else None
+        self.flat = getattr(run, "flat", None) if measured else None
 
     def run_parsed(self, requests: list) -> list:
         """Each parsed request's answers, or its error."""
@@ -61,6 +63,7 @@ class Pipeline:
             settings.network_max_batch_size,
             self.costs,
             settings.network_max_batch_tokens,
+            self.flat,
         )
 
     def answer_many(self, bodies: Sequence[bytes], content_type: str | None = None) -> list[bytes]:

@@ -28,10 +28,19 @@ class PooledEmbedding(nn.Module):
         super().__init__()
         self.embedding = embedding
 
+    separator = 1  # the flat form needs one zero position after each sequence (contract.flat)
+
     def forward(self, tokens: Tensor) -> Tensor:
         mask = padding_mask(tokens).unsqueeze(-1).to(torch.float32)
         summed = (self.embedding(tokens) * mask).sum(dim=1)
         return summed / mask.sum(dim=1).clamp(min=1.0)
+
+    def flat(self, tokens: Tensor, gather: Tensor) -> Tensor:
+        """The same answers from contract.flat's form: [1, T] ids and a [N, L] gather."""
+        row = tokens[0]
+        x = self.embedding(row) * padding_mask(row).unsqueeze(-1).to(torch.float32)  # [T, E]
+        counts = padding_mask(row[gather]).sum(dim=1, keepdim=True).to(torch.float32)
+        return x[gather].sum(dim=1) / counts.clamp(min=1.0)
 
 
 class HierarchicalCNN(nn.Module):
@@ -56,6 +65,8 @@ class HierarchicalCNN(nn.Module):
             nn.Conv1d(c_in, c_out, spec.cnn_filter_width, padding="same")
             for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         )
+        # The flat form's zeros after each sequence: a kernel's reach on either side.
+        self.separator = max(1, spec.cnn_filter_width - 1)
         for conv in self.convs:
             # He initialisation keeps the activations' scale through ReLU layers. PyTorch's
             # default shrinks their variance about six-fold per layer: after the 4 layers of
@@ -63,13 +74,23 @@ class HierarchicalCNN(nn.Module):
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def _features(self, tokens: Tensor) -> Tensor:
+        """[B, C, L], zero at padded positions."""
         mask = padding_mask(tokens).unsqueeze(1).to(torch.float32)  # [B, 1, L]
         x = self.embedding(tokens).transpose(1, 2)  # [B, C, L]
         for index, conv in enumerate(self.convs):
             phrases = torch.relu(conv(x * mask))
             x = phrases if index == 0 else x + phrases
-        return (x * mask).amax(dim=2)
+        return x * mask
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self._features(tokens).amax(dim=2)
+
+    def flat(self, tokens: Tensor, gather: Tensor) -> Tensor:
+        """The same answers from contract.flat's form: [1, T] ids and a [N, L] gather; the
+        convolutions run over the real tokens and separators only."""
+        features = self._features(tokens)[0].transpose(0, 1)  # [T, C]
+        return features[gather].amax(dim=1)
 
 
 class BiLSTM(nn.Module):

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from contract.facts import Facts
+from contract.flat import FLAT_FILE, FLAT_INPUTS, SEPARATOR_KEY, flat_layout
 from contract.names import (
     ENCODER_INPUT,
     ENCODER_MODELS,
@@ -88,6 +89,22 @@ class _EncoderGraph(nn.Module):
         return _invalid_as_nan(self.model.encode(self.side, safe), valid)
 
 
+class _FlatEncoderGraph(nn.Module):
+    """An encoder's flat form (contract.flat), with the same id guard: a sequence holding an id
+    outside the vocabulary is answered with NaN, its batch-mates untouched."""
+
+    def __init__(self, model: Object2Vec, side: int):
+        super().__init__()
+        self.encoder = model.enc0 if side == 0 else model.enc1
+        self.vocab_size = (model.hp.enc0_vocab_size, model.hp.enc1_vocab_size)[side]
+
+    def forward(self, tokens: torch.Tensor, gather: torch.Tensor) -> torch.Tensor:
+        in_range = (tokens >= 0) & (tokens < self.vocab_size)
+        safe = torch.where(in_range, tokens, torch.zeros_like(tokens))
+        valid = in_range[0][gather].all(dim=1)
+        return _invalid_as_nan(self.encoder.flat(safe, gather), valid)
+
+
 class _PairGraph(nn.Module):
     def __init__(self, model: Object2Vec):
         super().__init__()
@@ -120,11 +137,18 @@ def facts_of(model: Object2Vec) -> Facts:
 
 
 def _to_onnx(
-    module: nn.Module, inputs: tuple[torch.Tensor, ...], names: Sequence[str], output: str
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    names: Sequence[str],
+    output: str,
+    metadata: dict[str, str] | None = None,
+    axes: dict[str, dict[int, str]] | None = None,
 ) -> bytes:
+    """The checked ONNX graph of `module`; by default every input [batch, its length] and the
+    output [batch, ...]."""
     buffer = io.BytesIO()
-    axes = {name: {0: "batch", 1: f"{name}_length"} for name in names}
-    axes[output] = {0: "batch"}
+    if axes is None:
+        axes = {name: {0: "batch", 1: f"{name}_length"} for name in names} | {output: {0: "batch"}}
     with warnings.catch_warnings():
         # The TorchScript exporter warns that it is legacy, and about LSTM batch sizes; the
         # verification below runs several batch sizes, which is what those warnings ask for.
@@ -141,8 +165,10 @@ def _to_onnx(
             dynamo=False,
         )
     proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)
-    return buffer.getvalue()
+    return proto.SerializeToString()
 
 
 def _random_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int) -> np.ndarray:
@@ -185,17 +211,30 @@ def verification_inputs(
 def _verify(
     name: str, graph: bytes, module: nn.Module, feeds: list[dict[str, np.ndarray]], tolerance: float
 ) -> float:
+    with torch.no_grad():
+        expected = [module(*(torch.from_numpy(v) for v in feed.values())) for feed in feeds]
+    return _verify_against(name, graph, feeds, expected, tolerance)
+
+
+def _verify_against(
+    name: str,
+    graph: bytes,
+    feeds: list[dict[str, np.ndarray]],
+    expected: list[torch.Tensor],
+    tolerance: float,
+) -> float:
+    """The largest difference of ONNX Runtime's answers to `feeds` from `expected`, over the
+    outputs' size (or 1); ExportMismatch above `tolerance`."""
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     worst = 0.0
-    with torch.no_grad():
-        for feed in feeds:
-            expected = module(*(torch.from_numpy(v) for v in feed.values())).numpy()
-            (actual,) = session.run(None, feed)
-            if not np.array_equal(np.isnan(actual), np.isnan(expected)):
-                raise ExportMismatch(f"{name}: ONNX Runtime and PyTorch reject different rows")
-            difference = float(np.nan_to_num(np.abs(actual - expected), nan=0.0).max())
-            scale = max(1.0, float(np.nan_to_num(np.abs(expected), nan=0.0).max()))
-            worst = max(worst, difference / scale)
+    for feed, reference in zip(feeds, expected, strict=True):
+        wanted = reference.detach().numpy()
+        (actual,) = session.run(None, feed)
+        if not np.array_equal(np.isnan(actual), np.isnan(wanted)):
+            raise ExportMismatch(f"{name}: ONNX Runtime and PyTorch reject different rows")
+        difference = float(np.nan_to_num(np.abs(actual - wanted), nan=0.0).max())
+        scale = max(1.0, float(np.nan_to_num(np.abs(wanted), nan=0.0).max()))
+        worst = max(worst, difference / scale)
     if not worst <= tolerance:
         raise ExportMismatch(
             f"{name}: ONNX Runtime differs from PyTorch by {worst:.3g} of the outputs' size "
@@ -241,10 +280,45 @@ def export(
         start = time.perf_counter()
         graph = _to_onnx(module, inputs, input_names, output)
         diff = _verify(name, graph, module, feeds, tolerance)
-        graphs[name] = graph
+        graphs[f"{name}/1/model.onnx"] = graph
         reports.append(GraphReport(name, len(graph), diff, time.perf_counter() - start))
+    for side in (0, 1):
+        encoder = model.enc0 if side == 0 else model.enc1
+        if not hasattr(encoder, "flat"):
+            continue  # bilstm: its time steps are padded by nature; calls are cut by length
+        start = time.perf_counter()
+        name = f"{ENCODER_MODELS[side]}/1/{FLAT_FILE}"
+        feeds = [_flat_feed(case[side], encoder.separator) for case in cases]
+        example_feed = max(feeds, key=lambda feed: feed[FLAT_INPUTS[1]].size)
+        graph = _to_onnx(
+            _FlatEncoderGraph(model, side).eval(),
+            tuple(torch.from_numpy(a) for a in example_feed.values()),
+            FLAT_INPUTS,
+            ENCODER_OUTPUT,
+            {SEPARATOR_KEY: str(encoder.separator)},
+            {
+                "tokens": {1: "positions"},
+                "gather": {0: "batch", 1: "longest"},
+                ENCODER_OUTPUT: {0: "batch"},
+            },
+        )
+        # Checked against the padded graph's module on the same sequences: the same answers.
+        reference = [_EncoderGraph(model, side).eval()(torch.from_numpy(c[side])) for c in cases]
+        diff = _verify_against(name, graph, feeds, reference, tolerance)
+        graphs[name] = graph
+        reports.append(
+            GraphReport(
+                f"{ENCODER_MODELS[side]} flat", len(graph), diff, time.perf_counter() - start
+            )
+        )
     _write(Path(repository), graphs, facts)
     return reports
+
+
+def _flat_feed(padded: np.ndarray, separator: int) -> dict[str, np.ndarray]:
+    """contract.flat's feed for the rows of a padded array (id 0 is padding)."""
+    lengths = (padded != 0).sum(axis=1)
+    return flat_layout(padded[padded != 0], lengths, separator)
 
 
 def _write(repository: Path, graphs: dict[str, bytes], facts: Facts) -> None:
@@ -252,11 +326,15 @@ def _write(repository: Path, graphs: dict[str, bytes], facts: Facts) -> None:
     repository.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=repository) as staging:
         for name, graph in graphs.items():
-            staged = Path(staging) / name
+            staged = Path(staging) / name.replace("/", "_")
             staged.write_bytes(graph)
-            target = repository / name / "1" / "model.onnx"
+            target = repository / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(staged, target)
+        for side in (0, 1):  # a flat form left by an earlier model would not match this one
+            stale = repository / ENCODER_MODELS[side] / "1" / FLAT_FILE
+            if f"{ENCODER_MODELS[side]}/1/{FLAT_FILE}" not in graphs and stale.exists():
+                stale.unlink()
     facts.save(repository)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.flat import flat_layout
 from contract.names import (
     ENCODER_INPUT,
     ENCODER_MODELS,
@@ -58,6 +59,13 @@ class Call:
     output: str
     key: str
     members: list[tuple[int, int]]  # (request, instance) per output row
+    separator: int = 0  # > 0: the encoder's flat form (contract.flat) with this separator
+    sequences: Ragged | None = None  # a flat call's sequences, to cut it per request
+
+
+def flat_name(model: str) -> str:
+    """What a call to an encoder's flat form is named (server.onnx_sessions.Networks)."""
+    return f"{model}/flat"
 
 
 def _gather(requests: list[ParsedRequest]):
@@ -91,15 +99,22 @@ def _route_columns(route: _Route, routes: np.ndarray, count: int, sides: tuple[R
 Costs = Mapping[str, CallCost] | None
 
 
+def _flat_call(route: _Route, column: Ragged, separator: int, members) -> Call:
+    feed = flat_layout(column.ids, column.lengths, separator)
+    return Call(flat_name(route.model), feed, route.output, route.key, members, separator, column)
+
+
 def plan(
     requests: list[ParsedRequest],
     max_batch_size: int,
     costs: Costs = None,
     max_batch_tokens: int | None = None,
+    flat: Mapping[str, int] | None = None,
 ) -> list[Call]:
     """The calls that answer every instance: one per network, split above max_batch_size rows
     or max_batch_tokens padded tokens, and cut by length where a network's measured costs say
-    the padding saved pays for the call.
+    the padding saved pays for the call. An encoder with a flat form (`flat`: its separator)
+    gets its sequences back to back instead, nothing padded, cut only by the two limits.
     """
     calls = []
     owners, indexes, routes, sides = _gather(requests)
@@ -110,6 +125,14 @@ def plan(
             continue
         mine, columns = _route_columns(route, routes, count, sides)
         request_of, instance_of = owners[mine], indexes[mine]
+        separator = (flat or {}).get(route.model, 0)
+        if separator:
+            widths = columns[0].lengths + separator  # a row's positions in the flat row
+            for rows in _flat_rows(widths, max_batch_size, max_batch_tokens):
+                column = columns[0] if len(rows) == count else columns[0].take(rows)
+                members = _members(request_of, instance_of, rows)
+                calls.append(_flat_call(route, column, separator, members))
+            continue
         lengths = np.stack([c.lengths for c in columns], axis=1)
         cost = costs.get(route.model) if costs else None
         for rows in cut(lengths, max_batch_size, cost, max_batch_tokens):
@@ -120,9 +143,30 @@ def plan(
                 name: (column if whole else column.take(rows)).padded()
                 for name, column in zip(route.inputs, columns, strict=True)
             }
-            members = list(zip(request_of[rows].tolist(), instance_of[rows].tolist(), strict=True))
+            members = _members(request_of, instance_of, rows)
             calls.append(Call(route.model, feed, route.output, route.key, members))
     return calls
+
+
+def _members(request_of: np.ndarray, instance_of: np.ndarray, rows: np.ndarray) -> list:
+    return list(zip(request_of[rows].tolist(), instance_of[rows].tolist(), strict=True))
+
+
+def _flat_rows(widths: np.ndarray, max_rows: int, max_tokens: int | None) -> list[np.ndarray]:
+    """Consecutive rows, each run under max_rows rows and max_tokens positions in all (a run
+    of one row may pass it)."""
+    if max_tokens is None or int(widths.sum()) <= max_tokens:
+        rows = np.arange(len(widths))
+        return [rows[i : i + max_rows] for i in range(0, len(rows), max_rows)]
+    ends = np.cumsum(widths)
+    runs, first = [], 0
+    while first < len(widths):
+        base = ends[first - 1] if first else 0
+        last = int(np.searchsorted(ends, base + max_tokens, side="right"))
+        last = min(max(last, first + 1), first + max_rows, len(widths))
+        runs.append(np.arange(first, last))
+        first = last
+    return runs
 
 
 def scatter(
@@ -150,16 +194,19 @@ def by_request(call: Call) -> list[Call]:
     rows: dict[int, list[int]] = {}
     for row, (r, _) in enumerate(call.members):
         rows.setdefault(r, []).append(row)
-    return [
-        Call(
-            call.model,
-            {name: array[mine] for name, array in call.feed.items()},
-            call.output,
-            call.key,
-            [call.members[row] for row in mine],
-        )
-        for mine in rows.values()
-    ]
+    parts = []
+    for mine in rows.values():
+        members = [call.members[row] for row in mine]
+        if call.sequences is not None:  # a flat call: its layout rebuilt for these rows
+            sequences = call.sequences.take(np.array(mine))
+            feed = flat_layout(sequences.ids, sequences.lengths, call.separator)
+            parts.append(
+                Call(call.model, feed, call.output, call.key, members, call.separator, sequences)
+            )
+        else:
+            feed = {name: array[mine] for name, array in call.feed.items()}
+            parts.append(Call(call.model, feed, call.output, call.key, members))
+    return parts
 
 
 def _attempt(run: Runner, call: Call) -> np.ndarray | BaseException:
@@ -218,7 +265,8 @@ def dispatch(
     max_batch_size: int,
     costs: Costs = None,
     max_batch_tokens: int | None = None,
+    flat: Mapping[str, int] | None = None,
 ) -> list[list[tuple[str, np.ndarray]] | BaseException]:
     """plan, run, scatter: the synchronous path (the front door in process, peers, tests)."""
-    calls = plan(requests, max_batch_size, costs, max_batch_tokens)
+    calls = plan(requests, max_batch_size, costs, max_batch_tokens, flat)
     return scatter(requests, *run_calls(calls, run))

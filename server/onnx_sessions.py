@@ -8,8 +8,9 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from contract.flat import FLAT_FILE, SEPARATOR_KEY
 from contract.names import ENCODER_MODELS, PAIR_MODEL
-from server.dispatch import Runner
+from server.dispatch import flat_name
 
 
 def session(
@@ -56,22 +57,36 @@ def run(session: ort.InferenceSession, outputs: list[str], feed: dict) -> list:
     return session.run(outputs, feed, _SHRINK if big else None)
 
 
+class Networks:
+    """enc0, enc1 and pair of a repository in this process, as server.dispatch calls them (a
+    Runner), with the flat forms export wrote (contract.flat): `flat` maps an encoder to its
+    separator, and `flat_name(model)` is what a call to its flat form is named."""
+
+    def __init__(self, repository: Path, *options, providers: list | None = None):
+        folder = Path(repository)
+        self.sessions = {
+            name: session(folder / name / "1" / "model.onnx", *options, providers=providers)
+            for name in (*ENCODER_MODELS, PAIR_MODEL)
+        }
+        self.flat: dict[str, int] = {}
+        for name in ENCODER_MODELS:
+            path = folder / name / "1" / FLAT_FILE
+            if path.exists():
+                flat = session(path, *options, providers=providers)
+                self.sessions[flat_name(name)] = flat
+                self.flat[name] = int(flat.get_modelmeta().custom_metadata_map[SEPARATOR_KEY])
+
+    def __call__(self, model: str, feed: dict, output: str):
+        return run(self.sessions[model], [output], feed)[0]
+
+
 def network_runner(
     repository: Path,
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
     allow_spinning: bool = False,
     providers: list | None = None,
-) -> Runner:
-    """enc0, enc1 and pair of a repository in this process, as server.dispatch calls them."""
-    sessions = {
-        name: session(
-            Path(repository) / name / "1" / "model.onnx",
-            intra_op_threads,
-            inter_op_threads,
-            allow_spinning,
-            providers=providers,
-        )
-        for name in (*ENCODER_MODELS, PAIR_MODEL)
-    }
-    return lambda model, feed, output: run(sessions[model], [output], feed)[0]
+) -> Networks:
+    """The networks of a repository in this process (see Networks)."""
+    options = (intra_op_threads, inter_op_threads, allow_spinning)
+    return Networks(repository, *options, providers=providers)

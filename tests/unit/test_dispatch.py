@@ -138,3 +138,38 @@ def test_every_instance_lands_once_in_a_call_with_its_own_tokens(
                 assert padded[: len(tokens)].tolist() == tokens and not padded[len(tokens) :].any()
             seen.append((r, i))
     assert sorted(seen) == [(r, i) for r, b in enumerate(bodies) for i in range(len(b))]
+
+
+def test_flat_forms_give_the_padded_answers_and_split_per_request(demo_repository):
+    """The demo model's hcnn encoders have flat forms: their calls carry no padding, answer
+    as the padded calls do, and a failed flat call is cut per request like any other."""
+    requests = _requests(demo_repository, _bodies(2))
+    run = network_runner(demo_repository)
+    assert set(run.flat) == {"enc0", "enc1"}
+    padded = dispatch(requests, run, 4096)
+    flat = dispatch(requests, run, 4096, None, 300, run.flat)
+    for a, b in zip(padded, flat, strict=True):
+        for (key_a, va), (key_b, vb) in zip(a, b, strict=True):
+            assert key_a == key_b
+            np.testing.assert_allclose(va, vb, atol=1e-5, rtol=1e-5)
+    calls = [c for c in plan(requests, 4096, None, 300, run.flat) if c.separator]
+    assert len(calls) > 2 and all(
+        c.feed["tokens"].size <= 300 or len(c.members) == 1 for c in calls
+    )
+    for call in calls:
+        real = sum(
+            len(
+                requests[r].instances[i].in0
+                if call.model.startswith("enc0")
+                else requests[r].instances[i].in1
+            )
+            for r, i in call.members
+        )
+        assert call.feed["tokens"].size == real + call.separator * len(call.members)
+        parts = by_request(call)
+        whole = run(call.model, call.feed, call.output)
+        pieces = np.concatenate([run(p.model, p.feed, p.output) for p in parts])
+        order = [m for p in parts for m in p.members]
+        np.testing.assert_allclose(
+            pieces, whole[[call.members.index(m) for m in order]], atol=1e-5, rtol=1e-5
+        )

@@ -35,7 +35,12 @@ def _session(path):
 def test_onnx_runtime_agrees_with_torch(tmp_path, setup):
     model = small(**setup)
     reports = export(model, tmp_path)
-    assert {r.name for r in reports} == {"enc0", "enc1", "pair"}
+    flat = {
+        f"enc{side} flat"
+        for side in (0, 1)
+        if hasattr(model.enc0 if side == 0 else model.enc1, "flat")
+    }
+    assert {r.name for r in reports} == {"enc0", "enc1", "pair"} | flat
     assert all(r.max_difference <= 1e-5 for r in reports)
     assert not any(m.training for m in model.modules())  # export leaves the model in eval mode
     for name in ("enc0", "enc1", "pair"):
@@ -121,3 +126,31 @@ def test_a_graph_that_computes_something_else_is_refused(tmp_path):
         _verify(
             "enc0", graph, _EncoderGraph(other, 0).eval(), [{"tokens": tokens.numpy()}], TOLERANCE
         )
+
+
+@pytest.mark.parametrize("network", ["hcnn", "pooled_embedding"])
+def test_flat_forms_answer_as_the_padded_graphs(tmp_path, network):
+    """Through the written files, fresh lengths: the flat form (contract.flat) gives each
+    sequence the padded graph's answer, and NaN to a sequence with an id outside the
+    vocabulary without touching the others."""
+    from contract.flat import SEPARATOR_KEY, flat_layout
+    from contract.padding import pad
+
+    model = small(enc0_network=network, enc1_network="enc0")
+    export(model, tmp_path)
+    rng = np.random.default_rng(7)
+    tokens = [rng.integers(1, 300, size=n).tolist() for n in (1, 2, 9, 31, 4, 40)]
+    tokens[3][5] = 300  # outside the vocabulary (ids 0..299)
+    padded = pad(tokens, 40)
+    (want,) = _session(tmp_path / "enc0" / "1" / "model.onnx").run(None, {"tokens": padded})
+    flat = _session(tmp_path / "enc0" / "1" / "flat.onnx")
+    separator = int(flat.get_modelmeta().custom_metadata_map[SEPARATOR_KEY])
+    lengths = np.array([len(t) for t in tokens])
+    feed = flat_layout(np.concatenate(tokens), lengths, separator)
+    (got,) = flat.run(None, feed)
+    assert np.isnan(got[3]).all() and np.isnan(want[3]).all()
+    good = [0, 1, 2, 4, 5]
+    scale = max(1.0, float(np.abs(want[good]).max()))
+    assert float(np.abs(got[good] - want[good]).max()) / scale <= 1e-5
+    # fewer positions computed than padded: the point of the form
+    assert feed["tokens"].size < padded.size

@@ -94,6 +94,8 @@ class TritonPythonModel:
         self.run, self.costs = _bls, None
         if params.get("networks") == "in_process":
             self.run = _in_process(facts_dir, params) or _bls
+        # encoders with a flat form (contract.flat) in process: their sequences unpadded
+        self.flat = getattr(self.run, "flat", None)
         if self.run is not _bls and params.get("call_cutting", "measured") == "measured":
             self.costs = measure_costs(self.run)
             for model, cost in self.costs.items():
@@ -125,7 +127,7 @@ class TritonPythonModel:
             spans.append((index, len(parsed), len(mine)))
             parsed.extend(mine)
         try:
-            calls = plan(parsed, self.max_batch_size, self.costs, self.max_batch_tokens)
+            calls = plan(parsed, self.max_batch_size, self.costs, self.max_batch_tokens, self.flat)
             answers = scatter(parsed, *run_calls(calls, self.run))
         except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
             answers = [error] * len(parsed)
