@@ -57,4 +57,4 @@ bench-export: install
 clean:
 	rm -rf .triton runs model_repository/enc*/config.pbtxt model_repository/pair/config.pbtxt \
 		model_repository/*/configs \
-		model_repository/*/1/model.onnx model_repository/facts.json model_repository/configs.json
+		model_repository/*/1/model.onnx model_repository/*/1/flat.onnx model_repository/facts.json model_repository/configs.json
