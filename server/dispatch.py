@@ -3,8 +3,9 @@
 An instance with only `in0` goes to enc0, only `in1` to enc1, both to the pair network. All
 instances of all requests of one front door `execute` that go to the same network are gathered
 (server.ragged: one flat array per input), cut into calls where the network's measured costs
-say so (server.cutting; otherwise one call, split only above the network's max batch size),
-padded, and the answers are scattered back to their requests in order. Padding never changes an
+say so (server.cutting; otherwise one call, split only above the row and token limits),
+padded (or, for an encoder with a flat form, laid back to back: contract.flat), and the answers
+are scattered back to their requests in order. Padding never changes an
 answer (the encoders mask it), so an instance's answer does not depend on its batch-mates.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -200,12 +201,10 @@ def by_request(call: Call) -> list[Call]:
         if call.sequences is not None:  # a flat call: its layout rebuilt for these rows
             sequences = call.sequences.take(np.array(mine))
             feed = flat_layout(sequences.ids, sequences.lengths, call.separator)
-            parts.append(
-                Call(call.model, feed, call.output, call.key, members, call.separator, sequences)
-            )
+            parts.append(replace(call, feed=feed, members=members, sequences=sequences))
         else:
             feed = {name: array[mine] for name, array in call.feed.items()}
-            parts.append(Call(call.model, feed, call.output, call.key, members))
+            parts.append(replace(call, feed=feed, members=members))
     return parts
 
 
