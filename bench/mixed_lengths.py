@@ -58,8 +58,8 @@ def token_ratios(repository: Path, body: bytes) -> dict[str, float]:
     out = {"naive (one call a request)": len(request) * int(request.sides[0].lengths.max()) / real}
     for n in (1, 16):
         settings = ServingSettings()
-        limits = (settings.network_max_batch_size, costs, settings.network_max_batch_tokens)
-        calls = plan([request] * n, *limits, networks.flat)
+        bounds = (settings.network_max_batch_size, costs, settings.network_max_batch_tokens)
+        calls = plan([request] * n, *bounds, networks.flat)
         # a flat call computes its row's positions (the gather only picks); a padded call
         # its whole array
         computed = sum(

@@ -51,8 +51,8 @@ class Pipeline:
     def __init__(self, repository: Path, run: Runner, measured: bool = True):
         self.limits = Limits.of(Facts.load(repository), ServingSettings().max_body_bytes)
         self.run = run
-        self.costs = measure_costs(run) if measured else None
         self.flat = getattr(run, "flat", None) if measured else None
+        self.costs = measure_costs(run, skip=self.flat or ()) if measured else None
 
     def run_parsed(self, requests: list) -> list:
         """Each parsed request's answers, or its error."""

@@ -303,7 +303,9 @@ def export(
             },
         )
         # Checked against the padded graph's module on the same sequences: the same answers.
-        reference = [_EncoderGraph(model, side).eval()(torch.from_numpy(c[side])) for c in cases]
+        padded = _EncoderGraph(model, side).eval()
+        with torch.no_grad():
+            reference = [padded(torch.from_numpy(case[side])) for case in cases]
         diff = _verify_against(name, graph, feeds, reference, tolerance)
         graphs[name] = graph
         reports.append(

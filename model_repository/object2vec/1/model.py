@@ -97,7 +97,7 @@ class TritonPythonModel:
         # encoders with a flat form (contract.flat) in process: their sequences unpadded
         self.flat = getattr(self.run, "flat", None)
         if self.run is not _bls and params.get("call_cutting", "measured") == "measured":
-            self.costs = measure_costs(self.run)
+            self.costs = measure_costs(self.run, skip=self.flat or ())
             for model, cost in self.costs.items():
                 pb_utils.Logger.log_info(f"object2vec: a call to {model} costs {cost}")
         self.gate = Gate.from_env(args["model_instance_name"])
