@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -27,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 from contract import errors
 from contract.body import BODY_DATATYPE, encode_bodies
 from contract.names import BODY_INPUT, FRONT_DOOR, JSON, RESPONSE_OUTPUT
+from contract.neighbours import CATALOGUE_PARAMETER, K_PARAMETER
 
 PROTOCOLS = ("http", "grpc", "sagemaker")
 
@@ -166,6 +168,26 @@ def _pair_instances(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> lis
     return [{"in0": list(map(int, a)), "in1": list(map(int, b))} for a, b in pairs]
 
 
+class Neighbour(NamedTuple):
+    id: str | int  # the catalogue's id of the item
+    score: float  # the catalogue's similarity (contract.neighbours.SIMILARITIES)
+
+
+def neighbours_type(k: int, catalogue: str | None = None, content_type: str = JSON) -> str:
+    """The content type that asks for the k nearest catalogue items of each in0."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r}: ask for at least one neighbour")
+    named = f"; {CATALOGUE_PARAMETER}={catalogue}" if catalogue else ""
+    return f"{content_type}; {K_PARAMETER}={k}{named}"
+
+
+def _neighbours(answer: bytes) -> list[list[Neighbour]]:
+    return [
+        [Neighbour(n["id"], n["score"]) for n in p["neighbours"]]
+        for p in orjson.loads(answer)["predictions"]
+    ]
+
+
 def _column(answer: bytes, key: str) -> np.ndarray:
     return np.array([p[key] for p in orjson.loads(answer)["predictions"]], dtype=np.float32)
 
@@ -236,6 +258,13 @@ class Client(_Connection):
     def score(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> np.ndarray:
         """[N, num_classes] probabilities, or [N, 1] regression values."""
         return _column(self.invoke(instances_body(_pair_instances(pairs)), JSON, JSON), "scores")
+
+    def neighbours(
+        self, token_lists: Sequence[Sequence[int]], k: int = 10, catalogue: str | None = None
+    ) -> list[list[Neighbour]]:
+        """For each in0, its k nearest items of the server's catalogue index, best first."""
+        body = instances_body(_token_instances(token_lists, "in0"))
+        return _neighbours(self.invoke(body, neighbours_type(k, catalogue), JSON))
 
     def is_ready(self) -> bool:
         try:
@@ -316,6 +345,12 @@ class AsyncClient(_Connection):
     async def score(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> np.ndarray:
         body = instances_body(_pair_instances(pairs))
         return _column(await self.invoke(body, JSON, JSON), "scores")
+
+    async def neighbours(
+        self, token_lists: Sequence[Sequence[int]], k: int = 10, catalogue: str | None = None
+    ) -> list[list[Neighbour]]:
+        body = instances_body(_token_instances(token_lists, "in0"))
+        return _neighbours(await self.invoke(body, neighbours_type(k, catalogue), JSON))
 
     async def is_ready(self) -> bool:
         try:

@@ -16,7 +16,7 @@ from typing import Protocol
 import orjson
 from tqdm import tqdm
 
-from client.api import Object2VecError
+from client.api import Object2VecError, neighbours_type
 from contract.names import DEFAULT_MAX_INSTANCES, JSONLINES
 
 MB = 1024 * 1024
@@ -38,6 +38,16 @@ class TransformOptions:
     max_attempts: int = 8  # per request, transient failures only
     timeout: float = 60.0
     progress: bool = True
+    neighbours: int = 0  # > 0: each in0 line is answered its k nearest catalogue items
+    catalogue: str | None = None
+
+    @property
+    def request_type(self) -> str:
+        """The content type each request carries: the content type, asking for neighbours
+        where the job does."""
+        if not self.neighbours:
+            return self.content_type
+        return neighbours_type(self.neighbours, self.catalogue, self.content_type)
 
     @property
     def max_payload_bytes(self) -> int:

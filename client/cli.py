@@ -75,6 +75,8 @@ def _job_settings(args: argparse.Namespace, urls: tuple[str, ...]) -> tuple[floa
 
 
 def _transform(args: argparse.Namespace) -> int:
+    if args.neighbours < 0 or (args.catalogue and not args.neighbours):
+        raise Object2VecError("--neighbours K asks for K >= 1 neighbours; --catalogue needs it")
     urls = tuple(args.url or [_default_url(args.protocol)])
     max_payload, max_concurrent = _job_settings(args, urls)
     options = TransformOptions(
@@ -89,6 +91,8 @@ def _transform(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         timeout=args.timeout,
         progress=not args.quiet,
+        neighbours=args.neighbours,
+        catalogue=args.catalogue,
     )
     if args.engine == "ray":
         connect(args.ray_address)
@@ -164,6 +168,15 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)",
     )
+    job.add_argument(
+        "--neighbours",
+        type=int,
+        default=0,
+        metavar="K",
+        help="answer each in0 line with its K nearest items of the server's catalogue index "
+        '({"neighbours": [{"id": ..., "score": ...}, ...]}): bulk recommendations',
+    )
+    job.add_argument("--catalogue", default=None, help="with --neighbours: the index's name")
     job.add_argument("--quiet", action="store_true", help="no progress bar")
     job.set_defaults(run=_transform)
     return root

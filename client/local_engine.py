@@ -106,7 +106,7 @@ class LocalEngine:
                 lines = [work.job.lines[i] for i in work.indexes]
                 body = make_body(lines, opts.content_type)
                 try:
-                    answer = await server.client.invoke(body, opts.content_type, opts.accept)
+                    answer = await server.client.invoke(body, opts.request_type, opts.accept)
                     outputs = split_answer(answer, opts.answer_type, len(lines))
                 except Object2VecError as error:
                     self._on_error(error, work, server, queue, write, bar, summary)

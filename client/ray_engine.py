@@ -54,7 +54,7 @@ class _Sender:
             client = self.clients[self.turn % len(self.clients)]
             self.turn += 1
             try:
-                answer = client.invoke(body, opts.content_type, opts.accept)
+                answer = client.invoke(body, opts.request_type, opts.accept)
                 return split_answer(answer, opts.answer_type, count)
             except Object2VecError as error:
                 if not error.retryable or attempt + 1 == opts.max_attempts:

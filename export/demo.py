@@ -11,6 +11,7 @@ hosted documentation's example request, so that request runs as written.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -67,9 +68,26 @@ def synthetic_pairs(count: int, seed: int) -> PairData:
     return PairData(in0, in1, np.asarray(labels, dtype=np.float32))
 
 
+CATALOGUE_ITEMS = 2_000
+
+
+def write_catalogue(path: Path, count: int = CATALOGUE_ITEMS, seed: int = SEED + 2) -> Path:
+    """Documents of the demo's topics, `{"id": "doc-00042", "topic": 2, "in1": [...]}` a line:
+    the demo's catalogue for nearest neighbours (an in0 of topic t should find topic t's)."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as out:
+        for number in range(count):
+            topic = int(rng.integers(TOPICS))
+            item = {"id": f"doc-{number:05d}", "topic": topic, "in1": _sequence(rng, topic)}
+            out.write(json.dumps(item) + "\n")
+    return path
+
+
 def build(repository: Path, checkpoint_path: Path, progress: bool = True) -> dict[str, float]:
-    """Trains, checkpoints and exports the demo model; returns its validation metrics."""
-    from export import checkpoint
+    """Trains, checkpoints and exports the demo model with its catalogue index; returns its
+    validation metrics."""
+    from export import checkpoint, neighbours
     from export.hyperparameters import Hyperparameters
     from export.onnx_export import export
     from export.train import evaluate, train
@@ -80,6 +98,8 @@ def build(repository: Path, checkpoint_path: Path, progress: bool = True) -> dic
     checkpoint.save(model, checkpoint_path)
     samples = list(zip(validation.in0[:8], validation.in1[:8], strict=True))
     export(model, repository, samples)
+    catalogue = write_catalogue(Path(checkpoint_path).parent / "catalogue.jsonl")
+    neighbours.build(repository, catalogue, name="documents", progress=progress)
     return evaluate(model, validation)
 
 

@@ -3,7 +3,8 @@
     python -m export.onnx_export model.pt [--repository model_repository]
 
 Writes enc0/1/model.onnx, enc1/1/model.onnx (token ids -> embedding), pair/1/model.onnx (both
-token lists -> scores) and facts.json. Each graph is checked by ONNX's checker and run by ONNX
+token lists -> scores) and facts.json; a catalogue index already in the repository is rebuilt
+with the new enc1 (export.neighbours). Each graph is checked by ONNX's checker and run by ONNX
 Runtime against PyTorch on several batch sizes and lengths; a graph that disagrees by more than
 the tolerance is refused and nothing is written.
 
@@ -43,8 +44,9 @@ from contract.names import (
     PAIR_MODEL,
     PAIR_OUTPUT,
 )
+from contract.neighbours import HEAD_FILE, HEAD_INPUTS, NEIGHBOURS_MODEL, Catalogue
 from contract.padding import pad
-from export import checkpoint
+from export import checkpoint, neighbours
 from export.network import Object2Vec
 
 TOLERANCE = 1e-5
@@ -115,6 +117,19 @@ class _PairGraph(nn.Module):
         safe0, valid0 = guard(in0, hp.enc0_vocab_size)
         safe1, valid1 = guard(in1, hp.enc1_vocab_size)
         return _invalid_as_nan(self.model.scores(safe0, safe1), valid0 & valid1)
+
+
+class _HeadGraph(nn.Module):
+    """The pair network after its encoders: two encodings -> the answer's scores (the
+    comparator and the MLP). The catalogue index ranks items by it (export.neighbours)."""
+
+    def __init__(self, model: Object2Vec):
+        super().__init__()
+        self.model = model
+
+    def forward(self, in0: torch.Tensor, in1: torch.Tensor) -> torch.Tensor:
+        out = self.model.mlp(self.model.comparator(in0, in1))
+        return torch.softmax(out, dim=1) if self.model.hp.output_layer == "softmax" else out
 
 
 @dataclass
@@ -275,13 +290,38 @@ def export(
             [dict(zip(PAIR_INPUTS, case, strict=True)) for case in cases],
         )
     )
+    # The head's feeds: the encodings of the same cases (bad ids made padding).
+    with torch.no_grad():
+        encoded = [
+            tuple(
+                model.encode(
+                    side, torch.from_numpy(np.clip(case[side], 0, facts.vocab_sizes[side] - 1))
+                ).numpy()
+                for side in (0, 1)
+            )
+            for case in cases
+        ]
+    plans.append(
+        (
+            f"{PAIR_MODEL}/1/{HEAD_FILE}",
+            _HeadGraph(model).eval(),
+            tuple(torch.from_numpy(a) for a in max(encoded, key=lambda e: e[0].shape[0])),
+            list(HEAD_INPUTS),
+            PAIR_OUTPUT,
+            [dict(zip(HEAD_INPUTS, e, strict=True)) for e in encoded],
+        )
+    )
     reports, graphs = [], {}
     for name, module, inputs, input_names, output, feeds in plans:
         start = time.perf_counter()
-        graph = _to_onnx(module, inputs, input_names, output)
+        axes = None
+        if name.endswith(HEAD_FILE):
+            axes = {n: {0: "batch"} for n in (*input_names, output)}
+        graph = _to_onnx(module, inputs, input_names, output, axes=axes)
         diff = _verify(name, graph, module, feeds, tolerance)
-        graphs[f"{name}/1/model.onnx"] = graph
-        reports.append(GraphReport(name, len(graph), diff, time.perf_counter() - start))
+        graphs[name if "/" in name else f"{name}/1/model.onnx"] = graph
+        label = name.replace(f"/1/{HEAD_FILE}", " head")
+        reports.append(GraphReport(label, len(graph), diff, time.perf_counter() - start))
     for side in (0, 1):
         encoder = model.enc0 if side == 0 else model.enc1
         if not hasattr(encoder, "flat"):
@@ -314,6 +354,12 @@ def export(
             )
         )
     _write(Path(repository), graphs, facts)
+    # The catalogue's vectors come from enc1: a new enc1 needs them again.
+    start = time.perf_counter()
+    catalogue = neighbours.rebuild(Path(repository), progress=False)
+    if catalogue is not None:
+        size = sum(f.stat().st_size for f in Catalogue.folder(repository).rglob("*") if f.is_file())
+        reports.append(GraphReport(NEIGHBOURS_MODEL, size, 0.0, time.perf_counter() - start))
     return reports
 
 
@@ -347,13 +393,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by export.train")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    parser.add_argument(
+        "--catalogue",
+        help="then index this catalogue for nearest neighbours: a JSON Lines file of "
+        f'{{"id": ..., "in1": [...]}}, or {neighbours.VOCABULARY!r} (python -m export.neighbours '
+        "has the index's other options)",
+    )
     args = parser.parse_args(argv)
     reports = export(checkpoint.load(args.checkpoint), args.repository, tolerance=args.tolerance)
     for r in reports:
+        if r.name == NEIGHBOURS_MODEL:
+            print(
+                f"{r.name}: {r.bytes / 1e6:8.2f} MB  rebuilt with the new enc1 ({r.seconds:.1f} s)"
+            )
+            continue
         print(
             f"{r.name:>5}: {r.bytes / 1e6:8.2f} MB  max |onnxruntime - torch| / output size = "
             f"{r.max_difference:.2e}  ({r.seconds:.1f} s)"
         )
+    if args.catalogue:
+        try:
+            catalogue = neighbours.build(args.repository, args.catalogue)
+        except (neighbours.CatalogueError, FileNotFoundError) as error:
+            raise SystemExit(f"error: {error}") from None
+        print(f"{NEIGHBOURS_MODEL}: {catalogue.items} items, {catalogue.similarity} similarity")
     # The configs are the server's side: it writes them from facts.json when it starts
     # (or now: python -m server.configs --repository ...).
     print(f"model repository ready: {args.repository}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -48,12 +49,20 @@ from contract.names import (
     PAIR_OUTPUT,
     RESPONSE_OUTPUT,
 )
+from contract.neighbours import (
+    ITEMS_OUTPUT,
+    NEIGHBOURS_MODEL,
+    QUERY_INPUT,
+    SCORES_OUTPUT,
+    Catalogue,
+)
 from server.host import NGC_BACKENDS, PLAIN_TRITON, Host, resolve
 from server.settings import ServingSettings, add_arguments
 
-# INFERENCE_PREFERRED_MODE -> the models that get the GPU copies.
+# INFERENCE_PREFERRED_MODE -> the models that get the GPU copies (nearest neighbours are
+# embedding traffic: an in0 encoded, then searched).
 MODES: dict[str, tuple[str, ...]] = {
-    "embedding": ENCODER_MODELS,
+    "embedding": (*ENCODER_MODELS, NEIGHBOURS_MODEL),
     "classification": (PAIR_MODEL,),
 }
 Config = dict[str, Any]
@@ -86,12 +95,26 @@ def _tensorrt(settings: ServingSettings) -> Config:
     }
 
 
-def _warmup(settings: ServingSettings, inputs: tuple[str, ...]) -> Config:
+def _warmup(settings: ServingSettings, inputs: list[Config]) -> Config:
+    """One zero request: for token ids that is padding, valid for every vocabulary, and it
+    runs the whole graph."""
     if not settings.warmup:
         return {}
-    # Zeros are padding: a valid input for every vocabulary, and it runs the whole graph.
-    tensors = {n: {"data_type": "TYPE_INT64", "dims": [16], "zero_data": True} for n in inputs}
+    tensors = {
+        t["name"]: {"data_type": t["data_type"], "dims": t["dims"], "zero_data": True}
+        for t in inputs
+    }
     return {"model_warmup": [{"name": "warmup", "batch_size": 1, "inputs": tensors}]}
+
+
+def _onnx_parameters(settings: ServingSettings) -> Config:
+    return _parameters(
+        {
+            "intra_op_thread_count": settings.intra_op_thread_count,
+            "inter_op_thread_count": settings.inter_op_thread_count,
+            "allow_spinning": int(settings.allow_spinning),
+        }
+    )
 
 
 def onnx_config(
@@ -101,23 +124,40 @@ def onnx_config(
         names, output = PAIR_INPUTS, _tensor(PAIR_OUTPUT, "TYPE_FP32", [facts.output_dim])
     else:
         names, output = (ENCODER_INPUT,), _tensor(ENCODER_OUTPUT, "TYPE_FP32", [facts.enc_dim])
+    inputs = [_tensor(n, "TYPE_INT64", [-1]) for n in names]
     return {
         "name": name,
         "backend": "onnxruntime",
         "max_batch_size": settings.network_max_batch_size,
-        "input": [_tensor(n, "TYPE_INT64", [-1]) for n in names],
+        "input": inputs,
         "output": [output],
         "dynamic_batching": {"max_queue_delay_microseconds": settings.network_queue_delay_us},
         "instance_group": instance_group,
         **_tensorrt(settings),
-        **_warmup(settings, names),
-        "parameters": _parameters(
-            {
-                "intra_op_thread_count": settings.intra_op_thread_count,
-                "inter_op_thread_count": settings.inter_op_thread_count,
-                "allow_spinning": int(settings.allow_spinning),
-            }
-        ),
+        **_warmup(settings, [t | {"dims": [16]} for t in inputs]),
+        "parameters": _onnx_parameters(settings),
+    }
+
+
+def neighbours_config(
+    catalogue: Catalogue, settings: ServingSettings, instance_group: list[Config]
+) -> Config:
+    """The catalogue's exact search (contract.neighbours): queries batched across requests, at
+    most MAX_SCORES_PER_CALL scores a call. No TensorRT: its TopK stops at k 3840."""
+    query = _tensor(QUERY_INPUT, "TYPE_FP32", [catalogue.enc_dim])
+    return {
+        "name": NEIGHBOURS_MODEL,
+        "backend": "onnxruntime",
+        "max_batch_size": catalogue.queries_per_call(settings.network_max_batch_size),
+        "input": [query],
+        "output": [
+            _tensor(SCORES_OUTPUT, "TYPE_FP32", [catalogue.max_k]),
+            _tensor(ITEMS_OUTPUT, "TYPE_INT64", [catalogue.max_k]),
+        ],
+        "dynamic_batching": {"max_queue_delay_microseconds": settings.network_queue_delay_us},
+        "instance_group": instance_group,
+        **_warmup(settings, [query]),
+        "parameters": _onnx_parameters(settings),
     }
 
 
@@ -199,14 +239,20 @@ def config_texts(
     settings = resolve(settings, host or Host.detect())
     repository = Path(repository)
     facts = Facts.load(repository)
+    catalogue = Catalogue.load(repository)
+    configs = {
+        name: functools.partial(onnx_config, name, facts) for name in (*ENCODER_MODELS, PAIR_MODEL)
+    }
+    if catalogue is not None:
+        configs[NEIGHBOURS_MODEL] = functools.partial(neighbours_config, catalogue)
     texts: dict[Path, str] = {}
-    for name in (*ENCODER_MODELS, PAIR_MODEL):
-        cpu = _instance_group(settings.cpu_copies, "KIND_CPU")
-        texts[repository / name / "config.pbtxt"] = to_text(onnx_config(name, facts, settings, cpu))
+    cpu = _instance_group(settings.cpu_copies, "KIND_CPU")
+    for name, config in configs.items():
+        texts[repository / name / "config.pbtxt"] = to_text(config(settings, cpu))
         for mode, preferred in MODES.items():
             group = _instance_group(settings.gpu_copies, "KIND_AUTO") if name in preferred else cpu
             texts[repository / name / "configs" / f"{mode}.pbtxt"] = to_text(
-                onnx_config(name, facts, settings, group)
+                config(settings, group)
             )
     texts[repository / FRONT_DOOR / "config.pbtxt"] = to_text(front_door_config(plain))
     for mode in MODES:

@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from contract.flat import FLAT_FILE, SEPARATOR_KEY
 from contract.names import ENCODER_MODELS, PAIR_MODEL
+from contract.neighbours import ITEMS_OUTPUT, NEIGHBOURS_MODEL, QUERY_INPUT, SCORES_OUTPUT
 from server.dispatch import flat_name
 
 
@@ -60,7 +61,9 @@ def run(session: ort.InferenceSession, outputs: list[str], feed: dict) -> list:
 class Networks:
     """enc0, enc1 and pair of a repository in this process, as server.dispatch calls them (a
     Runner), with the flat forms export wrote (contract.flat): `flat` maps an encoder to its
-    separator, and `flat_name(model)` is what a call to its flat form is named."""
+    separator, and `flat_name(model)` is what a call to its flat form is named; `search` is
+    the catalogue index's exact search where the repository has one (a server.neighbours
+    Searcher), else None."""
 
     def __init__(self, repository: Path, *options, providers: list | None = None):
         folder = Path(repository)
@@ -75,6 +78,16 @@ class Networks:
                 flat = session(path, *options, providers=providers)
                 self.sessions[flat_name(name)] = flat
                 self.flat[name] = int(flat.get_modelmeta().custom_metadata_map[SEPARATOR_KEY])
+        self.search = None
+        index = folder / NEIGHBOURS_MODEL / "1" / "model.onnx"
+        if index.exists():
+            searcher = session(index, *options, providers=providers)
+
+            def search(queries):
+                scores, items = run(searcher, [SCORES_OUTPUT, ITEMS_OUTPUT], {QUERY_INPUT: queries})
+                return scores, items
+
+            self.search = search
 
     def __call__(self, model: str, feed: dict, output: str):
         return run(self.sessions[model], [output], feed)[0]

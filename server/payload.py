@@ -25,6 +25,7 @@ from contract.names import (
     JSONLINES,
     PARAMETERS,
 )
+from contract.neighbours import CATALOGUE_PARAMETER, K_PARAMETER
 from server.ragged import EMPTY, Ragged
 
 MAX_INFER_SEQLEN = 5000
@@ -53,15 +54,16 @@ class ParsedRequest:
     routes: np.ndarray  # int8 [instances]: ENC0 | ENC1 | PAIR
     sides: tuple[Ragged, Ragged]  # in0 of the ENC0 and PAIR instances, in1 of ENC1 and PAIR
     accept: str
+    k: int = 0  # > 0: every instance is ENC0 and is answered its k nearest catalogue items
 
     @classmethod
-    def of(cls, instances: Sequence[Instance], accept: str) -> ParsedRequest:
+    def of(cls, instances: Sequence[Instance], accept: str, k: int = 0) -> ParsedRequest:
         has = [[getattr(i, key) is not None for i in instances] for key in ("in0", "in1")]
         sides = tuple(
             Ragged.of([getattr(i, key) for i in instances if getattr(i, key) is not None])
             for key in ("in0", "in1")
         )
-        return cls(_routes(*has, len(instances)), sides, accept)
+        return cls(_routes(*has, len(instances)), sides, accept, k)
 
     def __len__(self) -> int:
         return len(self.routes)
@@ -104,12 +106,17 @@ class Limits:
     max_seq_lens: tuple[int, int]
     max_body_bytes: int
     max_instances: int = DEFAULT_MAX_INSTANCES
+    catalogue: tuple[str, int] | None = None  # the index's (name, max_k), if the server has one
 
     @classmethod
     def of(
-        cls, facts: Facts, max_body_bytes: int, max_instances: int = DEFAULT_MAX_INSTANCES
+        cls,
+        facts: Facts,
+        max_body_bytes: int,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+        catalogue: tuple[str, int] | None = None,
     ) -> Limits:
-        return cls(facts.vocab_sizes, facts.max_seq_lens, max_body_bytes, max_instances)
+        return cls(facts.vocab_sizes, facts.max_seq_lens, max_body_bytes, max_instances, catalogue)
 
 
 def request_options(parameters: object) -> tuple[str | None, str | None]:
@@ -142,6 +149,11 @@ def request_options(parameters: object) -> tuple[str | None, str | None]:
     return values[0], values[1]
 
 
+# The content type's parameters the front door reads; any other is refused, so that a misspelt
+# one (`neighbors=10`) is not answered as if it were absent.
+CONTENT_TYPE_PARAMETERS = ("charset", "infer_max_seqlens", K_PARAMETER, CATALOGUE_PARAMETER)
+
+
 def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
     """'application/json; infer_max_seqlens=50,20' -> ('application/json', {...})."""
     kind, *params = (part.strip() for part in header.split(";"))
@@ -150,9 +162,57 @@ def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
         raise PayloadError(unsupported(what, kind))
     values = {}
     for param in params:
+        if not param:
+            continue
         key, _, value = param.partition("=")
-        values[key.strip().lower()] = value.strip().strip('"')
+        key = key.strip().lower()
+        if key not in CONTENT_TYPE_PARAMETERS:
+            raise PayloadError(
+                f"unknown {what} parameter {key!r}: the front door reads "
+                + ", ".join(CONTENT_TYPE_PARAMETERS)
+            )
+        values[key] = value.strip().strip('"')
+    charset = values.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise PayloadError(f"charset={charset}: bodies are JSON, which is UTF-8")
     return canonical, values
+
+
+def _neighbours(params: dict[str, str], limits: Limits) -> int:
+    """k of `neighbours=k` (0: not asked), checked against the server's catalogue index."""
+    asked, named = params.get(K_PARAMETER), params.get(CATALOGUE_PARAMETER)
+    if asked is None:
+        if named is not None:
+            raise PayloadError(f"{CATALOGUE_PARAMETER}={named} needs {K_PARAMETER}=<k>")
+        return 0
+    if limits.catalogue is None:
+        raise PayloadError(
+            f"{K_PARAMETER}={asked}: this server has no catalogue index "
+            "(build one: python -m export.neighbours CATALOGUE --repository ...)"
+        )
+    name, max_k = limits.catalogue
+    if named is not None and named != name:
+        raise PayloadError(
+            f"{CATALOGUE_PARAMETER}={named}: unknown catalogue; this server has {name!r}"
+        )
+    k = int(asked) if asked.isdigit() else 0
+    if not 1 <= k <= max_k:
+        raise PayloadError(
+            f"{K_PARAMETER}={asked}: give an integer in [1, {max_k}] "
+            f"(the catalogue {name!r} answers at most {max_k} a query)"
+        )
+    return k
+
+
+def _only_in0(routes: np.ndarray, body: bytes, kind: str) -> None:
+    """Neighbours are the items nearest an in0: every instance must carry in0 alone."""
+    wrong = np.flatnonzero(routes != ENC0)
+    if len(wrong):
+        where = _labels(body, kind, len(routes))[wrong[0]]
+        raise PayloadError(
+            f"{where}: {K_PARAMETER}=<k> asks for the catalogue items nearest an in0, "
+            "so each instance carries in0 only"
+        )
 
 
 def _accept_type(accept: str | None, content_type: str) -> str:
@@ -355,18 +415,22 @@ def parse_request(
     else:
         kind = _sniff(body)
     caps = _infer_max_seqlens(params.get("infer_max_seqlens"), limits)
+    k = _neighbours(params, limits)
     answer = _accept_type(accept, kind)
     records = _document(body, kind, limits)
     if not records:
         raise PayloadError("no instances in the body")
     columns = _columns(records, limits, caps)
     if columns is not None:
-        return ParsedRequest(*columns, answer)
-    # Something is wrong: find what and where, record by record.
-    labels = _labels(body, kind, len(records))
-    pairs = zip(labels, records, strict=True)
-    instances = [_instance(record, where, limits, caps) for where, record in pairs]
-    return ParsedRequest.of(instances, answer)
+        parsed = ParsedRequest(*columns, answer, k)
+    else:  # something is wrong: find what and where, record by record
+        labels = _labels(body, kind, len(records))
+        pairs = zip(labels, records, strict=True)
+        instances = [_instance(record, where, limits, caps) for where, record in pairs]
+        parsed = ParsedRequest.of(instances, answer, k)
+    if k:
+        _only_in0(parsed.routes, body, kind)
+    return parsed
 
 
 def parse_bodies(
@@ -398,8 +462,9 @@ def answer_media_type(answer: bytes) -> str:
     return JSON if answer.startswith(b'{"predictions"') else JSONLINES
 
 
-def format_response(rows: Sequence[tuple[str, np.ndarray]], accept: str) -> bytes:
-    """rows: (key, vector) per instance in order, key `embeddings` or `scores`."""
+def format_response(rows: Sequence[tuple[str, object]], accept: str) -> bytes:
+    """rows: (key, value) per instance in order: `embeddings` or `scores` and a vector, or
+    `neighbours` and a list of {"id", "score"}."""
     if accept == JSON:
         return orjson.dumps(
             {"predictions": [{key: v} for key, v in rows]}, option=orjson.OPT_SERIALIZE_NUMPY

@@ -37,23 +37,39 @@ from contract import errors
 from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
+from contract.neighbours import ITEMS_OUTPUT, NEIGHBOURS_MODEL, QUERY_INPUT, SCORES_OUTPUT
 from server.dispatch import measure_costs, plan, run_calls, scatter
 from server.drain import IN_FLIGHT_PARAMETER, Gate, refusals
 from server.memory import RELEASE_ABOVE_BYTES, release_memory
+from server.neighbours import Index, search
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
 
 
-def _bls(model: str, feed: dict, output: str) -> np.ndarray:
-    """One BLS call to an ONNX network (a server.dispatch Runner)."""
+def _bls_outputs(model: str, feed: dict, outputs: tuple[str, ...]) -> list[np.ndarray]:
+    """One BLS call to an ONNX network."""
     response = pb_utils.InferenceRequest(
         model_name=model,
         inputs=[pb_utils.Tensor(name, array) for name, array in feed.items()],
-        requested_output_names=[output],
+        requested_output_names=list(outputs),
         parameters={IN_FLIGHT_PARAMETER: True},  # served while a stop drains (server/drain.py)
     ).exec()
     if response.has_error():
         raise RuntimeError(f"{model}: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, output).as_numpy()
+    return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+
+def _bls(model: str, feed: dict, output: str) -> np.ndarray:
+    """A server.dispatch Runner over BLS."""
+    return _bls_outputs(model, feed, (output,))[0]
+
+
+def _bls_search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A server.neighbours Searcher over BLS."""
+    scores, items = _bls_outputs(NEIGHBOURS_MODEL, {QUERY_INPUT: queries}, NEIGHBOURS_OUTPUTS)
+    return scores, items
+
+
+NEIGHBOURS_OUTPUTS = (SCORES_OUTPUT, ITEMS_OUTPUT)
 
 
 def _in_process(repository: Path, params: dict):
@@ -88,12 +104,19 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config["parameters"].items()}
         facts_dir = Path(args["model_repository"]).parent
         facts = Facts.load(facts_dir)
-        self.limits = Limits.of(facts, int(params["max_body_bytes"]), int(params["max_instances"]))
+        # A stale index (built from another enc1) stops the load: wrong neighbours are worse.
+        self.index = Index.load(facts_dir)
+        catalogue = self.index.limits() if self.index else None
+        self.limits = Limits.of(
+            facts, int(params["max_body_bytes"]), int(params["max_instances"]), catalogue
+        )
         self.max_batch_size = int(params["network_max_batch_size"])
         self.max_batch_tokens = int(params.get("network_max_batch_tokens", 0)) or None
         self.run, self.costs = _bls, None
         if params.get("networks") == "in_process":
             self.run = _in_process(facts_dir, params) or _bls
+        # the catalogue searched where the networks run
+        self.search = getattr(self.run, "search", None) or _bls_search
         # encoders with a flat form (contract.flat) in process: their sequences unpadded
         self.flat = getattr(self.run, "flat", None)
         if self.run is not _bls and params.get("call_cutting", "measured") == "measured":
@@ -129,6 +152,8 @@ class TritonPythonModel:
         try:
             calls = plan(parsed, self.max_batch_size, self.costs, self.max_batch_tokens, self.flat)
             answers = scatter(parsed, *run_calls(calls, self.run))
+            if self.index is not None:
+                answers = search(parsed, answers, self.index, self.search, self.max_batch_size)
         except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
             answers = [error] * len(parsed)
         for index, first, count in spans:

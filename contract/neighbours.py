@@ -1,0 +1,107 @@
+"""Nearest neighbours: the catalogue index the export builds and the server searches.
+
+An index lives in the model repository as one more Triton model, `neighbours`:
+
+    neighbours/catalogue.json   what the index is (`Catalogue` below): the server reads it
+    neighbours/items.npz        the catalogue's in1 sequences, so a re-export rebuilds it
+    neighbours/1/model.onnx     query [batch, enc_dim] -> scores, items [batch, max_k]: the
+                                catalogue's enc1 embeddings as a constant, a matrix product
+                                and a TopK (exact search)
+    neighbours/1/model.onnx.data  those embeddings (ONNX external data: no 2 GB limit)
+    neighbours/1/ids.json       the catalogue's ids, in index order: `items` are rows of it
+
+A request asks for neighbours on its content type, as `infer_max_seqlens` is asked:
+`application/jsonlines; neighbours=10` (and `; catalogue=<name>`, the index's name, checked
+when given). Each instance then carries `in0` only and is answered
+`{"neighbours": [{"id": ..., "score": ...}, ...]}`, best first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from contract.names import ENCODER_MODELS
+
+NEIGHBOURS_MODEL = "neighbours"
+QUERY_INPUT = "query"
+SCORES_OUTPUT = "scores"
+ITEMS_OUTPUT = "items"
+CATALOGUE_FILE = "catalogue.json"
+ITEMS_FILE = "items.npz"
+IDS_FILE = "ids.json"
+# The pair network's head, beside its model.onnx: two encodings in, the answer's scores out
+# (the comparator and the MLP); the `model` similarity ranks items by it.
+HEAD_FILE = "head.onnx"
+HEAD_INPUTS = ("in0", "in1")
+
+# The content type's parameters that ask for neighbours.
+K_PARAMETER = "neighbours"
+CATALOGUE_PARAMETER = "catalogue"
+
+# How a score is computed from the query q (enc0 of in0) and an item's vector e (enc1):
+#   model      the pair network's own answer for (q, e): the regression value, or the expected
+#              class (sum of c * p_c: p_1 for two classes). What the model was trained to say.
+#   dot        q . e            the comparator's hadamard product, summed
+#   cosine     q . e / |q||e|   the same, with every vector's length taken out
+#   euclidean  -|q - e|         the comparator's abs_diff: the closest vector scores highest
+SIMILARITIES = ("model", "dot", "cosine", "euclidean")
+
+DEFAULT_MAX_K = 100
+DEFAULT_MAX_ITEMS = 10_000_000
+# Scores one call computes at most (queries x items): bounds a call's [queries, items] matrix at
+# 64 MB, so a 1,000,000-item catalogue is searched 16 queries a call. The config's
+# max_batch_size and the front door's calls both follow it.
+MAX_SCORES_PER_CALL = 1 << 24
+
+
+def queries_per_call(scores: int, max_batch_size: int) -> int:
+    """Queries a call may carry when each needs `scores` floats (at least one)."""
+    return max(1, min(max_batch_size, MAX_SCORES_PER_CALL // max(scores, 1)))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    name: str
+    items: int
+    similarity: str
+    max_k: int  # the graph's TopK: the most neighbours a request may ask for
+    enc_dim: int
+    enc1_digest: str  # sha256 of the enc1/1/model.onnx the vectors came from
+    # floats a call holds per query and item (1 for the vector similarities; the pair head's
+    # widths for `model`): a call searches queries_per_call(items * width, ...) queries
+    width: int = 1
+
+    @staticmethod
+    def folder(repository: Path) -> Path:
+        return Path(repository) / NEIGHBOURS_MODEL
+
+    def save(self, repository: Path) -> Path:
+        path = self.folder(repository) / CATALOGUE_FILE
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, repository: Path) -> Catalogue | None:
+        """The repository's index, or None where it has none."""
+        path = cls.folder(repository) / CATALOGUE_FILE
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw})
+
+    def queries_per_call(self, max_batch_size: int) -> int:
+        return queries_per_call(self.items * self.width, max_batch_size)
+
+
+def enc1_digest(repository: Path) -> str:
+    """sha256 of the repository's enc1 graph: an index records the one its vectors came from,
+    and the server refuses an index built from another."""
+    sha = hashlib.sha256()
+    with open(Path(repository) / ENCODER_MODELS[1] / "1" / "model.onnx", "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()

@@ -1,0 +1,87 @@
+"""The front door's nearest-neighbour step: the in0 embeddings of the requests that asked
+(`neighbours=k` on the content type, server.payload) searched in the catalogue index
+(contract.neighbours), their answers replaced by the k best items.
+
+The embeddings come from the same enc0 calls as every other in0 (server.dispatch); the search
+is one more network, `neighbours`, called with the queries of every asking request of an
+`execute` at once, cut at contract.neighbours.MAX_SCORES_PER_CALL scores a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from contract.neighbours import IDS_FILE, Catalogue, enc1_digest
+from server.payload import ParsedRequest
+
+# queries [n, enc_dim] -> (scores, items), each [n, max_k]
+Searcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+KEY = "neighbours"
+
+
+class StaleIndex(RuntimeError):
+    """The index was built from another enc1 than the one served."""
+
+
+class Index:
+    """The repository's catalogue: what it is, and its ids in index order."""
+
+    def __init__(self, repository: Path, catalogue: Catalogue):
+        if enc1_digest(repository) != catalogue.enc1_digest:
+            raise StaleIndex(
+                f"the catalogue index {catalogue.name!r} was built from another enc1 than the "
+                "one in this repository: rebuild it (python -m export.neighbours --rebuild "
+                f"--repository {repository})"
+            )
+        self.catalogue = catalogue
+        self.ids = orjson.loads((Catalogue.folder(repository) / "1" / IDS_FILE).read_bytes())
+
+    @classmethod
+    def load(cls, repository: Path) -> Index | None:
+        catalogue = Catalogue.load(repository)
+        return None if catalogue is None else cls(repository, catalogue)
+
+    def limits(self) -> tuple[str, int]:
+        """(name, max_k), as server.payload.Limits checks requests against it."""
+        return self.catalogue.name, self.catalogue.max_k
+
+    def answer(self, scores: np.ndarray, items: np.ndarray) -> list[dict]:
+        ids = self.ids
+        return [{"id": ids[i], "score": s} for i, s in zip(items.tolist(), scores, strict=True)]
+
+
+def search(
+    requests: list[ParsedRequest],
+    answers: list,
+    index: Index,
+    searcher: Searcher,
+    max_batch_size: int,
+) -> list:
+    """`answers` (server.dispatch.scatter's) with each asking request's embeddings replaced
+    by its k nearest items, best first. A failed search fails the requests that asked."""
+    asking = [r for r, request in enumerate(requests) if request.k and isinstance(answers[r], list)]
+    if not asking:
+        return answers
+    queries = np.stack([vector for r in asking for _, vector in answers[r]])
+    step = index.catalogue.queries_per_call(max_batch_size)
+    try:
+        found = [searcher(queries[i : i + step]) for i in range(0, len(queries), step)]
+    except Exception as error:  # noqa: BLE001 - ours: those requests' error, no one else's
+        for r in asking:
+            answers[r] = error
+        return answers
+    scores = np.concatenate([s for s, _ in found])
+    items = np.concatenate([i for _, i in found])
+    row = 0
+    for r in asking:
+        k = requests[r].k
+        answers[r] = [
+            (KEY, index.answer(scores[row + i, :k], items[row + i, :k]))
+            for i in range(len(requests[r]))
+        ]
+        row += len(requests[r])
+    return answers
