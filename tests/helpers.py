@@ -5,6 +5,7 @@ Tests import this module and `conftest` fixtures, never each other.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import tritonclient.http as httpclient
 from client.api import body_tensor
 from contract.example import DOC_EXAMPLE, DOC_EXAMPLE_BODY
 from contract.names import JSON, JSONLINES
+from contract.neighbours import HEAD_FILE, IDS_FILE, ITEMS_FILE, Catalogue
+from contract.padding import pad
 from export.hyperparameters import Hyperparameters
 from export.network import Object2Vec
 from server.embedded import EmbeddedServer
@@ -31,6 +34,8 @@ __all__ = [
     "PROTOCOLS",
     "SMALL_MODEL",
     "answer_vectors",
+    "catalogue_scores",
+    "check_neighbours",
     "client_for",
     "free_port",
     "infer",
@@ -112,12 +117,81 @@ def answer_vectors(answer: bytes) -> list:
     return [next(iter(row.items())) for row in rows]
 
 
+def _close(key: str, got, expected) -> bool:
+    if key != "neighbours":
+        return np.allclose(got, expected, atol=1e-5, rtol=0)
+    # Items whose scores tie within float round-off may swap places between batches: the
+    # scores agree, and so do the items clear of the last one's score.
+    scores = [np.array([n["score"] for n in ns]) for ns in (got, expected)]
+    if len(got) != len(expected) or not np.allclose(*scores, atol=1e-5, rtol=1e-5):
+        return False
+    last = scores[1][-1] + 1e-5
+    clear = [{n["id"] for n in ns if n["score"] > last} for ns in (got, expected)]
+    return clear[0] == clear[1]
+
+
 def same(a: bytes, b: bytes) -> bool:
     """The same answer, floats within 1e-5 (an instance's answer may come from another batch)."""
     got, expected = answer_vectors(a), answer_vectors(b)
     return [k for k, _ in got] == [k for k, _ in expected] and all(
-        np.allclose(g, e, atol=1e-5, rtol=0) for (_, g), (_, e) in zip(got, expected, strict=True)
+        _close(k, g, e) for (k, g), (_, e) in zip(got, expected, strict=True)
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _catalogue(repository: str):
+    """(catalogue, ids, item vectors) of a repository's index, the vectors computed here, by
+    the padded enc1 graph, not by the index builder."""
+    catalogue = Catalogue.load(Path(repository))
+    folder = Catalogue.folder(repository)
+    kept = np.load(folder / ITEMS_FILE)
+    tokens, lengths = kept["tokens"], kept["lengths"]
+    starts = np.cumsum(lengths) - lengths
+    sequences = [tokens[s : s + n].tolist() for s, n in zip(starts, lengths, strict=True)]
+    vectors = np.concatenate(
+        [
+            onnx_run(repository, "enc1", {"tokens": pad(sequences[i : i + 512], 10**9)})
+            for i in range(0, len(sequences), 512)
+        ]
+    )
+    ids = orjson.loads((folder / "1" / IDS_FILE).read_bytes())
+    return catalogue, ids, vectors
+
+
+def catalogue_scores(repository, queries: np.ndarray) -> tuple[list, np.ndarray]:
+    """(ids, [queries, items] scores) of every catalogue item for each query (an enc0
+    embedding), computed one query at a time with NumPy and the pair head alone."""
+    catalogue, ids, items = _catalogue(str(repository))
+    queries = np.asarray(queries, dtype=np.float32).reshape(-1, items.shape[1])
+    if catalogue.similarity == "dot":
+        return ids, queries @ items.T
+    if catalogue.similarity == "cosine":
+        unit = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+        return ids, (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
+    if catalogue.similarity == "euclidean":
+        return ids, -np.linalg.norm(queries[:, None, :] - items[None], axis=2)
+    head = ort.InferenceSession(
+        str(Path(repository) / "pair" / "1" / HEAD_FILE), providers=["CPUExecutionProvider"]
+    )
+    rows = []
+    for query in queries:
+        (out,) = head.run(None, {"in0": np.repeat(query[None], len(items), 0), "in1": items})
+        rows.append(out[:, 0] if out.shape[1] == 1 else out @ np.arange(out.shape[1]))
+    return ids, np.array(rows, dtype=np.float32)
+
+
+def check_neighbours(got: list, ids: list, scores: np.ndarray, k: int) -> None:
+    """`got` (an answer's neighbours of one query) is a top k of `scores`: k distinct items,
+    best first, each scored as the reference scores it, none below the k-th best reference
+    score (within float round-off, where items tie)."""
+    position = {item: i for i, item in enumerate(ids)}
+    assert len(got) == k and len({n["id"] for n in got}) == k
+    served = np.array([n["score"] for n in got])
+    assert np.all(np.diff(served) <= 1e-6), "best first"
+    reference = scores[[position[n["id"]] for n in got]]
+    np.testing.assert_allclose(served, reference, atol=1e-5, rtol=1e-5)
+    kth = np.sort(scores)[::-1][k - 1]
+    assert reference.min() >= kth - 1e-5
 
 
 def small_model(**overrides) -> Object2Vec:

@@ -40,7 +40,7 @@ def test_onnx_runtime_agrees_with_torch(tmp_path, setup):
         for side in (0, 1)
         if hasattr(model.enc0 if side == 0 else model.enc1, "flat")
     }
-    assert {r.name for r in reports} == {"enc0", "enc1", "pair"} | flat
+    assert {r.name for r in reports} == {"enc0", "enc1", "pair", "pair head"} | flat
     assert all(r.max_difference <= 1e-5 for r in reports)
     assert not any(m.training for m in model.modules())  # export leaves the model in eval mode
     for name in ("enc0", "enc1", "pair"):
