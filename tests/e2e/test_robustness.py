@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from client.api import body_tensor
 from contract.facts import Facts
@@ -34,6 +34,8 @@ from tests.helpers import (
     DOC_EXAMPLE,
     DOC_EXAMPLE_BODY,
     answer_vectors,
+    catalogue_scores,
+    check_neighbours,
     client_for,
     infer_with,
     json_body,
@@ -111,6 +113,12 @@ def expected_vectors(repository, caps: tuple[int, int], pairs: list[tuple]) -> l
             feed = {"tokens": pad([tokens], 10**9)}
             vectors.append(("embeddings", onnx_run(repository, f"enc{side}", feed)[0]))
     return vectors
+
+
+def asked_k(params: dict) -> int:
+    """The k of `neighbours=k` on the request's content type (0: not asked)."""
+    found = re.search(r"neighbours=(\d+)", str(params.get("content_type", "")))
+    return int(found[1]) if found else 0
 
 
 def truncation(facts: Facts, params: dict) -> tuple[int, int]:
@@ -203,6 +211,13 @@ media_types = st.one_of(
             "application/jsonlines;infer_max_seqlens=0,1",
             "application/json; infer_max_seqlens=a,b",
             "application/json; infer_max_seqlens=7",
+            "application/jsonlines; neighbours=3",
+            "application/json; neighbours=100; catalogue=documents",
+            "application/json; neighbours=1; infer_max_seqlens=3,2",
+            "application/json; neighbours=0",
+            "application/json; neighbours=3; catalogue=other",
+            "application/json; charset=utf-8",
+            "application/json; charset=latin-1",
             "",
             ";;",
         ]
@@ -216,7 +231,13 @@ well_formed_parameters = st.fixed_dictionaries(
     {},
     optional={
         "content_type": st.sampled_from(
-            [JSON, JSONLINES, "application/json; infer_max_seqlens=3,2"]
+            [
+                JSON,
+                JSONLINES,
+                "application/json; infer_max_seqlens=3,2",
+                "application/json; neighbours=4",
+                "application/jsonlines; neighbours=10; catalogue=documents",
+            ]
         ),
         "accept": st.sampled_from([JSON, JSONLINES, "*/*"]),
     },
@@ -254,6 +275,9 @@ def check(server, repository, facts, protocol: str, rows: list[tuple], parameter
     answers, error = send(client, module, bodies_, params)
     declared = str(params.get("content_type", "")).split(";")[0].strip() or None
     must_answer = well_formed and all(f is not None and declared in (None, f) for _, f in rows)
+    if asked_k(params):  # neighbours are for in0 instances only
+        sides = [reference_instances(body, facts.vocab_sizes) or [] for body in bodies_]
+        must_answer &= all(in1 is None for pairs in sides for _, in1 in pairs)
     if error is not None:
         status = _status(error)
         event(f"error {status}")
@@ -263,12 +287,20 @@ def check(server, repository, facts, protocol: str, rows: list[tuple], parameter
         return
     event("answered")
     assert len(answers) == len(bodies_)
-    caps = truncation(facts, params)
+    caps, k = truncation(facts, params), asked_k(params)
     for body, answer in zip(bodies_, answers, strict=True):
         pairs = reference_instances(body, facts.vocab_sizes)
         assert pairs is not None, f"answered a body that is not valid: {body[:200]!r}"
         expected = expected_vectors(repository, caps, pairs)
         got = answer_vectors(answer)
+        if k:  # each instance is an in0, answered its k nearest catalogue items
+            event("answered neighbours")
+            assert all(key == "neighbours" for key, _ in got)
+            assert all(in1 is None for _, in1 in pairs), "neighbours answered for an in1"
+            ids, scores = catalogue_scores(repository, [v for _, v in expected])
+            for row, (_, found) in enumerate(got):
+                check_neighbours(found, ids, scores[row], k)
+            continue
         assert [k for k, _ in got] == [k for k, _ in expected]
         for (_, g), (_, e) in zip(got, expected, strict=True):
             np.testing.assert_allclose(g, e, atol=1e-5, rtol=0)
@@ -285,6 +317,59 @@ FUZZ = settings(
 @FUZZ
 @given(body=bodies(), params=parameters)
 def test_fuzzed_requests_get_a_client_error_or_the_right_answer(
+    server, demo_repository, facts, protocol, body, params
+):
+    check(server, demo_repository, facts, protocol, [body], params)
+
+
+@st.composite
+def in0_bodies(draw) -> tuple[bytes, str | None]:
+    """Bodies of in0 instances, valid or not: what a request asking for neighbours carries."""
+    valid = draw(st.booleans())
+    chosen = draw(
+        st.lists(
+            st.fixed_dictionaries({"in0": valid_sequences if valid else sequences}),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    if draw(st.booleans()):
+        return _dumps({"instances": chosen}), JSON if valid else None
+    return b"\n".join(_dumps(i) for i in chosen), JSONLINES if valid else None
+
+
+neighbour_parameters = st.one_of(
+    st.tuples(
+        st.fixed_dictionaries(
+            {
+                "content_type": st.sampled_from(
+                    [f"{t}; neighbours={k}" for t in (JSON, JSONLINES) for k in (1, 9, 100)]
+                )
+            },
+            optional={"accept": st.sampled_from([JSON, JSONLINES])},
+        ),
+        st.just(True),
+    ),
+    st.tuples(
+        st.fixed_dictionaries(
+            {
+                "content_type": st.builds(
+                    lambda t, k, extra: f"{t}; neighbours={k}{extra}",
+                    st.sampled_from([JSON, JSONLINES, "text/plain"]),
+                    st.one_of(st.integers(-5, 200), st.text(max_size=4)),
+                    st.sampled_from(["", "; catalogue=documents", "; catalogue=x", "; k=1", ";"]),
+                )
+            }
+        ),
+        st.just(False),
+    ),
+)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@settings(FUZZ, max_examples=200)
+@given(body=st.one_of(in0_bodies(), bodies()), params=neighbour_parameters)
+def test_fuzzed_neighbour_requests_get_a_client_error_or_their_neighbours(
     server, demo_repository, facts, protocol, body, params
 ):
     check(server, demo_repository, facts, protocol, [body], params)
@@ -598,10 +683,12 @@ def test_malformed_tensors_never_fail_the_requests_batched_with_them(server, pro
 def _network(client, module, model: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     inputs = []
     for name, array in arrays.items():
-        tensor = module.InferInput(name, list(array.shape), "INT64")
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    return client.infer(model, inputs).as_numpy("embedding" if model != "pair" else "scores")
+    return client.infer(model, inputs).as_numpy(
+        "embedding" if model.startswith("enc") else "scores"
+    )
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -632,6 +719,7 @@ GOOD = [
     (json_body([{"in0": s} for s in DOC_EXAMPLE]).encode(), JSON),
     (b'{"in0": [1, 2, 3], "in1": [4, 5]}\n{"in1": [9]}\n', JSONLINES),
     (json_body([{"in0": [7] * 40, "in1": [3, 4]}, {"in1": [11, 12]}]).encode(), None),
+    (b'{"in0": [8, 16, 24]}\n{"in0": [9]}\n', "application/jsonlines; neighbours=7"),
 ]
 
 
@@ -653,6 +741,15 @@ def _poison(client, module, kind: int) -> None:
             send(client, module, [json_body([{"in0": [1]}] * 10_001).encode()], None)
         elif kind == 6:
             send(client, module, [GOOD[0][0]], {"accept": "text/html", "x": True})
+        elif kind == 7:
+            bad_k = ["neighbours=1000", "neighbours=5; catalogue=x", "neighbors=3"][
+                np.random.randint(3)
+            ]
+            send(client, module, [GOOD[3][0]], {"content_type": f"{JSONLINES}; {bad_k}"})
+        elif kind == 8:  # the search itself, called with NaN and infinite queries
+            query = np.full((3, 16), np.nan, dtype=np.float32)
+            query[1] = np.inf
+            _network(client, module, "neighbours", {"query": query})
         else:
             _network(
                 client,
@@ -674,7 +771,7 @@ def test_bad_requests_never_change_or_fail_good_ones(server, protocol):
 
     def poisoner(seed: int):
         (m, c), kinds = client_for(server, protocol), iter(range(seed, 10**9))
-        return lambda: _poison(c, m, next(kinds) % 8)
+        return lambda: _poison(c, m, next(kinds) % 10)
 
     local = threading.local()  # tritonclient's HTTP client is not shared across threads
 
