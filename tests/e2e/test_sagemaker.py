@@ -256,6 +256,29 @@ def test_boto3_invoke_endpoint_works_unchanged(sagemaker, runtime):
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
+def test_neighbours_through_the_adapter_and_boto3(sagemaker, runtime):
+    """The content type's `neighbours=k` travels as the hosted clients send it: a header."""
+    body = b'{"in0": [8, 16, 24]}\n{"in0": [9, 17]}\n'
+    asked = f"{JSONLINES}; neighbours=4"
+    status, headers, answer = post(sagemaker, body, {"Content-Type": asked})
+    assert status == 200 and headers["Content-Type"] == JSONLINES
+    assert same(answer, sagemaker.front_door(body, asked, None))
+    assert [len(orjson.loads(line)["neighbours"]) for line in answer.splitlines()] == [4, 4]
+    response = runtime.invoke_endpoint(
+        EndpointName="object2vec", Body=body, ContentType=asked, Accept=JSON
+    )
+    found = orjson.loads(response["Body"].read())["predictions"]
+    assert [p["neighbours"] for p in found] == [
+        orjson.loads(x)["neighbours"] for x in answer.splitlines()
+    ]
+    with Client(f"localhost:{sagemaker.port}", protocol="sagemaker") as client:
+        assert [n.id for n in client.neighbours([[8, 16, 24]], k=4)[0]] == [
+            n["id"] for n in found[0]["neighbours"]
+        ]
+    status, _, answer = post(sagemaker, body, {"Content-Type": f"{JSONLINES}; neighbours=500"})
+    assert status == 400 and b"at most 100 a query" in answer
+
+
 def test_boto3_errors_carry_the_front_doors_message(sagemaker, runtime):
     """What a boto3 user reads: the ClientError's text names the error and says what is wrong
     (botocore reads `x-amzn-ErrorType` and the body's `message`)."""

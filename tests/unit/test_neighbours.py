@@ -1,0 +1,273 @@
+"""The catalogue index: exact search graphs against brute force, the `model` similarity against
+the pair network itself, catalogue checks, rebuilds, the request parameters and the configs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from contract.facts import Facts
+from contract.names import JSON, JSONLINES
+from contract.neighbours import (
+    MAX_SCORES_PER_CALL,
+    NEIGHBOURS_MODEL,
+    Catalogue,
+    queries_per_call,
+)
+from contract.padding import pad
+from export import neighbours
+from export.onnx_export import export
+from server.configs import read, write_configs
+from server.graph_checks import check_config
+from server.neighbours import Index, StaleIndex, search
+from server.onnx_sessions import network_runner
+from server.payload import Limits, PayloadError, parse_request
+from server.settings import ServingSettings
+from tests.helpers import small_model
+
+floats = st.floats(-10, 10, width=32, allow_subnormal=False)
+
+
+def _session(graph):
+    return ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _brute_force(similarity: str, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    if similarity == "dot":
+        return queries @ items.T
+    if similarity == "cosine":
+        unit = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+        return (
+            queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        ) @ unit.T
+    return -np.linalg.norm(queries[:, None, :] - items[None], axis=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    similarity=st.sampled_from(["dot", "cosine", "euclidean"]),
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 6), st.integers(1, 5)),
+    k=st.integers(1, 50),
+    data=st.data(),
+)
+def test_vector_similarities_are_exact_top_k(similarity, shape, k, data):
+    count, dim, batch = shape
+    items = data.draw(arrays(np.float32, (count, dim), elements=floats))
+    queries = data.draw(arrays(np.float32, (batch, dim), elements=floats))
+    scores, found = _session(neighbours.search_graph(items, similarity, k)).run(
+        None, {"query": queries}
+    )
+    reference = _brute_force(similarity, queries.astype(np.float64), items.astype(np.float64))
+    assert found.shape == (batch, min(k, count))
+    for row in range(batch):
+        assert len(set(found[row].tolist())) == found.shape[1]  # distinct items
+        np.testing.assert_allclose(scores[row], reference[row, found[row]], rtol=1e-4, atol=1e-3)
+        kth = np.sort(reference[row])[::-1][found.shape[1] - 1]
+        assert reference[row, found[row]].min() >= kth - 1e-3  # none below the true k-th
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small model exported with a catalogue of 300 random items."""
+    root = tmp_path_factory.mktemp("neighbours")
+    repository = root / "repository"
+    model = small_model(enc0_network="hcnn", enc1_network="pooled_embedding")
+    export(model, repository)
+    rng = np.random.default_rng(1)
+    items = [
+        {
+            "id": f"item-{i}" if i % 2 else i,
+            "in1": rng.integers(1, 300, size=rng.integers(1, 12)).tolist(),
+        }
+        for i in range(300)
+    ]
+    source = root / "items.jsonl"
+    source.write_text("".join(json.dumps(item) + "\n" for item in items))
+    neighbours.build(repository, source, max_k=20, progress=False)
+    return repository, items, model
+
+
+def test_the_model_similarity_ranks_as_the_pair_network_scores(exported):
+    """The index's `model` scores are the pair network's own answers for (in0, item) on tokens:
+    what a user would get by scoring every pair with the served pair model."""
+    repository, items, _ = exported
+    catalogue = Catalogue.load(repository)
+    assert catalogue.similarity == "model" and catalogue.max_k == 20 and catalogue.items == 300
+    pair = ort.InferenceSession(str(repository / "pair" / "1" / "model.onnx"))
+    enc0 = ort.InferenceSession(str(repository / "enc0" / "1" / "model.onnx"))
+    index = ort.InferenceSession(str(repository / NEIGHBOURS_MODEL / "1" / "model.onnx"))
+    ids = json.loads((repository / NEIGHBOURS_MODEL / "1" / "ids.json").read_text())
+    rng = np.random.default_rng(2)
+    queries = [rng.integers(1, 300, size=n).tolist() for n in (1, 5, 17, 40)]
+    vectors = enc0.run(None, {"tokens": pad(queries, 40)})[0]
+    scores, found = index.run(None, {"query": vectors})
+    in1 = pad([item["in1"] for item in items], 40)
+    for row, query in enumerate(queries):
+        probabilities = pair.run(None, {"in0": pad([query] * len(items), 40), "in1": in1})[0]
+        expected = probabilities @ np.arange(probabilities.shape[1])  # expected class: p_1
+        order = np.argsort(-expected, kind="stable")[:20]
+        np.testing.assert_allclose(scores[row], expected[order], atol=1e-5)
+        np.testing.assert_allclose(expected[found[row]], scores[row], atol=1e-5)
+        assert [ids[i] for i in found[row]][0] == items[order[0]]["id"]
+
+
+def _check_refused(tmp_path, lines: list[str], message: str, **options) -> None:
+    source = tmp_path / "bad.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    facts = Facts((300, 300), (40, 40), 12, "softmax", 2)
+    with pytest.raises(neighbours.CatalogueError) as error:
+        neighbours.read_catalogue(source, facts, **options)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"id": 1, "in1": [1]}', "{"], "bad.jsonl:2: malformed JSON"),
+        (['{"id": 1, "in1": [1]}', '{"id": 1, "in1": [2]}'], "id 1 appears twice"),
+        (['{"id": true, "in1": [1]}'], "id must be a string or an integer"),
+        (['{"id": 1.5, "in1": [1]}'], "id must be a string or an integer"),
+        (['{"id": "a", "in1": []}'], "non-empty list of token ids in 0..299"),
+        (['{"id": "a", "in1": [300]}'], "non-empty list of token ids in 0..299"),
+        (['{"id": "a", "in1": [true]}'], "non-empty list"),
+        (['{"in1": [1]}'], '{"id": ..., "in1": [token ids]}'),
+        (["", "  "], "no items"),
+    ],
+)
+def test_a_bad_catalogue_is_refused_with_its_line(tmp_path, lines, message):
+    _check_refused(tmp_path, lines, message)
+
+
+def test_a_catalogue_over_max_items_is_refused(tmp_path):
+    lines = [json.dumps({"id": i, "in1": [1]}) for i in range(5)]
+    _check_refused(tmp_path, lines, "more than --max-items 4 items", max_items=4)
+
+
+def test_a_re_export_rebuilds_the_index_and_a_stale_one_is_refused(exported, tmp_path):
+    repository, _, model = exported
+    copy = tmp_path / "repository"
+    import shutil
+
+    shutil.copytree(repository, copy)
+    before = Catalogue.load(copy)
+    Index(copy, before)  # built from this enc1: loads
+    other = small_model(enc0_network="hcnn", enc1_network="pooled_embedding", enc_dim=12)
+    with __import__("torch").no_grad():
+        other.enc1.embedding.weight.mul_(2.0)  # another enc1
+    export(other, copy)
+    after = Catalogue.load(copy)
+    assert after.enc1_digest != before.enc1_digest and after.items == before.items
+    Index(copy, after)
+    # An enc1 exported without the rebuild (a copied file): the server refuses the index.
+    shutil.copy(repository / "enc1" / "1" / "model.onnx", copy / "enc1" / "1" / "model.onnx")
+    with pytest.raises(StaleIndex, match="--rebuild"):
+        Index.load(copy)
+
+
+def test_the_neighbours_config_fits_the_graph_and_the_mode(exported, tmp_path):
+    repository, _, _ = exported
+    write_configs(repository, ServingSettings(gpu_copies=3))
+    embedding = read(repository / NEIGHBOURS_MODEL / "configs" / "embedding.pbtxt")
+    classification = read(repository / NEIGHBOURS_MODEL / "configs" / "classification.pbtxt")
+    assert embedding.instance_group[0].count == 3 and classification.instance_group[0].count == 1
+    assert list(embedding.output[0].dims) == [20] and list(embedding.input[0].dims) == [12]
+    catalogue = Catalogue.load(repository)
+    assert embedding.max_batch_size == catalogue.queries_per_call(4096)
+    session = ort.InferenceSession(str(repository / NEIGHBOURS_MODEL / "1" / "model.onnx"))
+    config = json_format.MessageToDict(embedding, preserving_proto_field_name=True)
+    check_config(config, session.get_inputs(), session.get_outputs())  # the C++ backend's checks
+
+
+def test_queries_per_call_bounds_the_scores_of_a_call():
+    assert queries_per_call(1_000_000, 4096) == MAX_SCORES_PER_CALL // 1_000_000 == 16
+    assert queries_per_call(10**9, 4096) == 1  # one query a call at least
+    assert queries_per_call(100, 4096) == 4096
+
+
+LIMITS = Limits((300, 300), (40, 40), 1 << 20, catalogue=("items", 20))
+
+
+@pytest.mark.parametrize(
+    "content_type, k",
+    [
+        (f"{JSONLINES}; neighbours=3", 3),
+        (f"{JSON}; neighbours=20; catalogue=items", 20),
+        (f"{JSON};charset=UTF-8; Neighbours=1", 1),
+        (JSON, 0),
+    ],
+)
+def test_neighbours_is_read_from_the_content_type(content_type, k):
+    body = (
+        b'{"in0": [1, 2]}'
+        if content_type.startswith(JSONLINES)
+        else b'{"instances": [{"in0": [1]}]}'
+    )
+    assert parse_request(body, content_type, None, LIMITS).k == k
+
+
+@pytest.mark.parametrize(
+    "content_type, body, limits, message",
+    [
+        (f"{JSON}; neighbours=21", None, LIMITS, "[1, 20]"),
+        (f"{JSON}; neighbours=2.5", None, LIMITS, "give an integer"),
+        (
+            f"{JSON}; neighbours=2; catalogue=x",
+            None,
+            LIMITS,
+            "unknown catalogue; this server has 'items'",
+        ),
+        (
+            f"{JSON}; neighbours=2",
+            None,
+            Limits((300, 300), (40, 40), 1 << 20),
+            "no catalogue index",
+        ),
+        (f"{JSON}; neighbour=2", None, LIMITS, "unknown content type parameter 'neighbour'"),
+        (f"{JSON}; charset=latin-1", None, LIMITS, "bodies are JSON, which is UTF-8"),
+        (
+            f"{JSONLINES}; neighbours=2",
+            b'{"in0": [1]}\n\n{"in1": [1]}\n',
+            LIMITS,
+            "line 3: neighbours=<k>",
+        ),
+    ],
+)
+def test_bad_neighbour_parameters_are_refused(content_type, body, limits, message):
+    with pytest.raises(PayloadError) as error:
+        parse_request(body or b'{"instances": [{"in0": [1]}]}', content_type, None, limits)
+    assert message in str(error.value)
+
+
+def test_search_answers_only_the_requests_that_asked_in_calls_of_any_size(exported):
+    """Through the repository's own in-process sessions (server.onnx_sessions), queries cut
+    into calls of 2: every asking request gets its k items, the others their embeddings."""
+    repository, _, _ = exported
+    networks = network_runner(repository)
+    index = Index.load(repository)
+    bodies = [
+        (b'{"in0": [1, 2, 3]}\n{"in0": [4]}\n{"in0": [5, 6]}\n', f"{JSONLINES}; neighbours=3"),
+        (b'{"in0": [1, 2, 3]}\n', JSONLINES),
+        (b'{"in0": [7]}\n', f"{JSONLINES}; neighbours=20"),
+    ]
+    limits = Limits((300, 300), (40, 40), 1 << 20, catalogue=index.limits())
+    requests = [parse_request(body, ct, None, limits) for body, ct in bodies]
+    from server.dispatch import dispatch
+
+    answers = dispatch(requests, networks, 64, flat=networks.flat)
+    vectors = [[v for _, v in a] for a in answers]
+    found = search(requests, list(answers), index, networks.search, max_batch_size=2)
+    assert [key for key, _ in found[1]] == ["embeddings"]
+    assert [len(value) for _, value in found[0]] == [3, 3, 3]
+    assert len(found[2][0][1]) == 20
+    scores, items = networks.search(np.stack(vectors[0] + vectors[2]))
+    for row, (_, got) in enumerate(found[0] + found[2]):
+        k = len(got)
+        assert [n["id"] for n in got] == [index.ids[i] for i in items[row, :k]]
+        np.testing.assert_allclose([n["score"] for n in got], scores[row, :k])
