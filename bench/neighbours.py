@@ -1,0 +1,351 @@
+"""Nearest neighbours, measured: quality on MovieLens, speed on a 1,000,000-item catalogue.
+
+    python -m bench.neighbours [--part movielens,million] [--seconds 10] [--out runs/bench]
+
+movielens (needs ../shared/data): the README's model (trained by its flow, once, into
+runs/ml), exported with `--catalogue vocabulary` (all 1,682 movies), served by the embedded
+server once per similarity. Every user of the held-out ratings asks for the whole catalogue
+ranked (`neighbours=1682`) through client.api over HTTP; printed:
+  * recall@10 of the served top 10 against a brute force on the same model, in PyTorch, from
+    the checkpoint (every movie scored for every user);
+  * hit rate@10 and NDCG@10 on the held-out ratings of 4 and 5 (each user's training and
+    validation movies left out of the ranking), beside ranking by popularity (ratings in
+    training).
+million: the demo model with a catalogue of 1,000,000 documents of its topics; one in0 a
+request, `neighbours=10`, through Triton's HTTP port (a KServe binary request: the content
+type rides as a request parameter) at concurrency 1 and 16, for the `model` and the `dot`
+similarities: queries/s, p50 and p99; the served answers checked against a brute force on a
+few queries; and the search alone in ONNX Runtime (1 and 16 queries a call).
+Writes runs/bench/neighbours.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+import torch
+
+from bench.load import _load
+from bench.local import RUNS, arguments
+from client.api import Client
+from contract.names import JSONLINES
+from contract.neighbours import NEIGHBOURS_MODEL, Catalogue
+from contract.padding import pad
+from export import checkpoint, demo, neighbours
+from export.onnx_export import export
+from server.embedded import PROJECT_ROOT, EmbeddedServer
+from server.process import free_port
+
+ML = RUNS / "ml"
+DATA = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k" / "ua.base"
+TRAIN = [  # the README's flow, step 2
+    "enc0_network=pooled_embedding",
+    "enc1_network=pooled_embedding",
+    "enc0_vocab_size=944",
+    "enc1_vocab_size=1683",
+    "enc0_max_seq_len=1",
+    "enc1_max_seq_len=1",
+    "enc_dim=1024",
+    "mlp_layers=1",
+    "mlp_dim=256",
+    "mlp_activation=tanh",
+    "output_layer=mean_squared_error",
+    "learning_rate=0.001",
+    "mini_batch_size=64",
+    "epochs=20",
+]
+MOVIES = 1682
+
+
+def _fresh(repository: Path) -> Path:
+    if repository.exists():
+        shutil.rmtree(repository)
+    shutil.copytree(
+        PROJECT_ROOT / "model_repository" / "object2vec",
+        repository / "object2vec",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return repository
+
+
+def _server(repository: Path, log: Path) -> EmbeddedServer:
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    return EmbeddedServer(repository, **ports).start(stdout=open(log, "w"), timeout=600)  # noqa: SIM115
+
+
+# ---- MovieLens --------------------------------------------------------------------------------
+
+
+def _ratings(path: Path) -> list[tuple[int, int, float]]:
+    rows = (orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip())
+    return [(r["in0"][0], r["in1"][0], float(r["label"])) for r in rows]
+
+
+def _movielens_model() -> Path:
+    model = ML / "model.pt"
+    if not model.exists():
+        python = sys.executable
+        subprocess.run(
+            [python, "-m", "export.converters", "movielens", str(DATA), str(ML)], check=True
+        )
+        subprocess.run(
+            [python, "-m", "export.train", "--train", str(ML / "train.jsonl"), "--validation",
+             str(ML / "validation.jsonl"), "--out", str(model), *TRAIN],
+            check=True,
+        )  # fmt: skip
+    return model
+
+
+def _scores(model, queries: torch.Tensor, items: torch.Tensor, similarity: str) -> np.ndarray:
+    """[queries, items] scores in PyTorch from the checkpoint, one query at a time."""
+    rows = []
+    with torch.no_grad():
+        for query in queries:
+            query = query[None]
+            if similarity == "model":
+                answer = model.mlp(model.comparator(query.expand_as(items), items))
+                if model.hp.output_layer == "softmax":
+                    classes = torch.arange(answer.shape[1], dtype=torch.float32)
+                    answer = torch.softmax(answer, 1) @ classes[:, None]
+                scores = answer[:, 0]
+            elif similarity == "dot":
+                scores = items @ query[0]
+            elif similarity == "cosine":
+                scores = torch.nn.functional.cosine_similarity(items, query, dim=1)
+            else:
+                scores = -torch.linalg.norm(items - query, dim=1)
+            rows.append(scores.double().numpy())
+    return np.array(rows)
+
+
+def _brute_force(model, users: list[int], similarity: str) -> np.ndarray:
+    """[users, movies + 1] scores (column 0, padding, -inf)."""
+    with torch.no_grad():
+        movies = model.encode(1, torch.arange(1, MOVIES + 1).reshape(-1, 1))
+        queries = model.encode(0, torch.tensor([[u] for u in users]))
+    out = np.full((len(users), MOVIES + 1), -np.inf)
+    out[:, 1:] = _scores(model, queries, movies, similarity)
+    return out
+
+
+def _ranking_quality(ranked: dict[int, list[int]], liked: dict[int, set], seen: dict[int, set]):
+    """(hit rate@10, NDCG@10): each user's ranking with the movies seen in training removed."""
+    hits, gains = [], []
+    for user, wanted in liked.items():
+        top = [m for m in ranked[user] if m not in seen[user]][:10]
+        relevant = [m in wanted for m in top]
+        hits.append(any(relevant))
+        dcg = sum(1 / np.log2(i + 2) for i, r in enumerate(relevant) if r)
+        ideal = sum(1 / np.log2(i + 2) for i in range(min(len(wanted), 10)))
+        gains.append(dcg / ideal)
+    return float(np.mean(hits)), float(np.mean(gains))
+
+
+def movielens(out: Path) -> list[str]:
+    checkpoint_path = _movielens_model()
+    model = checkpoint.load(checkpoint_path).eval()
+    train = _ratings(ML / "train.jsonl") + _ratings(ML / "validation.jsonl")
+    test = _ratings(ML / "test.jsonl")
+    seen, liked = defaultdict(set), defaultdict(set)
+    for user, movie, _ in train:
+        seen[user].add(movie)
+    for user, movie, rating in test:
+        if rating >= 4:
+            liked[user].add(movie)
+    users = sorted(liked)
+    counts = np.bincount([m for _, m, _ in train], minlength=MOVIES + 1)
+    popular = [int(m) for m in np.argsort(-counts, kind="stable") if m]
+    lines = [
+        f"MovieLens 100k, the README's model ({checkpoint_path}), catalogue `vocabulary` "
+        f"({MOVIES} movies); {len(users)} users with held-out ratings of 4-5 "
+        f"({sum(map(len, liked.values()))} of them); training movies left out of each ranking.",
+        "",
+        "| ranking | served = brute force (recall@10) | hit rate@10 | NDCG@10 | served "
+        "queries/s (1,682 ranked each) |",
+        "|---|---|---|---|---|",
+    ]
+    hr, ndcg = _ranking_quality({u: popular for u in users}, liked, seen)
+    lines.append(f"| popularity (ratings in training) | | {hr:.3f} | {ndcg:.3f} | |")
+    repository = _fresh(out / "neighbours" / "movielens")
+    export(model, repository)
+    for similarity in neighbours.SIMILARITIES:
+        neighbours.build(
+            repository, neighbours.VOCABULARY, similarity, max_k=MOVIES, progress=False
+        )
+        with _server(repository, out / f"neighbours-ml-{similarity}.log") as server:
+            ranked, start = {}, time.perf_counter()
+            with Client(server.http_url, timeout=600) as client:
+                for first in range(0, len(users), 50):
+                    chunk = users[first : first + 50]
+                    found = client.neighbours([[u] for u in chunk], k=MOVIES)
+                    ranked |= {u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)}
+            rate = len(users) / (time.perf_counter() - start)
+        reference = _brute_force(model, users, similarity)
+        recall = np.mean(
+            [
+                len(
+                    set(ranked[u][:10])
+                    & set(np.argsort(-reference[i], kind="stable")[:10].tolist())
+                )
+                / 10
+                for i, u in enumerate(users)
+            ]
+        )
+        hr, ndcg = _ranking_quality(ranked, liked, seen)
+        lines.append(f"| `{similarity}` | {recall:.3f} | {hr:.3f} | {ndcg:.3f} | {rate:,.0f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+# ---- a million items --------------------------------------------------------------------------
+
+
+def kserve_request(body: bytes, content_type: str, width: int = 512) -> bytes:
+    """A KServe binary request for the front door with its JSON header padded to `width`
+    bytes, so one Inference-Header-Content-Length serves every body."""
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "body",
+                    "shape": [1, len(body)],
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": len(body)},
+                }
+            ],
+            "outputs": [{"name": "response", "parameters": {"binary_data": True}}],
+            "parameters": {"content_type": content_type},
+        }
+    )
+    return header.ljust(width) + body
+
+
+def million(out: Path, seconds: float, items: int = 1_000_000) -> list[str]:
+    base = out / "models" / "demo" / "model_repository"
+    if not (base / "facts.json").exists():
+        demo.build(_fresh(base), base.parent / "model.pt", progress=False)
+    repository = out / "neighbours" / "million"
+    if repository.exists():
+        shutil.rmtree(repository)
+    shutil.copytree(base, repository, ignore=shutil.ignore_patterns("neighbours", "__pycache__"))
+    shutil.copy2(
+        PROJECT_ROOT / "model_repository" / "object2vec" / "1" / "model.py",
+        repository / "object2vec" / "1",
+    )
+    source = demo.write_catalogue(out / "neighbours" / "million.jsonl", items)
+    model = checkpoint.load(base.parent / "model.pt").eval()
+    catalogue = _encode_items(model, source)
+    rng = np.random.default_rng(9)
+    queries = [demo._sequence(rng, int(rng.integers(demo.TOPICS))) for _ in range(64)]
+    bodies = [
+        kserve_request(orjson.dumps({"in0": q}) + b"\n", f"{JSONLINES}; neighbours=10")
+        for q in queries
+    ]
+    headers = {"Inference-Header-Content-Length": "512", "Content-Type": "application/octet-stream"}
+    lines = [
+        f"{items:,} documents of the demo model's topics (enc_dim 16); one in0 a request, "
+        f"`neighbours=10`, Triton HTTP; {seconds:g} s per concurrency.",
+        "",
+        "| similarity | build s | search alone, ms a call (1 / 16 queries) | queries/s c1 "
+        "| p50 / p99 ms c1 | queries/s c16 | p50 / p99 ms c16 "
+        "| served = brute force (recall@10, 8 queries) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for similarity in ("dot", "model"):
+        start = time.perf_counter()
+        neighbours.build(repository, source, similarity, progress=False)
+        built = time.perf_counter() - start
+        alone = _search_alone(repository)
+        with _server(repository, out / f"neighbours-1m-{similarity}.log") as server:
+            url = f"http://{server.http_url}/v2/models/object2vec/infer"
+            asyncio.run(_load(url, bodies, headers, 2, 1.0))  # warm-up
+            row = [f"`{similarity}`", f"{built:.0f}", " / ".join(f"{a:.1f}" for a in alone)]
+            for concurrency in (1, 16):
+                latencies, took = asyncio.run(_load(url, bodies, headers, concurrency, seconds))
+                lat = np.array(latencies) * 1e3
+                row += [
+                    f"{len(lat) / took:,.1f}",
+                    f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f}",
+                ]
+            with Client(server.http_url, timeout=600) as client:
+                served = client.neighbours(queries[:8], k=10)
+        row.append(f"{_recall(model, catalogue, queries[:8], served, similarity):.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def _search_alone(repository: Path) -> list[float]:
+    session = ort.InferenceSession(str(repository / NEIGHBOURS_MODEL / "1" / "model.onnx"))
+    dim = Catalogue.load(repository).enc_dim
+    found = []
+    for batch in (1, 16):
+        query = np.random.default_rng(0).random((batch, dim), dtype=np.float32)
+        session.run(None, {"query": query})
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            session.run(None, {"query": query})
+            times.append(time.perf_counter() - start)
+        found.append(min(times) * 1e3)
+    return found
+
+
+def _encode_items(model, source: Path) -> tuple[list, torch.Tensor]:
+    """The catalogue's ids and enc1 vectors in PyTorch, by length so padding stays small."""
+    items = [orjson.loads(line) for line in source.read_bytes().splitlines()]
+    order = sorted(range(len(items)), key=lambda i: len(items[i]["in1"]))
+    vectors = torch.empty(len(items), model.hp.enc_dim)
+    with torch.no_grad():
+        for first in range(0, len(order), 4096):
+            rows = order[first : first + 4096]
+            vectors[rows] = model.encode(
+                1, torch.from_numpy(pad([items[i]["in1"] for i in rows], 10**9))
+            )
+    return [item["id"] for item in items], vectors
+
+
+def _recall(model, catalogue, queries: list[list[int]], served, similarity: str) -> float:
+    """Served top 10 against every item scored by the checkpoint in PyTorch."""
+    ids, items = catalogue
+    with torch.no_grad():
+        vectors = torch.cat([model.encode(0, torch.from_numpy(pad([q], 10**9))) for q in queries])
+    scores = _scores(model, vectors, items, similarity)
+    recalls = []
+    for row in range(len(queries)):
+        best = {ids[i] for i in np.argsort(-scores[row], kind="stable")[:10]}
+        recalls.append(len(best & {n.id for n in served[row]}) / 10)
+    return float(np.mean(recalls))
+
+
+def main() -> None:
+    parser = arguments(__doc__, 10.0)
+    parser.add_argument("--part", default="movielens,million")
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=RUNS / "bench")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = []
+    parts = args.part.split(",")
+    if "movielens" in parts:
+        if DATA.exists():
+            report += movielens(args.out) + [""]
+        else:
+            print(f"{DATA} is absent: MovieLens skipped", file=sys.stderr)
+    if "million" in parts:
+        report += million(args.out, args.seconds, args.items)
+    (args.out / "neighbours.md").write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()
