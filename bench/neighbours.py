@@ -36,6 +36,7 @@ import torch
 
 from bench.load import _load
 from bench.local import RUNS, arguments
+from bench.suite import _fresh_repository
 from client.api import Client
 from contract.names import JSONLINES
 from contract.neighbours import NEIGHBOURS_MODEL, Catalogue
@@ -64,17 +65,6 @@ TRAIN = [  # the README's flow, step 2
     "epochs=20",
 ]
 MOVIES = 1682
-
-
-def _fresh(repository: Path) -> Path:
-    if repository.exists():
-        shutil.rmtree(repository)
-    shutil.copytree(
-        PROJECT_ROOT / "model_repository" / "object2vec",
-        repository / "object2vec",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    return repository
 
 
 def _server(repository: Path, log: Path) -> EmbeddedServer:
@@ -175,7 +165,7 @@ def movielens(out: Path) -> list[str]:
     ]
     hr, ndcg = _ranking_quality({u: popular for u in users}, liked, seen)
     lines.append(f"| popularity (ratings in training) | | {hr:.3f} | {ndcg:.3f} | |")
-    repository = _fresh(out / "neighbours" / "movielens")
+    repository = _fresh_repository(out / "neighbours" / "movielens")
     export(model, repository)
     for similarity in neighbours.SIMILARITIES:
         neighbours.build(
@@ -232,7 +222,7 @@ def kserve_request(body: bytes, content_type: str, width: int = 512) -> bytes:
 def million(out: Path, seconds: float, items: int = 1_000_000) -> list[str]:
     base = out / "models" / "demo" / "model_repository"
     if not (base / "facts.json").exists():
-        demo.build(_fresh(base), base.parent / "model.pt", progress=False)
+        demo.build(_fresh_repository(base), base.parent / "model.pt", progress=False)
     repository = out / "neighbours" / "million"
     if repository.exists():
         shutil.rmtree(repository)
