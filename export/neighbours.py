@@ -377,7 +377,7 @@ def _index(repository, name, ids, tokens, lengths, similarity, max_k, progress) 
         old = Path(staging) / "old"
         if target.exists():
             # keep the generated configs: the server writes them, and they are up to date
-            for config in ("config.pbtxt", "configs", "configs.json"):
+            for config in ("config.pbtxt", "configs"):
                 if (target / config).exists():
                     shutil.move(target / config, staged / config)
             target.rename(old)
