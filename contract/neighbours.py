@@ -5,8 +5,9 @@ An index lives in the model repository as one more Triton model, `neighbours`:
     neighbours/catalogue.json   what the index is (`Catalogue` below): the server reads it
     neighbours/items.npz        the catalogue's in1 sequences, so a re-export rebuilds it
     neighbours/1/model.onnx     query [batch, enc_dim] -> scores, items [batch, max_k]: the
-                                catalogue's enc1 embeddings as a constant, a matrix product
-                                and a TopK (exact search)
+                                catalogue's enc1 embeddings as a constant, every item scored
+                                (the pair head on every pair, or a matrix product), a TopK
+                                (exact search)
     neighbours/1/model.onnx.data  those embeddings (ONNX external data: no 2 GB limit)
     neighbours/1/ids.json       the catalogue's ids, in index order: `items` are rows of it
 
@@ -52,8 +53,8 @@ SIMILARITIES = ("model", "dot", "cosine", "euclidean")
 
 DEFAULT_MAX_K = 100
 DEFAULT_MAX_ITEMS = 10_000_000
-# Scores one call computes at most (queries x items): bounds a call's [queries, items] matrix at
-# 64 MB, so a 1,000,000-item catalogue is searched 16 queries a call. The config's
+# Floats one call holds at most (queries x items x the similarity's width): 64 MB, so a
+# 1,000,000-item catalogue is searched 16 queries a call by `dot`, one by `model`. The config's
 # max_batch_size and the front door's calls both follow it.
 MAX_SCORES_PER_CALL = 1 << 24
 

@@ -58,7 +58,9 @@ def _lines(answer: bytes, accept: str) -> list[list[dict]]:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_client_neighbours_are_the_exact_top_k(server, demo_repository, catalogue, protocol):
+def test_client_neighbours_are_the_exact_top_k(each_server, demo_repository, catalogue, protocol):
+    """In process and over BLS (the image's path: the search is a call to `neighbours`)."""
+    server = each_server
     rng = np.random.default_rng(3)
     sequences = [rng.integers(1, VOCAB, size=rng.integers(1, 40)).tolist() for _ in range(12)]
     url = server.http_url if protocol == "http" else server.grpc_url

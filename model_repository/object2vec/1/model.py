@@ -65,11 +65,8 @@ def _bls(model: str, feed: dict, output: str) -> np.ndarray:
 
 def _bls_search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A server.neighbours Searcher over BLS."""
-    scores, items = _bls_outputs(NEIGHBOURS_MODEL, {QUERY_INPUT: queries}, NEIGHBOURS_OUTPUTS)
-    return scores, items
-
-
-NEIGHBOURS_OUTPUTS = (SCORES_OUTPUT, ITEMS_OUTPUT)
+    outputs = (SCORES_OUTPUT, ITEMS_OUTPUT)
+    return tuple(_bls_outputs(NEIGHBOURS_MODEL, {QUERY_INPUT: queries}, outputs))
 
 
 def _in_process(repository: Path, params: dict):
