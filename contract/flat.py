@@ -18,6 +18,12 @@ FLAT_FILE = "flat.onnx"
 FLAT_INPUTS = ("tokens", "gather")
 SEPARATOR_KEY = "o2v_separator"
 
+# The same graph with a prologue that builds its feed from what Triton's ragged batching gives
+# (export.ragged): `tokens` [-1], every request's ids back to back, and `lengths` [items, 1]
+# INT32, each sequence's length (a batch input of kind BATCH_ITEM_SHAPE).
+RAGGED_FILE = "ragged.onnx"
+RAGGED_LENGTHS = "lengths"
+
 
 def flat_layout(ids: np.ndarray, lengths: np.ndarray, separator: int) -> dict[str, np.ndarray]:
     """The flat graph's feed for sequences given as flat `ids` with their `lengths`."""

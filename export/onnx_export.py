@@ -3,7 +3,8 @@
     python -m export.onnx_export model.pt [--repository model_repository]
 
 Writes enc0/1/model.onnx, enc1/1/model.onnx (token ids -> embedding), pair/1/model.onnx (both
-token lists -> scores) and facts.json; a catalogue index already in the repository is rebuilt
+token lists -> scores) and facts.json; for hcnn and pooled_embedding encoders also their flat
+and ragged forms (contract.flat, export.ragged); a catalogue index already in the repository is rebuilt
 with the new enc1 (export.neighbours). Each graph is checked by ONNX's checker and run by ONNX
 Runtime against PyTorch on several batch sizes and lengths; a graph that disagrees by more than
 the tolerance is refused and nothing is written.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import shutil
 import tempfile
 import time
@@ -35,7 +37,14 @@ import torch
 from torch import nn
 
 from contract.facts import Facts
-from contract.flat import FLAT_FILE, FLAT_INPUTS, SEPARATOR_KEY, flat_layout
+from contract.flat import (
+    FLAT_FILE,
+    FLAT_INPUTS,
+    RAGGED_FILE,
+    RAGGED_LENGTHS,
+    SEPARATOR_KEY,
+    flat_layout,
+)
 from contract.names import (
     ENCODER_INPUT,
     ENCODER_MODELS,
@@ -48,6 +57,7 @@ from contract.neighbours import HEAD_FILE, HEAD_INPUTS, NEIGHBOURS_MODEL, Catalo
 from contract.padding import pad
 from export import checkpoint, neighbours
 from export.network import Object2Vec
+from export.ragged import ragged_graph
 
 TOLERANCE = 1e-5
 OPSET = 17
@@ -353,6 +363,20 @@ def export(
                 f"{ENCODER_MODELS[side]} flat", len(graph), diff, time.perf_counter() - start
             )
         )
+        # Its ragged form (export.ragged), fed as Triton's ragged batching feeds it: each
+        # sequence its own request, and the same rows as padded [B, L] requests.
+        start = time.perf_counter()
+        ragged = ragged_graph(graph, encoder.separator)
+        name = f"{ENCODER_MODELS[side]}/1/{RAGGED_FILE}"
+        feeds = [_ragged_feed(case[side], alone) for case in cases for alone in (True, False)]
+        reference = [r for r in reference for _ in (True, False)]
+        diff = _verify_against(name, ragged, feeds, reference, tolerance)
+        graphs[name] = ragged
+        reports.append(
+            GraphReport(
+                f"{ENCODER_MODELS[side]} ragged", len(ragged), diff, time.perf_counter() - start
+            )
+        )
     _write(Path(repository), graphs, facts)
     # The catalogue's vectors come from enc1: a new enc1 needs them again.
     start = time.perf_counter()
@@ -369,6 +393,16 @@ def _flat_feed(padded: np.ndarray, separator: int) -> dict[str, np.ndarray]:
     return flat_layout(padded[padded != 0], lengths, separator)
 
 
+def _ragged_feed(padded: np.ndarray, alone: bool) -> dict[str, np.ndarray]:
+    """What Triton's ragged batching feeds the ragged form (contract.flat) for these rows: sent
+    `alone`, one request each of its real ids; else one padded [B, L] request."""
+    if alone:
+        tokens, lengths = padded[padded != 0], (padded != 0).sum(axis=1)
+    else:
+        tokens, lengths = padded.reshape(-1), np.full(len(padded), padded.shape[1])
+    return {ENCODER_INPUT: tokens, RAGGED_LENGTHS: lengths.astype(np.int32).reshape(-1, 1)}
+
+
 def _write(repository: Path, graphs: dict[str, bytes], facts: Facts) -> None:
     # Write beside the target then rename, so a server never sees half a model.
     repository.mkdir(parents=True, exist_ok=True)
@@ -379,9 +413,10 @@ def _write(repository: Path, graphs: dict[str, bytes], facts: Facts) -> None:
             target = repository / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(staged, target)
-        for side in (0, 1):  # a flat form left by an earlier model would not match this one
-            stale = repository / ENCODER_MODELS[side] / "1" / FLAT_FILE
-            if f"{ENCODER_MODELS[side]}/1/{FLAT_FILE}" not in graphs and stale.exists():
+        for side, file in itertools.product((0, 1), (FLAT_FILE, RAGGED_FILE)):
+            # a flat form left by an earlier model would not match this one
+            stale = repository / ENCODER_MODELS[side] / "1" / file
+            if f"{ENCODER_MODELS[side]}/1/{file}" not in graphs and stale.exists():
                 stale.unlink()
     facts.save(repository)
 

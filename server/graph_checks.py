@@ -5,8 +5,8 @@ would refuse is refused here too, with the same kind of message.
 From `triton-inference-server/onnxruntime_backend` r24.10, `src/onnxruntime.cc`
 (`ValidateInputs`, `ValidateOutputs`) and `CompareDimsSupported` in the backend library:
 
-1. the config has as many inputs as the graph ("configuration expects N inputs, model
-   provides M");
+1. the config has as many inputs as the graph, its batch inputs counted ("configuration
+   expects N inputs, model provides M");
 2. every config input and output is one of the graph's ("unexpected inference input/output");
 3. each one's data type is the graph's ("configuration expects datatype X ..., model provides
    TYPE_Y");
@@ -89,11 +89,21 @@ def check_config(config: dict, graph_inputs: Sequence, graph_outputs: Sequence) 
     inputs = {arg.name: arg for arg in graph_inputs}
     outputs = {arg.name: arg for arg in graph_outputs}
     configured = config.get("input", [])
-    if len(configured) != len(inputs):
+    batch_inputs = config.get("batch_input", [])
+    if len(configured) + len(batch_inputs) != len(inputs):
         raise ConfigMismatch(
-            f"unable to load model '{model}', configuration expects {len(configured)} inputs, "
-            f"model provides {len(inputs)}"
+            f"unable to load model '{model}', configuration expects "
+            f"{len(configured) + len(batch_inputs)} inputs, model provides {len(inputs)}"
         )
+    # The C++ backend binds a batch input by its target name and finds a wrong one only when
+    # it runs; refused here at load, where it costs no request.
+    for entry in batch_inputs:
+        for target in entry.get("target_name", []):
+            if target not in inputs:
+                allowed = ", ".join(f"'{n}'" for n in sorted(inputs))
+                raise ConfigMismatch(
+                    f"unexpected batch input '{target}', allowed inputs are: {allowed}"
+                )
     for kind, entries, graph, exact in (
         ("input", configured, inputs, False),
         ("output", config.get("output", []), outputs, True),

@@ -3,13 +3,19 @@
 The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose config says
 `backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It is as strict as
 the C++ backend at load (server/graph_checks.py: names, types, dims and the batch dimension
-against the graph) and follows it where it matters: it runs `<version>/model.onnx`, honours the
-instance kind and device id (CUDA provider on a GPU instance when ONNX Runtime has it), and
-reads `intra_op_thread_count` / `inter_op_thread_count` (and `allow_spinning`) from the model's
-parameters.
+against the graph) and follows it where it matters: it runs `<version>/model.onnx` (or the
+config's `default_model_filename`), honours the instance kind and device id (CUDA provider on a
+GPU instance when ONNX Runtime has it), and reads `intra_op_thread_count` /
+`inter_op_thread_count` (and `allow_spinning`) from the model's parameters.
 
-All requests of one `execute` that share their input shapes run as one batch; if that batch
-fails, each of its requests runs alone, so an error stays with the request that caused it.
+Ragged batching as the C++ backend does it (backend_input_collector.cc): an input with
+`allow_ragged_batch` is every request's elements concatenated into one 1-D tensor, and each
+`batch_input` is computed from the requests (BATCH_ITEM_SHAPE, BATCH_ELEMENT_COUNT and the
+accumulated counts), so a ragged model batches requests of any lengths here as there.
+
+All requests of one `execute` that share their (non-ragged) input shapes run as one batch; if
+that batch fails, each of its requests runs alone, so an error stays with the request that
+caused it.
 """
 
 from __future__ import annotations
@@ -40,10 +46,28 @@ def _parameter(config: dict, key: str, default: int = 0) -> int:
     return int(value) if value.strip() else default
 
 
+def _batch_input(kind: str, shapes: list[tuple[int, ...]]) -> np.ndarray:
+    """What Triton computes for a batch input of `kind` over requests whose source input has
+    these shapes (batch dimension first)."""
+    counts = np.array([int(np.prod(s)) for s in shapes], dtype=np.int64)
+    if kind == "BATCH_ELEMENT_COUNT":
+        return counts
+    if kind == "BATCH_ACCUMULATED_ELEMENT_COUNT":
+        return np.cumsum(counts)
+    if kind == "BATCH_ACCUMULATED_ELEMENT_COUNT_WITH_ZERO":
+        return np.concatenate([[0], np.cumsum(counts)])
+    if kind == "BATCH_ITEM_SHAPE":  # one row per batch item: its shape without the batch dim
+        return np.array([s[1:] for s in shapes for _ in range(s[0])], dtype=np.int64).reshape(
+            -1, len(shapes[0]) - 1
+        )
+    raise ValueError(f"batch input kind {kind} is not supported here")
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
-        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        filename = config.get("default_model_filename") or "model.onnx"
+        path = Path(args["model_repository"]) / args["model_version"] / filename
         gpu = args["model_instance_kind"] == "GPU"
         self.session = session(
             path,
@@ -55,6 +79,16 @@ class TritonPythonModel:
         # What the NGC image's C++ backend refuses at load is refused here too.
         check_config(config, self.session.get_inputs(), self.session.get_outputs())
         self.inputs = [i["name"] for i in config["input"]]
+        self.ragged = {i["name"] for i in config["input"] if i.get("allow_ragged_batch")}
+        self.batch_inputs = [
+            (
+                b["target_name"][0],
+                b["kind"],
+                self.inputs.index(b["source_input"][0]),
+                pb_utils.triton_string_to_numpy(b["data_type"]),
+            )
+            for b in config.get("batch_input", [])
+        ]
         self.outputs = [o["name"] for o in config["output"]]
         self.output_dtypes = {
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
@@ -83,10 +117,14 @@ class TritonPythonModel:
             for r in requests
         ]
         self.received = sum(a.nbytes for inputs in arrays for a in inputs)
-        # Requests are batched per shape signature; different shapes cannot share one tensor.
+        # Requests are batched per shape signature; different shapes cannot share one tensor,
+        # unless the input is ragged.
         groups: dict[tuple, list[int]] = {}
         for index, inputs in enumerate(arrays):
-            signature = tuple(a.shape[1:] for a in inputs)
+            signature = tuple(
+                a.shape[1:] for a, name in zip(inputs, self.inputs, strict=True)
+                if name not in self.ragged
+            )
             groups.setdefault(signature, []).append(index)
         responses: list = [None] * len(requests)
         for members in groups.values():
@@ -106,9 +144,14 @@ class TritonPythonModel:
     def _answer(self, arrays: list, members: list[int], responses: list) -> None:
         """Runs these requests as one batch and slices the outputs back to each."""
         feed = {
-            name: np.concatenate([arrays[i][k] for i in members])
+            name: np.concatenate(
+                [arrays[i][k].reshape(-1) if name in self.ragged else arrays[i][k] for i in members]
+            )
             for k, name in enumerate(self.inputs)
         }
+        for target, kind, source, dtype in self.batch_inputs:
+            shapes = [arrays[i][source].shape for i in members]
+            feed[target] = _batch_input(kind, shapes).astype(dtype)
         results = run(self.session, self.outputs, feed)
         start = 0
         for i in members:

@@ -36,8 +36,9 @@ def test_onnx_runtime_agrees_with_torch(tmp_path, setup):
     model = small(**setup)
     reports = export(model, tmp_path)
     flat = {
-        f"enc{side} flat"
+        f"enc{side} {form}"
         for side in (0, 1)
+        for form in ("flat", "ragged")
         if hasattr(model.enc0 if side == 0 else model.enc1, "flat")
     }
     assert {r.name for r in reports} == {"enc0", "enc1", "pair", "pair head"} | flat
