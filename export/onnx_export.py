@@ -4,10 +4,10 @@
 
 Writes enc0/1/model.onnx, enc1/1/model.onnx (token ids -> embedding), pair/1/model.onnx (both
 token lists -> scores) and facts.json; for hcnn and pooled_embedding encoders also their flat
-and ragged forms (contract.flat, export.ragged); a catalogue index already in the repository is rebuilt
-with the new enc1 (export.neighbours). Each graph is checked by ONNX's checker and run by ONNX
-Runtime against PyTorch on several batch sizes and lengths; a graph that disagrees by more than
-the tolerance is refused and nothing is written.
+and ragged forms (contract.flat, export.ragged); a catalogue index already in the repository is
+rebuilt with the new enc1 (export.neighbours). Each graph is checked by ONNX's checker and run
+by ONNX Runtime against PyTorch on several batch sizes and lengths; a graph that disagrees by
+more than the tolerance is refused and nothing is written.
 
 The tolerance is relative to the outputs' size: the largest difference is divided by the
 largest output magnitude of the same feed, or by 1 where outputs are smaller (scores,

@@ -38,6 +38,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from contract.facts import Facts
+from contract.flat import RAGGED_FILE, RAGGED_LENGTHS
 from contract.names import (
     BODY_INPUT,
     ENCODER_INPUT,
@@ -117,9 +118,29 @@ def _onnx_parameters(settings: ServingSettings) -> Config:
     )
 
 
+def _ragged(inputs: list[Config]) -> Config:
+    """An encoder's ragged form (contract.flat, export.ragged): Triton concatenates the token
+    ids of every request of a batch, whatever their lengths, and tells the graph each
+    sequence's length; without it only requests of one length share a batch."""
+    (tokens,) = inputs
+    tokens["allow_ragged_batch"] = True
+    lengths = {
+        "kind": "BATCH_ITEM_SHAPE",
+        "target_name": [RAGGED_LENGTHS],
+        "data_type": "TYPE_INT32",
+        "source_input": [tokens["name"]],
+    }
+    return {"default_model_filename": RAGGED_FILE, "batch_input": [lengths]}
+
+
 def onnx_config(
-    name: str, facts: Facts, settings: ServingSettings, instance_group: list[Config]
+    name: str,
+    facts: Facts,
+    settings: ServingSettings,
+    instance_group: list[Config],
+    ragged: bool = False,
 ) -> Config:
+    """A network's config; `ragged` where the repository holds the encoder's ragged form."""
     if name == PAIR_MODEL:
         names, output = PAIR_INPUTS, _tensor(PAIR_OUTPUT, "TYPE_FP32", [facts.output_dim])
     else:
@@ -129,6 +150,7 @@ def onnx_config(
         "name": name,
         "backend": "onnxruntime",
         "max_batch_size": settings.network_max_batch_size,
+        **(_ragged(inputs) if ragged else {}),
         "input": inputs,
         "output": [output],
         "dynamic_batching": {"max_queue_delay_microseconds": settings.network_queue_delay_us},
@@ -241,7 +263,10 @@ def config_texts(
     facts = Facts.load(repository)
     catalogue = Catalogue.load(repository)
     configs = {
-        name: functools.partial(onnx_config, name, facts) for name in (*ENCODER_MODELS, PAIR_MODEL)
+        name: functools.partial(
+            onnx_config, name, facts, ragged=(repository / name / "1" / RAGGED_FILE).exists()
+        )
+        for name in (*ENCODER_MODELS, PAIR_MODEL)
     }
     if catalogue is not None:
         configs[NEIGHBOURS_MODEL] = functools.partial(neighbours_config, catalogue)

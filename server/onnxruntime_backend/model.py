@@ -122,7 +122,8 @@ class TritonPythonModel:
         groups: dict[tuple, list[int]] = {}
         for index, inputs in enumerate(arrays):
             signature = tuple(
-                a.shape[1:] for a, name in zip(inputs, self.inputs, strict=True)
+                a.shape[1:]
+                for a, name in zip(inputs, self.inputs, strict=True)
                 if name not in self.ragged
             )
             groups.setdefault(signature, []).append(index)

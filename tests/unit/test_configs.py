@@ -4,6 +4,7 @@ import pytest
 from google.protobuf import json_format
 
 from contract.facts import Facts
+from contract.flat import RAGGED_FILE, RAGGED_LENGTHS
 from server.configs import front_door_config, read, refresh_configs, to_text, write_configs
 from server.embedded import PROJECT_ROOT
 from server.host import PLAIN_TRITON, Host, resolve
@@ -140,3 +141,23 @@ def test_an_up_to_date_repository_is_not_written(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     assert refresh_configs(tmp_path) == []
     assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+
+
+def test_an_encoder_with_a_ragged_form_is_batched_raggedly(tmp_path):
+    """Issue 22: requests of any lengths share one batch where the repository holds the
+    encoder's ragged form (Triton's ragged batching); others stay padded [-1, -1]."""
+    FACTS.save(tmp_path)
+    (tmp_path / "enc0" / "1").mkdir(parents=True)
+    (tmp_path / "enc0" / "1" / RAGGED_FILE).write_bytes(b"")
+    write_configs(tmp_path)
+    for path in (tmp_path / "enc0").rglob("*.pbtxt"):
+        enc0 = read(path)
+        assert enc0.default_model_filename == RAGGED_FILE and enc0.input[0].allow_ragged_batch
+        (lengths,) = enc0.batch_input
+        assert list(lengths.target_name) == [RAGGED_LENGTHS]
+        assert list(lengths.source_input) == [enc0.input[0].name]
+        assert lengths.kind == lengths.BATCH_ITEM_SHAPE
+    for name in ("enc1", "pair"):
+        plain = read(tmp_path / name / "config.pbtxt")
+        assert not plain.default_model_filename and not plain.batch_input
+        assert not any(i.allow_ragged_batch for i in plain.input)

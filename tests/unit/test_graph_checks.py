@@ -105,6 +105,19 @@ def test_the_generated_kind_of_config_loads(graph):
             "configuration expects model provides input with shape [-1]  for ragged input "
             "'tokens', model provides [-1,-1]",
         ),
+        (
+            {
+                "batch_input": [
+                    {
+                        "kind": "BATCH_ITEM_SHAPE",
+                        "target_name": ["lengths"],
+                        "data_type": "TYPE_INT32",
+                        "source_input": ["tokens"],
+                    }
+                ]
+            },
+            "configuration expects 2 inputs, model provides 1",
+        ),
     ],
     ids=[
         "output dims",
@@ -116,6 +129,7 @@ def test_the_generated_kind_of_config_loads(graph):
         "input rank",
         "no batch dimension",
         "ragged",
+        "batch input counted",
     ],
 )
 def test_what_the_cpp_backend_refuses_is_refused(graph, changes, message):
