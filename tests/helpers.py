@@ -102,10 +102,13 @@ def json_body(instances: list[dict]) -> str:
 
 
 def onnx_run(repository, model: str, feed: dict) -> np.ndarray:
-    session = ort.InferenceSession(
-        str(Path(repository) / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    return session.run(None, feed)[0]
+    """The padded graph's answer, by ONNX Runtime in this process."""
+    return _session(Path(repository) / model / "1" / "model.onnx").run(None, feed)[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def answer_vectors(answer: bytes) -> list:

@@ -713,6 +713,55 @@ def test_networks_answer_bad_ids_with_nan_rows_and_batch_mates_correctly(server,
     assert np.isfinite(pair[0]).all() and np.isnan(pair[1]).all()
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_direct_calls_of_any_lengths_share_batches_and_answer_as_alone(
+    server, demo_repository, protocol
+):
+    """Issue 22: an encoder with a ragged form is batched by Triton across requests of
+    different lengths ([1, L] or padded [B, L]); each answer is the padded graph's alone."""
+    module, client = client_for(server, protocol)
+    admin = client_for(server, "http")[1]  # its config and statistics come as dicts
+    config = admin.get_model_config("enc0")
+    if not config["input"][0].get("allow_ragged_batch"):
+        pytest.skip("this server's enc0 is not ragged (a bilstm encoder, or a config by hand)")
+    rng = np.random.default_rng(22)
+    vocabulary = Facts.load(demo_repository).vocab_sizes[0]
+    requests = [
+        rng.integers(1, vocabulary, size=(int(rng.integers(1, 3)), int(rng.integers(1, 70))))
+        for _ in range(300)
+    ]
+    requests[7][0, 0] = vocabulary  # a bad id: NaN for its row alone
+    before = admin.get_inference_statistics("enc0")
+    local = threading.local()
+
+    def call(tokens: np.ndarray) -> np.ndarray:
+        if not hasattr(local, "client"):
+            local.module, local.client = client_for(server, protocol)
+        return _network(local.client, local.module, "enc0", {"tokens": tokens})
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(call, requests))
+    after = admin.get_inference_statistics("enc0")
+    executions, inferences = (
+        _stat(after, key) - _stat(before, key) for key in ("execution_count", "inference_count")
+    )
+    print(f"enc0 direct ({protocol}): {len(requests)} requests in {executions} executions")
+    assert inferences == sum(len(r) for r in requests)
+    assert executions < len(requests), "requests of different lengths were not batched"
+    for tokens, answer in zip(requests, answers, strict=True):
+        alone = onnx_run(demo_repository, "enc0", {"tokens": tokens})
+        np.testing.assert_array_equal(np.isnan(answer), np.isnan(alone))
+        np.testing.assert_allclose(np.nan_to_num(answer), np.nan_to_num(alone), atol=1e-5)
+    assert np.isnan(answers[7][0]).all() and not np.isnan(answers[8]).any()
+    with pytest.raises(InferenceServerException, match="expected 1 inputs"):
+        lengths = np.array([[3]], dtype=np.int32)  # Triton's to compute, not the client's
+        _network(client, module, "enc0", {"tokens": np.ones((1, 3), np.int64), "lengths": lengths})
+
+
+def _stat(stats: dict, key: str) -> int:
+    return int(stats["model_stats"][0][key])
+
+
 # ---- poison: good traffic beside bad traffic of every kind ------------------------------
 
 GOOD = [
