@@ -113,7 +113,7 @@ def _onnx_parameters(settings: ServingSettings) -> Config:
         {
             "intra_op_thread_count": settings.intra_op_thread_count,
             "inter_op_thread_count": settings.inter_op_thread_count,
-            "allow_spinning": int(settings.allow_spinning),
+            "spinning": settings.spinning,
         }
     )
 
@@ -209,7 +209,7 @@ def front_door_config(settings: ServingSettings) -> Config:
                 # in_process: the front door's own ONNX Runtime sessions
                 "intra_op_thread_count": settings.intra_op_thread_count,
                 "inter_op_thread_count": settings.inter_op_thread_count,
-                "allow_spinning": int(settings.allow_spinning),
+                "spinning": settings.spinning,
             }
         ),
     }

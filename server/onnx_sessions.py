@@ -4,33 +4,78 @@ embedded server's ONNX Runtime backend and in the front door's own process (netw
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from contract.flat import FLAT_FILE, SEPARATOR_KEY
 from contract.names import ENCODER_MODELS, PAIR_MODEL
 from contract.neighbours import ITEMS_OUTPUT, NEIGHBOURS_MODEL, QUERY_INPUT, SCORES_OUTPUT
 from server.dispatch import flat_name
+from server.settings import SPINNING
+
+# `auto` spins a network's threads where one run of a sequence of 64 tokens takes this long.
+# There a run is many operators of real work, and handing each one to sleeping threads cost a
+# wake-up per operator: the realistic model (hcnn, enc_dim 512, ~1.5 ms) answered 12-19%
+# slower at c1 with the threads asleep, the same at c16. Where runs are short (the demo model,
+# ~20 us) the threads spin on between runs, through the front door's own work around them:
+# up to 20% of its c16 throughput on 2 cores (docs/performance.md).
+SPIN_ABOVE_S = 0.5e-3
 
 
 def session(
     path: Path,
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
-    allow_spinning: bool = False,
+    spinning: str = "off",
     device_id: int | None = None,
     providers: list | None = None,
+    decide_by: Path | None = None,
 ) -> ort.InferenceSession:
     """A session on `path`; on the CUDA provider when `device_id` is given and this ONNX
     Runtime build has it, on `providers` when they are given. 0 threads: ONNX Runtime's
-    default (every core)."""
+    default (every core). `spinning` (SPINNING): whether idle threads spin, waiting for the
+    next operator; `auto` decides by how long one run of the padded graph `decide_by` (else
+    `path`) takes (spins_by_default)."""
+    if spinning not in SPINNING:
+        raise ValueError(f"spinning {spinning!r}: use {', '.join(SPINNING)}")
+    args = (intra_op_threads, inter_op_threads, device_id, providers)
+    spin = spinning == "on" or (spinning == "auto" and spins_by_default(decide_by or path, *args))
+    return _session(path, spin, *args)
+
+
+def spins_by_default(
+    padded: Path, intra: int, inter: int, device_id: int | None, providers: list | None
+) -> bool:
+    """Whether one run of `padded` (a network whose inputs are token ids) on one sequence of
+    64 tokens takes SPIN_ABOVE_S or longer, at its best of 3 (a busy host only adds)."""
+    quiet = _session(padded, False, intra, inter, device_id, providers)
+    if any(i.type != "tensor(int64)" for i in quiet.get_inputs()):
+        return False  # not a network of token ids (the catalogue's search): never worth it
+    feed = {i.name: np.ones((1, 64), dtype=np.int64) for i in quiet.get_inputs()}
+    quiet.run(None, feed)  # the first run allocates
+    took = []
+    for _ in range(3):
+        start = time.perf_counter()
+        quiet.run(None, feed)
+        took.append(time.perf_counter() - start)
+    return min(took) >= SPIN_ABOVE_S
+
+
+def _session(
+    path: Path,
+    spin: bool,
+    intra_op_threads: int,
+    inter_op_threads: int,
+    device_id: int | None,
+    providers: list | None,
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
-    # Idle ONNX Runtime threads spin, waiting for work; on a small CPU they take the cores the
-    # front door needs.
-    spinning = "1" if allow_spinning else "0"
+    spinning = "1" if spin else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -75,13 +120,16 @@ class Networks:
         for name in ENCODER_MODELS:
             path = folder / name / "1" / FLAT_FILE
             if path.exists():
-                flat = session(path, *options, providers=providers)
+                padded = folder / name / "1" / "model.onnx"
+                flat = session(path, *options, providers=providers, decide_by=padded)
                 self.sessions[flat_name(name)] = flat
                 self.flat[name] = int(flat.get_modelmeta().custom_metadata_map[SEPARATOR_KEY])
         self.search = None
         index = folder / NEIGHBOURS_MODEL / "1" / "model.onnx"
         if index.exists():
-            searcher = session(index, *options, providers=providers)
+            # no padded graph to time, and one large matrix product a call: not worth a spin
+            quiet = (*options[:2], "off" if options[2] == "auto" else options[2])
+            searcher = session(index, *quiet, providers=providers)
 
             def search(queries):
                 scores, items = run(searcher, [SCORES_OUTPUT, ITEMS_OUTPUT], {QUERY_INPUT: queries})
@@ -97,9 +145,9 @@ def network_runner(
     repository: Path,
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
-    allow_spinning: bool = False,
+    spinning: str = "off",
     providers: list | None = None,
 ) -> Networks:
     """The networks of a repository in this process (see Networks)."""
-    options = (intra_op_threads, inter_op_threads, allow_spinning)
+    options = (intra_op_threads, inter_op_threads, spinning)
     return Networks(repository, *options, providers=providers)

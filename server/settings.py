@@ -25,6 +25,7 @@ class SettingError(ValueError):
 
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+SPINNING = ("auto", "on", "off")  # ServingSettings.spinning
 T = TypeVar("T")
 
 
@@ -128,9 +129,10 @@ class ServingSettings:
     networks: str = setting("auto", "O2V_NETWORKS", choices=("auto", "bls", "in_process"))
     intra_op_thread_count: int = setting(0, minimum=0)  # 0: ONNX Runtime's default (all cores)
     inter_op_thread_count: int = setting(0, minimum=0)
-    # ONNX Runtime's idle threads spin, waiting for work; on a small CPU they take the cores the
-    # front door needs. Read by the embedded server's ONNX Runtime backend.
-    allow_spinning: bool = setting(False)
+    # Whether ONNX Runtime's idle threads spin, waiting for the next operator: auto decides per
+    # network by how long one of its runs takes (server.onnx_sessions.SPIN_ABOVE_S). Read by the
+    # front door's own sessions and the embedded server's ONNX Runtime backend.
+    spinning: str = setting("auto", "O2V_SPINNING", choices=SPINNING)
     max_body_bytes: int = setting(DEFAULT_MAX_BODY_BYTES, minimum=1)
     max_instances: int = setting(DEFAULT_MAX_INSTANCES, minimum=1)  # per request, all bodies
     # measured: where the front door runs the networks itself, it measures at load what a call

@@ -6,7 +6,7 @@ the C++ backend at load (server/graph_checks.py: names, types, dims and the batc
 against the graph) and follows it where it matters: it runs `<version>/model.onnx` (or the
 config's `default_model_filename`), honours the instance kind and device id (CUDA provider on a
 GPU instance when ONNX Runtime has it), and reads `intra_op_thread_count` /
-`inter_op_thread_count` (and `allow_spinning`) from the model's parameters.
+`inter_op_thread_count` (and `spinning`, server.onnx_sessions) from the model's parameters.
 
 Ragged batching as the C++ backend does it (backend_input_collector.cc): an input with
 `allow_ragged_batch` is every request's elements concatenated into one 1-D tensor, and each
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from contract.neighbours import NEIGHBOURS_MODEL  # noqa: E402
 from server.drain import Gate, in_flight, refusals  # noqa: E402
 from server.graph_checks import check_config  # noqa: E402
 from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
@@ -69,12 +70,16 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.onnx"
         path = Path(args["model_repository"]) / args["model_version"] / filename
         gpu = args["model_instance_kind"] == "GPU"
+        spinning = config.get("parameters", {}).get("spinning", {}).get("string_value") or "auto"
+        if spinning == "auto" and config["name"] == NEIGHBOURS_MODEL:
+            spinning = "off"  # as in process (server.onnx_sessions.Networks)
         self.session = session(
             path,
             _parameter(config, "intra_op_thread_count"),
             _parameter(config, "inter_op_thread_count"),
-            bool(_parameter(config, "allow_spinning", 1)),
+            spinning,
             int(args["model_instance_device_id"]) if gpu else None,
+            decide_by=path.with_name("model.onnx"),  # the padded graph, timed as in process
         )
         # What the NGC image's C++ backend refuses at load is refused here too.
         check_config(config, self.session.get_inputs(), self.session.get_outputs())

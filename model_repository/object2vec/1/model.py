@@ -79,7 +79,7 @@ def _in_process(repository: Path, params: dict):
         pb_utils.Logger.log_warn(f"object2vec: networks in_process unavailable ({error}): BLS")
         return None
     threads = [int(params.get(k, 0)) for k in ("intra_op_thread_count", "inter_op_thread_count")]
-    return network_runner(repository, *threads, params.get("allow_spinning") == "1")
+    return network_runner(repository, *threads, params.get("spinning", "auto"))
 
 
 def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
