@@ -341,8 +341,9 @@ async def supervise(
     ready_timeout: float = 300.0,
     max_restarts: int = MAX_RESTARTS,
 ) -> int:
-    """Runs the server until a signal (exit 0), its own end (its exit code) or stubs that keep
-    dying (GAVE_UP); a stub that dies once gets the server restarted."""
+    """Runs the server until a signal (exit 0), its own exit (its exit code) or stubs that keep
+    dying (GAVE_UP); a stub that dies once, or tritonserver killed by a signal (as Triton 2.51
+    aborts when a stub dies mid-execute), gets the server restarted."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -362,29 +363,32 @@ async def supervise(
                 await asyncio.wait_for(stopping.wait(), timeout=WATCH_SECONDS)
             if stopping.is_set():
                 break
+            crashed = None
             if not server.running:
                 code = server.process.returncode
                 print(f"tritonserver exited with code {code}", flush=True)
-                return code or 1
-            dead = server.dead_stubs()
-            if not dead:
+                if code >= 0:  # its own decision: the caller's to act on
+                    return code or 1
+                # Killed by a signal: Triton 2.51 aborts (a boost lock_exception in the Python
+                # backend) when a stub is killed in the middle of an execute, as a dead stub.
+                crashed = f"tritonserver (signal {-code})"
+            dead = server.dead_stubs() if crashed is None else []
+            if crashed is None and not dead:
                 continue
-            names = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
+            what = crashed or "the Python backend stub of " + ", ".join(
+                f"{s.instance} (pid {s.pid})" for s in dead
+            )
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
             if len(restarts) > max_restarts:
                 print(
-                    f"the Python backend stub of {names} died ({len(restarts)} in "
-                    f"{RESTART_WINDOW:.0f} s, O2V_MAX_RESTARTS={max_restarts}): giving up, "
-                    f"exit {GAVE_UP}",
+                    f"{what} died ({len(restarts)} in {RESTART_WINDOW:.0f} s, "
+                    f"O2V_MAX_RESTARTS={max_restarts}): giving up, exit {GAVE_UP}",
                     flush=True,
                 )
                 return GAVE_UP
-            print(
-                f"the Python backend stub of {names} died and Triton does not replace it: "
-                "restarting tritonserver (not ready meanwhile)",
-                flush=True,
-            )
+            why = "" if crashed else " and Triton does not replace it"
+            print(f"{what} died{why}: restarting tritonserver (not ready meanwhile)", flush=True)
             await asyncio.to_thread(server.halt, 1.0)
             # On this thread, as the first start: the parent-death signal follows the thread
             # that forked, not the process.

@@ -389,3 +389,29 @@ def test_with_no_restarts_allowed_a_dead_stub_ends_the_launcher(demo_repository,
     assert launcher.wait(30) == GAVE_UP
     print(f"exited {time.monotonic() - started:.1f} s after the kill")
     assert_nothing_left(group, {s.region for s in stubs})
+
+
+def test_a_tritonserver_killed_by_a_signal_is_restarted(demo_repository, tmp_path):
+    """Triton 2.51 itself aborts (SIGABRT, a boost lock_exception in the Python backend) when
+    a stub is killed in the middle of an execute: a server killed by a signal is restarted as
+    a dead stub is, and nothing of the first one is left."""
+    launcher = Launcher(
+        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
+    )
+    group = launcher.server_pid()
+    launcher.wait_ready()
+    stubs = stubs_of(group_members(group))
+    os.kill(group, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while b"ready again" not in launcher.log.read_bytes():
+        assert time.monotonic() < deadline, "not restarted within 60 s"
+        assert launcher.process.poll() is None, launcher.log.read_text()[-2000:]
+        time.sleep(0.1)
+    assert _request_status(launcher.http_port, "object2vec") == 200
+    assert b"signal 9" in launcher.log.read_bytes()
+    new_group = launcher.server_pid()
+    assert new_group != group
+    assert_nothing_left(group, {s.region for s in stubs})
+    launcher.process.send_signal(signal.SIGTERM)
+    assert launcher.wait() == 0
+    assert_nothing_left(new_group, set())
