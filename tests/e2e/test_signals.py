@@ -174,15 +174,19 @@ def test_a_signal_at_any_moment_stops_everything_and_exits_0(
 
 
 def test_a_killed_server_takes_its_stubs_and_memory_along(demo_repository, tmp_path):
+    """With no restarts allowed, a killed server ends the launcher (a restart:
+    test_a_tritonserver_killed_by_a_signal_is_restarted)."""
     launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
+        ["server.embedded", "--model-repository", str(demo_repository)],
+        tmp_path / "log",
+        env={"O2V_MAX_RESTARTS": "0"},
     )
     group = launcher.server_pid()
     launcher.wait_ready()
     regions = shared_memory_of(group_members(group))
     assert len(group_members(group)) > 1, "the stubs are in the server's group"
     os.kill(group, signal.SIGKILL)
-    assert launcher.wait() != 0  # the server died: not a clean stop
+    assert launcher.wait() == GAVE_UP  # the server died: not a clean stop
     assert_nothing_left(group, regions)
 
 
