@@ -32,17 +32,19 @@ def session(
     spinning: str = "off",
     device_id: int | None = None,
     providers: list | None = None,
-    decide_by: Path | None = None,
+    timed_by: Path | None = None,
 ) -> ort.InferenceSession:
     """A session on `path`; on the CUDA provider when `device_id` is given and this ONNX
     Runtime build has it, on `providers` when they are given. 0 threads: ONNX Runtime's
     default (every core). `spinning` (SPINNING): whether idle threads spin, waiting for the
-    next operator; `auto` decides by how long one run of the padded graph `decide_by` (else
-    `path`) takes (spins_by_default)."""
+    next operator; `auto` decides by how long one run of `timed_by` takes, the padded graph
+    of a network of token ids (spins_by_default), and is off where there is none to time (the
+    catalogue's search: one large matrix product a call)."""
     if spinning not in SPINNING:
         raise ValueError(f"spinning {spinning!r}: use {', '.join(SPINNING)}")
     args = (intra_op_threads, inter_op_threads, device_id, providers)
-    spin = spinning == "on" or (spinning == "auto" and spins_by_default(decide_by or path, *args))
+    auto = spinning == "auto" and timed_by is not None
+    spin = spinning == "on" or (auto and spins_by_default(timed_by, *args))
     return _session(path, spin, *args)
 
 
@@ -52,8 +54,6 @@ def spins_by_default(
     """Whether one run of `padded` (a network whose inputs are token ids) on one sequence of
     64 tokens takes SPIN_ABOVE_S or longer, at its best of 3 (a busy host only adds)."""
     quiet = _session(padded, False, intra, inter, device_id, providers)
-    if any(i.type != "tensor(int64)" for i in quiet.get_inputs()):
-        return False  # not a network of token ids (the catalogue's search): never worth it
     feed = {i.name: np.ones((1, 64), dtype=np.int64) for i in quiet.get_inputs()}
     quiet.run(None, feed)  # the first run allocates
     took = []
@@ -112,24 +112,24 @@ class Networks:
 
     def __init__(self, repository: Path, *options, providers: list | None = None):
         folder = Path(repository)
+        padded = {
+            name: folder / name / "1" / "model.onnx" for name in (*ENCODER_MODELS, PAIR_MODEL)
+        }
         self.sessions = {
-            name: session(folder / name / "1" / "model.onnx", *options, providers=providers)
-            for name in (*ENCODER_MODELS, PAIR_MODEL)
+            name: session(path, *options, providers=providers, timed_by=path)
+            for name, path in padded.items()
         }
         self.flat: dict[str, int] = {}
         for name in ENCODER_MODELS:
             path = folder / name / "1" / FLAT_FILE
             if path.exists():
-                padded = folder / name / "1" / "model.onnx"
-                flat = session(path, *options, providers=providers, decide_by=padded)
+                flat = session(path, *options, providers=providers, timed_by=padded[name])
                 self.sessions[flat_name(name)] = flat
                 self.flat[name] = int(flat.get_modelmeta().custom_metadata_map[SEPARATOR_KEY])
         self.search = None
         index = folder / NEIGHBOURS_MODEL / "1" / "model.onnx"
         if index.exists():
-            # no padded graph to time, and one large matrix product a call: not worth a spin
-            quiet = (*options[:2], "off" if options[2] == "auto" else options[2])
-            searcher = session(index, *quiet, providers=providers)
+            searcher = session(index, *options, providers=providers)
 
             def search(queries):
                 scores, items = run(searcher, [SCORES_OUTPUT, ITEMS_OUTPUT], {QUERY_INPUT: queries})

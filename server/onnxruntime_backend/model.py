@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from contract.neighbours import NEIGHBOURS_MODEL  # noqa: E402
 from server.drain import Gate, in_flight, refusals  # noqa: E402
 from server.graph_checks import check_config  # noqa: E402
 from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
@@ -71,15 +70,15 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / filename
         gpu = args["model_instance_kind"] == "GPU"
         spinning = config.get("parameters", {}).get("spinning", {}).get("string_value") or "auto"
-        if spinning == "auto" and config["name"] == NEIGHBOURS_MODEL:
-            spinning = "off"  # as in process (server.onnx_sessions.Networks)
+        # a network of token ids is timed on its padded graph, as in process
+        tokens = all(i["data_type"] == "TYPE_INT64" for i in config["input"])
         self.session = session(
             path,
             _parameter(config, "intra_op_thread_count"),
             _parameter(config, "inter_op_thread_count"),
             spinning,
             int(args["model_instance_device_id"]) if gpu else None,
-            decide_by=path.with_name("model.onnx"),  # the padded graph, timed as in process
+            timed_by=path.with_name("model.onnx") if tokens else None,
         )
         # What the NGC image's C++ backend refuses at load is refused here too.
         check_config(config, self.session.get_inputs(), self.session.get_outputs())
