@@ -98,15 +98,44 @@ def of_status(status: str | None) -> Kind | None:
     return of_grpc(status)
 
 
+# An error message says what and where in a line or two: what a client sent is quoted at most
+# EXCERPT characters, and a whole message is cut at MAX_MESSAGE, so that a huge header or
+# parameter is never sent back (a 10,000-part accept got a 140 KB answer once).
+EXCERPT = 80
+MAX_MESSAGE = 1024
+
+
+def clip(value: object, limit: int = EXCERPT) -> str:
+    """`value` as text, its end cut where it is longer than `limit`."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def excerpt(value: object, limit: int = EXCERPT) -> str:
+    """`value` as repr() writes it, its end cut where it is longer than `limit`."""
+    if not isinstance(value, str):
+        return clip(repr(value), limit)
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return message[: MAX_MESSAGE - 40] + f"... ({len(message)} characters in all)"
+
+
 def triton_error(pb_utils, kind: Kind, message: str):
     """The Python backend's error for `kind` (`pb_utils`: the utils module only a stub can
     import): Triton turns its code into the HTTP status and gRPC code above."""
-    return pb_utils.TritonError(message, getattr(pb_utils.TritonError, kind.triton))
+    return pb_utils.TritonError(bounded(message), getattr(pb_utils.TritonError, kind.triton))
 
 
 def error_body(message: str, kind: Kind) -> bytes:
     """The JSON an HTTP error carries. `error` is Triton's own key (clients of either server read
     one field); `message` is the one botocore puts in a ClientError."""
+    message = bounded(message)
     return orjson.dumps({"error": message, "message": message, "kind": kind.name})
 
 

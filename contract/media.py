@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from contract.errors import excerpt
 from contract.names import JSON, JSONLINES
 
 # Spellings seen in the wild for the same two formats.
@@ -31,7 +32,7 @@ def canonical(media_type: str) -> str | None:
 def unsupported(what: str, value: str) -> str:
     """The message for a media type that is not one of ours (the front door and the adapter
     say the same)."""
-    return f"unsupported {what} {value!r}: use {JSON!r} or {JSONLINES!r}"
+    return f"unsupported {what} {excerpt(value)}: use {JSON!r} or {JSONLINES!r}"
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:

@@ -52,6 +52,10 @@ CATALOGUE_PARAMETER = "catalogue"
 SIMILARITIES = ("model", "dot", "cosine", "euclidean")
 
 DEFAULT_MAX_K = 100
+# Neighbours one request may ask for (instances x k, all its bodies): about 4 MB of answer, and
+# as much memory in the front door while it is formatted (server/neighbours.py). A request over
+# it is refused with its numbers, before anything runs (docs/security.md).
+DEFAULT_MAX_NEIGHBOURS = 100_000
 DEFAULT_MAX_ITEMS = 10_000_000
 # Floats one call holds at most (queries x items x the similarity's width): 64 MB, so a
 # 1,000,000-item catalogue is searched 16 queries a call by `dot`, one by `model`. The config's

@@ -29,6 +29,7 @@ from server.launch import (
     SAGEMAKER_PORT_VARIABLE,
     Launch,
     LaunchError,
+    check_exposure,
     prepare_repository,
     run,
     triton_process,
@@ -36,7 +37,8 @@ from server.launch import (
 )
 from server.process import TritonProcess
 
-DEFAULT_HOST = "127.0.0.1"  # this machine only, unless --host says otherwise
+DEFAULT_HOST = "127.0.0.1"  # this machine only; beyond it, only the SageMaker adapter
+EMBEDDED_TRITON = "2.51.0"  # the release nvidia-pytriton 0.7.0 ships (docs/security.md)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _ORT_BACKEND = Path(__file__).resolve().parent / "onnxruntime_backend" / "model.py"
@@ -150,6 +152,7 @@ class EmbeddedServer:
                 f"{repository} holds no exported model ({FACTS_FILE} missing): "
                 "run `make demo` or `python -m export.onnx_export CHECKPOINT`"
             )
+        check_exposure(self.launch, EMBEDDED_TRITON)
         prepare_backends(self.backend_directory)
         served = prepare_repository(self.launch, self.backend_directory)
         return served, self.command(served), embedded_environment(self.launch)
@@ -183,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--host",
         default=DEFAULT_HOST,
-        help=f"address to listen on (default {DEFAULT_HOST}: this machine only; "
-        "0.0.0.0 for every address)",
+        help=f"address to listen on (default {DEFAULT_HOST}: this machine only). Triton "
+        f"{EMBEDDED_TRITON} has public flaws, so only the SageMaker adapter may listen beyond "
+        "loopback (--sagemaker --host 0.0.0.0); docs/security.md",
     )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)

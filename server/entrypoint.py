@@ -56,7 +56,15 @@ from __future__ import annotations
 import os
 import sys
 
-from server.launch import Launch, LaunchError, prepare_repository, run, tritonserver_args
+from server.launch import (
+    Launch,
+    LaunchError,
+    check_exposure,
+    installed_triton_version,
+    prepare_repository,
+    run,
+    tritonserver_args,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = tuple(argv[1:] if sagemaker else argv)
     try:
         launch = Launch.from_env(os.environ, sagemaker=sagemaker, extra_args=extra)
+        check_exposure(launch, installed_triton_version())
         repository = prepare_repository(launch)
     except (LaunchError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -52,6 +52,10 @@ ADMIN_KEY_HEADER = "admin-key"
 SAGEMAKER_REPOSITORY = Path("/opt/ml/model")
 DEFAULT_SHM_BYTES = 64 * 1024 * 1024
 CACHE_VARIABLE = "O2V_RESPONSE_CACHE_BYTES"
+# The first release with every published flaw of 2.51 fixed (NGC 26.03; docs/security.md).
+PATCHED_TRITON = (2, 67)
+NGC_VERSION_FILE = Path("/opt/tritonserver/TRITON_VERSION")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def resolve_mode(mode: str | None, env: Mapping[str, str] = os.environ) -> str:
@@ -211,6 +215,37 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
             f"--metrics-port={launch.metrics_port}",
         ]
     return args + list(launch.extra_args)
+
+
+def loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def check_exposure(launch: Launch, triton_version: str | None) -> None:
+    """Refuses to open Triton's own ports beyond loopback on a release with public flaws
+    (docs/security.md): one request kills 2.51's HTTP frontend. The SageMaker adapter, our
+    own HTTP server, may face any address: Triton then stays on loopback behind it."""
+    if launch.sagemaker_port or loopback(launch.host) or triton_version is None:
+        return
+    numbers = tuple(int(part) for part in triton_version.split(".")[:2] if part.isdigit())
+    if numbers >= PATCHED_TRITON:
+        return
+    raise LaunchError(
+        f"Triton {triton_version} has public flaws that let one request crash it "
+        f"(docs/security.md), so its ports stay on loopback: --host {launch.host} is refused. "
+        "Beyond this machine, serve the SageMaker endpoint (--sagemaker --host "
+        f"{launch.host}: our hardened HTTP server in front, Triton on loopback), or run the "
+        "image (docker/Dockerfile: Triton "
+        f"{'.'.join(map(str, PATCHED_TRITON))} or later)"
+    )
+
+
+def installed_triton_version(version_file: Path = NGC_VERSION_FILE) -> str | None:
+    """The NGC image's Triton release (its TRITON_VERSION file), None where unknown."""
+    try:
+        return version_file.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _local(host: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import orjson
 
+from contract.errors import clip, excerpt
 from contract.facts import Facts
 from contract.media import ALIASES, negotiate, unsupported
 from contract.names import (
@@ -25,7 +26,7 @@ from contract.names import (
     JSONLINES,
     PARAMETERS,
 )
-from contract.neighbours import CATALOGUE_PARAMETER, K_PARAMETER
+from contract.neighbours import CATALOGUE_PARAMETER, DEFAULT_MAX_NEIGHBOURS, K_PARAMETER
 from server.ragged import EMPTY, Ragged
 
 MAX_INFER_SEQLEN = 5000
@@ -107,6 +108,7 @@ class Limits:
     max_body_bytes: int
     max_instances: int = DEFAULT_MAX_INSTANCES
     catalogue: tuple[str, int] | None = None  # the index's (name, max_k), if the server has one
+    max_neighbours: int = DEFAULT_MAX_NEIGHBOURS  # instances x k, all bodies of a request
 
     @classmethod
     def of(
@@ -115,8 +117,16 @@ class Limits:
         max_body_bytes: int,
         max_instances: int = DEFAULT_MAX_INSTANCES,
         catalogue: tuple[str, int] | None = None,
+        max_neighbours: int = DEFAULT_MAX_NEIGHBOURS,
     ) -> Limits:
-        return cls(facts.vocab_sizes, facts.max_seq_lens, max_body_bytes, max_instances, catalogue)
+        return cls(
+            facts.vocab_sizes,
+            facts.max_seq_lens,
+            max_body_bytes,
+            max_instances,
+            catalogue,
+            max_neighbours,
+        )
 
 
 def request_options(parameters: object) -> tuple[str | None, str | None]:
@@ -134,7 +144,7 @@ def request_options(parameters: object) -> tuple[str | None, str | None]:
     unknown = sorted(set(parameters) - set(PARAMETERS))
     if unknown:
         raise PayloadError(
-            f"unknown request parameter(s) {', '.join(map(repr, unknown))}: "
+            f"unknown request parameter(s) {clip(', '.join(map(repr, unknown)))}: "
             f"the front door reads {PARAMETERS[0]!r} and {PARAMETERS[1]!r}"
         )
     values = []
@@ -168,7 +178,7 @@ def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
         key = key.strip().lower()
         if key not in CONTENT_TYPE_PARAMETERS:
             raise PayloadError(
-                f"unknown {what} parameter {key!r}: the front door reads "
+                f"unknown {what} parameter {excerpt(key)}: the front door reads "
                 + ", ".join(CONTENT_TYPE_PARAMETERS)
             )
         values[key] = value.strip().strip('"')
@@ -183,22 +193,23 @@ def _neighbours(params: dict[str, str], limits: Limits) -> int:
     asked, named = params.get(K_PARAMETER), params.get(CATALOGUE_PARAMETER)
     if asked is None:
         if named is not None:
-            raise PayloadError(f"{CATALOGUE_PARAMETER}={named} needs {K_PARAMETER}=<k>")
+            raise PayloadError(f"{CATALOGUE_PARAMETER}={clip(named)} needs {K_PARAMETER}=<k>")
         return 0
     if limits.catalogue is None:
         raise PayloadError(
-            f"{K_PARAMETER}={asked}: this server has no catalogue index "
+            f"{K_PARAMETER}={clip(asked)}: this server has no catalogue index "
             "(build one: python -m export.neighbours CATALOGUE --repository ...)"
         )
     name, max_k = limits.catalogue
     if named is not None and named != name:
         raise PayloadError(
-            f"{CATALOGUE_PARAMETER}={named}: unknown catalogue; this server has {name!r}"
+            f"{CATALOGUE_PARAMETER}={clip(named)}: unknown catalogue; this server has {name!r}"
         )
-    k = int(asked) if asked.isdigit() else 0
+    # int() of a string of thousands of digits is a ValueError of its own (and slow): refused
+    k = int(asked) if asked.isdigit() and len(asked) < 10 else 0
     if not 1 <= k <= max_k:
         raise PayloadError(
-            f"{K_PARAMETER}={asked}: give an integer in [1, {max_k}] "
+            f"{K_PARAMETER}={clip(asked)}: give an integer in [1, {max_k}] "
             f"(the catalogue {name!r} answers at most {max_k} a query)"
         )
     return k
@@ -232,7 +243,7 @@ def _infer_max_seqlens(value: str | None, limits: Limits) -> tuple[int, int]:
         lengths = []
     if len(lengths) != 2 or not all(1 <= n <= MAX_INFER_SEQLEN for n in lengths):
         raise PayloadError(
-            f"infer_max_seqlens={value!r}: give two integers in [1, {MAX_INFER_SEQLEN}] "
+            f"infer_max_seqlens={excerpt(value)}: give two integers in [1, {MAX_INFER_SEQLEN}] "
             "separated by a comma, for enc0 and enc1"
         )
     return (min(lengths[0], limits.max_seq_lens[0]), min(lengths[1], limits.max_seq_lens[1]))
@@ -263,7 +274,9 @@ def _tokens(value: object, key: str, side: int, limits: Limits, cap: int, where:
     # every instance.
     if tokens.dtype.kind not in "iu" or tokens.ndim != 1 or bool in map(type, value):
         bad = next((t for t in value if isinstance(t, bool) or not isinstance(t, int)), value[0])
-        raise PayloadError(f"{where}: {key} holds {bad!r}: token ids are non-negative integers")
+        raise PayloadError(
+            f"{where}: {key} holds {excerpt(bad)}: token ids are non-negative integers"
+        )
     low, high = tokens.min(), tokens.max()
     if low < 0:
         raise PayloadError(f"{where}: {key} holds {low}: token ids are non-negative integers")
@@ -430,7 +443,19 @@ def parse_request(
         parsed = ParsedRequest.of(instances, answer, k)
     if k:
         _only_in0(parsed.routes, body, kind)
+        _within_neighbour_budget(len(parsed), k, limits)
     return parsed
+
+
+def _within_neighbour_budget(instances: int, k: int, limits: Limits) -> None:
+    """What one answer may weigh: a request asks for at most max_neighbours in all."""
+    if instances * k > limits.max_neighbours:
+        most = max(1, limits.max_neighbours // k)
+        raise PayloadError(
+            f"{K_PARAMETER}={k} for {instances} instances asks for {instances * k} neighbours; "
+            f"a request may ask for at most {limits.max_neighbours} (max_neighbours): "
+            f"send at most {most} instances a request at this k"
+        )
 
 
 def parse_bodies(
@@ -442,17 +467,19 @@ def parse_bodies(
     """
     if not bodies:
         raise PayloadError("no body: the body tensor is empty")
-    parsed, left = [], limits.max_instances
+    parsed, left, neighbours_left = [], limits.max_instances, limits.max_neighbours
     for number, body in enumerate(bodies, 1):
         if not isinstance(body, bytes):
             raise PayloadError("each body must be bytes")
+        budget = replace(limits, max_instances=left, max_neighbours=neighbours_left)
         try:
-            request = parse_request(body, content_type, accept, replace(limits, max_instances=left))
+            request = parse_request(body, content_type, accept, budget)
         except PayloadError as error:
             if len(bodies) == 1:
                 raise
             raise PayloadError(f"body {number} of {len(bodies)}: {error}") from None
         left -= len(request)
+        neighbours_left -= len(request) * request.k
         parsed.append(request)
     return parsed
 

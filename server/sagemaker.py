@@ -226,7 +226,8 @@ class Adapter:
         if route is None:
             raise Refusal(
                 errors.NOT_FOUND,
-                f"no such route {head.path!r}: /ping, /invocations, /execution-parameters",
+                f"no such route {errors.excerpt(head.path)}: /ping, /invocations, "
+                "/execution-parameters",
             )
         methods = _METHODS[route]
         if head.method not in methods:
@@ -347,7 +348,8 @@ def _check_encoding(headers: dict[bytes, bytes]) -> None:
     if transfer != b"chunked":
         raise Refusal(
             errors.NOT_IMPLEMENTED,
-            f"transfer coding {transfer.decode('latin-1')!r} is not supported: send the body "
+            f"transfer coding {errors.excerpt(transfer.decode('latin-1'))} is not supported: "
+            "send the body "
             "with Content-Length or plain chunked",
             close=True,
         )
@@ -355,7 +357,8 @@ def _check_encoding(headers: dict[bytes, bytes]) -> None:
     if encoding != b"identity":
         raise Refusal(
             errors.UNSUPPORTED_MEDIA_TYPE,
-            f"content encoding {encoding.decode('latin-1')!r} is not supported: send the body "
+            f"content encoding {errors.excerpt(encoding.decode('latin-1'))} is not supported: "
+            "send the body "
             "uncompressed",
             close=True,
         )

@@ -41,6 +41,10 @@ from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
 from server.onnx_sessions import run, session  # noqa: E402
 
 
+class BadInput(ValueError):
+    """A request's input that cannot be read: the caller's mistake (INVALID_ARG)."""
+
+
 def _parameter(config: dict, key: str, default: int = 0) -> int:
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
     return int(value) if value.strip() else default
@@ -115,23 +119,46 @@ class TritonPythonModel:
                 responses[i] = response
             return responses
 
+    def _inputs(self, request) -> list[np.ndarray]:
+        """A request's inputs as arrays; INVALID_ARG where a shape and its data disagree (a
+        shape whose element count overflows 64 bits passes Triton 2.51's byte-size check with
+        no data at all, and NumPy then cannot reshape it)."""
+        arrays = []
+        for name in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            try:
+                arrays.append(tensor.as_numpy())
+            except ValueError:
+                shape = list(tensor.shape())
+                raise BadInput(
+                    f"input {name!r} of shape {shape[:8]}: its element count does not match "
+                    "the data sent"
+                ) from None
+        return arrays
+
     def _execute(self, requests: list) -> list:
-        arrays = [
-            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs]
-            for r in requests
-        ]
-        self.received = sum(a.nbytes for inputs in arrays for a in inputs)
+        responses: list = [None] * len(requests)
+        arrays: list = [None] * len(requests)
+        for index, request in enumerate(requests):
+            try:
+                arrays[index] = self._inputs(request)
+            except BadInput as error:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+        self.received = sum(a.nbytes for inputs in arrays if inputs for a in inputs)
         # Requests are batched per shape signature; different shapes cannot share one tensor,
         # unless the input is ragged.
         groups: dict[tuple, list[int]] = {}
         for index, inputs in enumerate(arrays):
+            if inputs is None:
+                continue
             signature = tuple(
                 a.shape[1:]
                 for a, name in zip(inputs, self.inputs, strict=True)
                 if name not in self.ragged
             )
             groups.setdefault(signature, []).append(index)
-        responses: list = [None] * len(requests)
         for members in groups.values():
             try:
                 self._answer(arrays, members, responses)

@@ -4,9 +4,11 @@ the pair network itself, catalogue checks, rebuilds, the request parameters and 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
@@ -237,6 +239,13 @@ def test_neighbours_is_read_from_the_content_type(content_type, k):
             LIMITS,
             "line 3: neighbours=<k>",
         ),
+        (
+            f"{JSONLINES}; neighbours=20",
+            b'{"in0": [1]}\n' * 6,
+            replace(LIMITS, max_neighbours=100),
+            "neighbours=20 for 6 instances asks for 120 neighbours; a request may ask for at "
+            "most 100 (max_neighbours): send at most 5 instances a request at this k",
+        ),
     ],
 )
 def test_bad_neighbour_parameters_are_refused(content_type, body, limits, message):
@@ -264,10 +273,12 @@ def test_search_answers_only_the_requests_that_asked_in_calls_of_any_size(export
     vectors = [[v for _, v in a] for a in answers]
     found = search(requests, list(answers), index, networks.search, max_batch_size=2)
     assert [key for key, _ in found[1]] == ["embeddings"]
-    assert [len(value) for _, value in found[0]] == [3, 3, 3]
-    assert len(found[2][0][1]) == 20
+    # each query's neighbours come already written as JSON (orjson.Fragment)
+    written = [[orjson.loads(orjson.dumps(value)) for _, value in found[r]] for r in (0, 2)]
+    assert [len(value) for value in written[0]] == [3, 3, 3]
+    assert len(written[1][0]) == 20
     scores, items = networks.search(np.stack(vectors[0] + vectors[2]))
-    for row, (_, got) in enumerate(found[0] + found[2]):
+    for row, got in enumerate(written[0] + written[1]):
         k = len(got)
         assert [n["id"] for n in got] == [index.ids[i] for i in items[row, :k]]
         np.testing.assert_allclose([n["score"] for n in got], scores[row, :k])

@@ -37,7 +37,13 @@ from contract import errors
 from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
-from contract.neighbours import ITEMS_OUTPUT, NEIGHBOURS_MODEL, QUERY_INPUT, SCORES_OUTPUT
+from contract.neighbours import (
+    DEFAULT_MAX_NEIGHBOURS,
+    ITEMS_OUTPUT,
+    NEIGHBOURS_MODEL,
+    QUERY_INPUT,
+    SCORES_OUTPUT,
+)
 from server.dispatch import measure_costs, plan, run_calls, scatter
 from server.drain import IN_FLIGHT_PARAMETER, Gate, refusals
 from server.memory import RELEASE_ABOVE_BYTES, release_memory
@@ -82,6 +88,13 @@ def _in_process(repository: Path, params: dict):
     return network_runner(repository, *threads, params.get("spinning", "auto"))
 
 
+def _bodies(request) -> np.ndarray:
+    try:
+        return pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy()
+    except ValueError:  # a shape whose element count overflows: Triton 2.51 lets it through
+        raise PayloadError("the body tensor's shape does not match the bytes sent") from None
+
+
 def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
     if isinstance(error, PayloadError):
         return pb_utils.InferenceResponse(
@@ -105,7 +118,11 @@ class TritonPythonModel:
         self.index = Index.load(facts_dir)
         catalogue = self.index.limits() if self.index else None
         self.limits = Limits.of(
-            facts, int(params["max_body_bytes"]), int(params["max_instances"]), catalogue
+            facts,
+            int(params["max_body_bytes"]),
+            int(params["max_instances"]),
+            catalogue,
+            int(params.get("max_neighbours", DEFAULT_MAX_NEIGHBOURS)),
         )
         self.max_batch_size = int(params["network_max_batch_size"])
         self.max_batch_tokens = int(params.get("network_max_batch_tokens", 0)) or None
@@ -137,7 +154,7 @@ class TritonPythonModel:
         parsed, spans = [], []  # spans: (request index, its first parsed body, body count)
         for index, request in enumerate(requests):
             try:
-                bodies = pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy()
+                bodies = _bodies(request)
                 self.received += bodies.nbytes
                 content_type, accept = request_options(request.parameters())
                 mine = parse_bodies(decode_bodies(bodies), content_type, accept, self.limits)
