@@ -8,7 +8,8 @@ clients, proxies and hostile peers is each tested in tests/unit/test_http1.py:
 
 * timeouts: a request's head and body must arrive within `read_timeout_s` from its first byte
   (and a new connection's first byte within the same), an idle keep-alive connection closes
-  after `keep_alive_s`;
+  after `keep_alive_s`, and a peer that stops reading its answer for `write_timeout_s` is cut
+  off (the connection aborted, its unsent answer freed);
 * limits: the head (`max_header_bytes`: 431), the body (413, answered from Content-Length before
   the body is read and without 100 Continue), connections (`max_connections`: 503 at once),
   pipelined requests read ahead (reading pauses; also while the peer does not read answers);
@@ -72,6 +73,7 @@ class Limits:
     max_header_bytes: int
     max_body_bytes: int
     max_connections: int
+    write_timeout_s: float = 30.0
 
 
 def error_answer(kind: errors.Kind, message: str, close: bool = True) -> Answer:
@@ -131,6 +133,9 @@ class _Connection(asyncio.Protocol):
         self.reading = False  # the deadline is the read timeout (else: keep-alive idle)
         self.continue_sent = False
         self.lingering = False  # our side is closed; theirs is read and dropped for a while
+        # Set while the peer does not read what we wrote (asyncio paused our writing): past
+        # it the connection is aborted, so an unread answer does not hold memory forever.
+        self.write_deadline: float | None = None
         self.peer_done = False  # the peer half-closed: close once its answers are out
 
     # -- asyncio
@@ -174,11 +179,19 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable.clear()  # the peer does not read: stop reading its requests too
+        self.write_deadline = self.loop.time() + self.limits.write_timeout_s
         self._pause()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        self.write_deadline = None
         self._maybe_resume()
+
+    def stalled(self) -> None:
+        """The peer read nothing of our answer for write_timeout_s: closing would wait for it
+        forever with the answer in memory, so the connection is aborted."""
+        self.write_deadline = None
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.done_reading:
@@ -449,6 +462,10 @@ class Server:
             now = loop.time()
             for connection in [c for c in self.connections if c.deadline and c.deadline < now]:
                 connection.expired()
+            for connection in [
+                c for c in self.connections if c.write_deadline and c.write_deadline < now
+            ]:
+                connection.stalled()
 
     def close(self) -> None:
         """Stops listening and closes every connection (answers in flight are the app's to

@@ -23,6 +23,7 @@ from contract.names import FRONT_DOOR
 from server.configs import MODES, RECORD_FILE, refresh_configs
 from server.configs import read as read_config
 from server.host import NGC_BACKENDS, Host
+from server.probe import Probe, ProbeSettings
 from server.process import (
     GPU_NOISE,
     MAX_RESTARTS,
@@ -113,6 +114,7 @@ class Launch:
     max_concurrent_transforms: int = setting(0, "O2V_MAX_CONCURRENT_TRANSFORMS", minimum=0)
     max_payload_mb: int = setting(0, "O2V_MAX_PAYLOAD_IN_MB", minimum=0)
     adapter: AdapterSettings = field(default_factory=AdapterSettings)  # O2V_HTTP_*, O2V_UPSTREAM_*
+    probe: ProbeSettings = field(default_factory=ProbeSettings)  # O2V_PROBE_*
     extra_args: tuple[str, ...] = field(default=())
 
     @classmethod
@@ -127,7 +129,11 @@ class Launch:
             # SageMaker unpacks the model artifact here; it wins over a baked-in repository.
             repository = repository or SAGEMAKER_REPOSITORY
         try:
-            launch = replace(from_env(cls, env), adapter=from_env(AdapterSettings, env))
+            launch = replace(
+                from_env(cls, env),
+                adapter=from_env(AdapterSettings, env),
+                probe=from_env(ProbeSettings, env),
+            )
             port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
             sagemaker_port = (
                 parse_setting(cls, "http_port", port, label=SAGEMAKER_PORT_VARIABLE)
@@ -291,7 +297,9 @@ def banner(launch: Launch) -> str:
     )
 
 
-def sagemaker_front_end(launch: Launch, repository: Path, process: TritonProcess) -> FrontEnd:
+def sagemaker_front_end(
+    launch: Launch, repository: Path, process: TritonProcess, probe: Probe
+) -> FrontEnd:
     """Starts the SageMaker adapter on the launch's host and SageMaker port; its /ping says
     503 at once while the supervisor sees tritonserver or a model's stub dead."""
     settings = launch.settings or ServingSettings()
@@ -310,7 +318,7 @@ def sagemaker_front_end(launch: Launch, repository: Path, process: TritonProcess
             max_body,
             parameters,
             launch.adapter,
-            healthy=lambda: process.running and not process.dead_stubs(),
+            healthy=lambda: process.running and not process.dead_stubs() and probe.answering(),
         )
 
     return start
@@ -320,12 +328,17 @@ def run(launch: Launch, repository: Path, command: list[str], env: Mapping[str, 
     """Supervises tritonserver (and the SageMaker adapter) until a signal or its end."""
     try:
         process = triton_process(launch, command, env)
+        # gRPC is probed where Triton opens it (not behind the SageMaker adapter)
+        grpc_port = None if launch.sagemaker_port else launch.grpc_port
+        probe = Probe(launch.http_port, grpc_port, launch.probe)
         front_end = None
         if launch.sagemaker_port:
             check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
-            front_end = sagemaker_front_end(launch, repository, process)
+            front_end = sagemaker_front_end(launch, repository, process, probe)
         return uvloop.run(
-            supervise(process, banner(launch), front_end, max_restarts=launch.max_restarts)
+            supervise(
+                process, banner(launch), front_end, max_restarts=launch.max_restarts, probe=probe
+            )
         )
     except LaunchError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server import drain
+from server.probe import Probe
 
 
 class LaunchError(RuntimeError):
@@ -334,16 +335,31 @@ async def _until_ready(server: TritonProcess, stopping: asyncio.Event, timeout: 
     return not stopping.is_set()
 
 
+def _failure(server: TritonProcess, probe: Probe | None) -> str | None:
+    """What went wrong with a running server, if anything: LaunchError-free, for the loop."""
+    if not server.running:
+        # Killed by a signal: Triton 2.51 aborts (a boost lock_exception in the Python
+        # backend) when a stub is killed in the middle of an execute, as a dead stub.
+        return f"tritonserver was killed (signal {-server.process.returncode})"
+    dead = server.dead_stubs()
+    if dead:
+        stubs = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
+        return f"the Python backend stub of {stubs} died and Triton does not replace it"
+    return probe.stalled() if probe is not None else None
+
+
 async def supervise(
     server: TritonProcess,
     banner: str,
     front_end: FrontEnd | None = None,
     ready_timeout: float = 300.0,
     max_restarts: int = MAX_RESTARTS,
+    probe: Probe | None = None,
 ) -> int:
-    """Runs the server until a signal (exit 0), its own exit (its exit code) or stubs that keep
-    dying (GAVE_UP); a stub that dies once, or tritonserver killed by a signal (as Triton 2.51
-    aborts when a stub dies mid-execute), gets the server restarted."""
+    """Runs the server until a signal (exit 0), its own exit (its exit code) or failures that
+    keep coming (GAVE_UP); a stub that dies once, tritonserver killed by a signal (as Triton
+    2.51 aborts when a stub dies mid-execute), or a protocol that stopped answering the
+    probe's inferences (server.probe) gets the server restarted."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -357,47 +373,46 @@ async def supervise(
         if not await _until_ready(server, stopping, ready_timeout):
             return 0
         print(banner, flush=True)
+        if probe is not None:
+            probe.start().resume()
         restarts: list[float] = []
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=WATCH_SECONDS)
             if stopping.is_set():
                 break
-            crashed = None
-            if not server.running:
-                code = server.process.returncode
+            if not server.running and server.process.returncode >= 0:
+                code = server.process.returncode  # its own decision: the caller's to act on
                 print(f"tritonserver exited with code {code}", flush=True)
-                if code >= 0:  # its own decision: the caller's to act on
-                    return code or 1
-                # Killed by a signal: Triton 2.51 aborts (a boost lock_exception in the Python
-                # backend) when a stub is killed in the middle of an execute, as a dead stub.
-                crashed = f"tritonserver (signal {-code})"
-            dead = server.dead_stubs() if crashed is None else []
-            if crashed is None and not dead:
+                return code or 1
+            failure = _failure(server, probe)
+            if failure is None:
                 continue
-            what = crashed or "the Python backend stub of " + ", ".join(
-                f"{s.instance} (pid {s.pid})" for s in dead
-            )
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
             if len(restarts) > max_restarts:
                 print(
-                    f"{what} died ({len(restarts)} in {RESTART_WINDOW:.0f} s, "
+                    f"{failure} ({len(restarts)} failures in {RESTART_WINDOW:.0f} s, "
                     f"O2V_MAX_RESTARTS={max_restarts}): giving up, exit {GAVE_UP}",
                     flush=True,
                 )
                 return GAVE_UP
-            why = "" if crashed else " and Triton does not replace it"
-            print(f"{what} died{why}: restarting tritonserver (not ready meanwhile)", flush=True)
+            print(f"{failure}: restarting tritonserver (not ready meanwhile)", flush=True)
+            if probe is not None:
+                probe.pause()
             await asyncio.to_thread(server.halt, 1.0)
             # On this thread, as the first start: the parent-death signal follows the thread
             # that forked, not the process.
             server.start(server.stdout)
             if not await _until_ready(server, stopping, ready_timeout):
                 break
+            if probe is not None:
+                probe.resume()
             print("tritonserver restarted: ready again", flush=True)
         return 0
     finally:
+        if probe is not None:
+            probe.stop()
         if stop_front_end is not None:
             await stop_front_end()
         await asyncio.to_thread(server.stop)

@@ -66,6 +66,8 @@ class AdapterSettings:
     upstream_timeout_s: float = setting(60.0, "O2V_UPSTREAM_TIMEOUT_S", minimum=0.1)
     upstream_connections: int = setting(64, "O2V_UPSTREAM_CONNECTIONS", minimum=1)
     max_connections: int = setting(4096, "O2V_HTTP_MAX_CONNECTIONS", minimum=1)
+    # A peer that reads nothing of its answer for this long is cut off and its answer freed.
+    write_timeout_s: float = setting(30.0, "O2V_HTTP_WRITE_TIMEOUT_S", minimum=0.1)
 
 
 @dataclass(frozen=True)
@@ -383,6 +385,7 @@ async def start_adapter(
         max_header_bytes=settings.max_header_bytes,
         max_body_bytes=max_body_bytes,
         max_connections=settings.max_connections,
+        write_timeout_s=settings.write_timeout_s,
     )
     server = await http1.serve(adapter, host, port, limits)
 

@@ -39,10 +39,7 @@ from server.drain import Gate, in_flight, refusals  # noqa: E402
 from server.graph_checks import check_config  # noqa: E402
 from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
 from server.onnx_sessions import run, session  # noqa: E402
-
-
-class BadInput(ValueError):
-    """A request's input that cannot be read: the caller's mistake (INVALID_ARG)."""
+from server.tensors import ShapeMismatch, read_tensor  # noqa: E402
 
 
 def _parameter(config: dict, key: str, default: int = 0) -> int:
@@ -87,6 +84,8 @@ class TritonPythonModel:
         # What the NGC image's C++ backend refuses at load is refused here too.
         check_config(config, self.session.get_inputs(), self.session.get_outputs())
         self.inputs = [i["name"] for i in config["input"]]
+        batched = int(config.get("max_batch_size", 0)) > 0
+        self.ranks = [len(i["dims"]) + batched for i in config["input"]]
         self.ragged = {i["name"] for i in config["input"] if i.get("allow_ragged_batch")}
         self.batch_inputs = [
             (
@@ -120,21 +119,10 @@ class TritonPythonModel:
             return responses
 
     def _inputs(self, request) -> list[np.ndarray]:
-        """A request's inputs as arrays; INVALID_ARG where a shape and its data disagree (a
-        shape whose element count overflows 64 bits passes Triton 2.51's byte-size check with
-        no data at all, and NumPy then cannot reshape it)."""
-        arrays = []
-        for name in self.inputs:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            try:
-                arrays.append(tensor.as_numpy())
-            except ValueError:
-                shape = list(tensor.shape())
-                raise BadInput(
-                    f"input {name!r} of shape {shape[:8]}: its element count does not match "
-                    "the data sent"
-                ) from None
-        return arrays
+        return [
+            read_tensor(pb_utils.get_input_tensor_by_name(request, name), name, rank)
+            for name, rank in zip(self.inputs, self.ranks, strict=True)
+        ]
 
     def _execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -142,7 +130,7 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 arrays[index] = self._inputs(request)
-            except BadInput as error:
+            except ShapeMismatch as error:
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
                 )

@@ -49,6 +49,7 @@ from server.drain import IN_FLIGHT_PARAMETER, Gate, refusals
 from server.memory import RELEASE_ABOVE_BYTES, release_memory
 from server.neighbours import Index, search
 from server.payload import Limits, PayloadError, format_response, parse_bodies, request_options
+from server.tensors import ShapeMismatch, read_tensor
 
 
 def _bls_outputs(model: str, feed: dict, outputs: tuple[str, ...]) -> list[np.ndarray]:
@@ -90,9 +91,10 @@ def _in_process(repository: Path, params: dict):
 
 def _bodies(request) -> np.ndarray:
     try:
-        return pb_utils.get_input_tensor_by_name(request, BODY_INPUT).as_numpy()
-    except ValueError:  # a shape whose element count overflows: Triton 2.51 lets it through
-        raise PayloadError("the body tensor's shape does not match the bytes sent") from None
+        tensor = pb_utils.get_input_tensor_by_name(request, BODY_INPUT)
+        return read_tensor(tensor, BODY_INPUT, rank=2)  # [bodies, longest]
+    except ShapeMismatch as error:
+        raise PayloadError(str(error)) from None
 
 
 def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
