@@ -203,6 +203,7 @@ def front_door_config(settings: ServingSettings) -> Config:
                 "max_body_bytes": settings.max_body_bytes,
                 "max_instances": settings.max_instances,
                 "max_neighbours": settings.max_neighbours,
+                "max_neighbour_scores": settings.max_neighbour_scores,
                 "network_max_batch_size": settings.network_max_batch_size,
                 "network_max_batch_tokens": settings.network_max_batch_tokens,
                 "call_cutting": settings.call_cutting,

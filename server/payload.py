@@ -26,7 +26,12 @@ from contract.names import (
     JSONLINES,
     PARAMETERS,
 )
-from contract.neighbours import CATALOGUE_PARAMETER, DEFAULT_MAX_NEIGHBOURS, K_PARAMETER
+from contract.neighbours import (
+    CATALOGUE_PARAMETER,
+    DEFAULT_MAX_NEIGHBOUR_SCORES,
+    DEFAULT_MAX_NEIGHBOURS,
+    K_PARAMETER,
+)
 from server.ragged import EMPTY, Ragged
 
 MAX_INFER_SEQLEN = 5000
@@ -108,25 +113,15 @@ class Limits:
     max_body_bytes: int
     max_instances: int = DEFAULT_MAX_INSTANCES
     catalogue: tuple[str, int] | None = None  # the index's (name, max_k), if the server has one
-    max_neighbours: int = DEFAULT_MAX_NEIGHBOURS  # instances x k, all bodies of a request
+    # What neighbours may cost a request, all its bodies: its answer (instances x k) and its
+    # search (instances x the scores one query computes, 0 where unknown).
+    max_neighbours: int = DEFAULT_MAX_NEIGHBOURS
+    max_neighbour_scores: int = DEFAULT_MAX_NEIGHBOUR_SCORES
+    scores_per_query: int = 0
 
     @classmethod
-    def of(
-        cls,
-        facts: Facts,
-        max_body_bytes: int,
-        max_instances: int = DEFAULT_MAX_INSTANCES,
-        catalogue: tuple[str, int] | None = None,
-        max_neighbours: int = DEFAULT_MAX_NEIGHBOURS,
-    ) -> Limits:
-        return cls(
-            facts.vocab_sizes,
-            facts.max_seq_lens,
-            max_body_bytes,
-            max_instances,
-            catalogue,
-            max_neighbours,
-        )
+    def of(cls, facts: Facts, max_body_bytes: int, **fields) -> Limits:
+        return cls(facts.vocab_sizes, facts.max_seq_lens, max_body_bytes, **fields)
 
 
 def request_options(parameters: object) -> tuple[str | None, str | None]:
@@ -448,13 +443,23 @@ def parse_request(
 
 
 def _within_neighbour_budget(instances: int, k: int, limits: Limits) -> None:
-    """What one answer may weigh: a request asks for at most max_neighbours in all."""
+    """What neighbours may cost: an answer of at most max_neighbours items, a search of at
+    most max_neighbour_scores scores (docs/security.md)."""
     if instances * k > limits.max_neighbours:
         most = max(1, limits.max_neighbours // k)
         raise PayloadError(
             f"{K_PARAMETER}={k} for {instances} instances asks for {instances * k} neighbours; "
             f"a request may ask for at most {limits.max_neighbours} (max_neighbours): "
             f"send at most {most} instances a request at this k"
+        )
+    scores = instances * limits.scores_per_query
+    if scores > limits.max_neighbour_scores:
+        most = max(1, limits.max_neighbour_scores // limits.scores_per_query)
+        raise PayloadError(
+            f"{K_PARAMETER}=<k> for {instances} instances would compute {scores} scores "
+            f"({limits.scores_per_query} a query over the catalogue); a request may compute at "
+            f"most {limits.max_neighbour_scores} (max_neighbour_scores): send at most {most} "
+            "instances a request"
         )
 
 
@@ -467,19 +472,23 @@ def parse_bodies(
     """
     if not bodies:
         raise PayloadError("no body: the body tensor is empty")
-    parsed, left, neighbours_left = [], limits.max_instances, limits.max_neighbours
+    parsed, budget = [], limits
     for number, body in enumerate(bodies, 1):
         if not isinstance(body, bytes):
             raise PayloadError("each body must be bytes")
-        budget = replace(limits, max_instances=left, max_neighbours=neighbours_left)
         try:
             request = parse_request(body, content_type, accept, budget)
         except PayloadError as error:
             if len(bodies) == 1:
                 raise
             raise PayloadError(f"body {number} of {len(bodies)}: {error}") from None
-        left -= len(request)
-        neighbours_left -= len(request) * request.k
+        asking = len(request) if request.k else 0
+        budget = replace(
+            budget,
+            max_instances=budget.max_instances - len(request),
+            max_neighbours=budget.max_neighbours - asking * request.k,
+            max_neighbour_scores=budget.max_neighbour_scores - asking * budget.scores_per_query,
+        )
         parsed.append(request)
     return parsed
 

@@ -3,11 +3,17 @@
 Triton's `/v2/health/ready` answers from its HTTP thread whatever the gRPC frontend is doing:
 one gRPC message of 300,000 inputs kept Triton 2.51's gRPC frontend busy for minutes (its
 `ValidateRequestInputs` builds a message quadratic in the inputs; still so in core's main of
-2026-06) while readiness said 200 and nothing restarted it. So the launcher sends the front
-door a one-instance request over each protocol Triton opens, every `interval_s`; a protocol
+2026-06) while readiness said 200 and nothing restarted it. So the launcher sends a
+one-token inference to enc0 over each protocol Triton opens, every `interval_s`; a protocol
 that answers none of `failures` probes in a row, each within `timeout_s`, is reported
 (`stalled`) and the supervisor restarts tritonserver (server.process.supervise). A failed
 probe also makes the SageMaker endpoint's /ping say 503 until one succeeds (`answering`).
+
+enc0, not the front door: the front door's queue is the clients' (32 requests of 100,000
+neighbours each queued 22 s here, and a probe behind them restarted a busy, healthy server),
+while enc0 answers one token at once wherever it runs (in process, its own Triton model is
+idle; behind BLS, it batches the front door's calls). What is probed is the protocol and
+Triton's request path, which is what stalled.
 
 The probes run on a daemon thread of their own, so a probe waiting on a stalled server never
 delays a stop.
@@ -20,12 +26,16 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
-from contract.names import BODY_INPUT, FRONT_DOOR
+from contract.names import ENCODER_INPUT, ENCODER_MODELS
 from server.settings import setting
 
-# The smallest request that goes through everything: parse, enc0, format.
-PROBE_BODY = b'{"instances": [{"in0": [1]}]}'
+PROBE_MODEL = ENCODER_MODELS[0]
+# One sequence of one token (id 1: inside any vocabulary, 0 being padding).
+PROBE_REQUEST = orjson.dumps(
+    {"inputs": [{"name": ENCODER_INPUT, "shape": [1, 1], "datatype": "INT64", "data": [1]}]}
+)
 
 
 @dataclass(frozen=True)
@@ -36,15 +46,14 @@ class ProbeSettings:
 
 
 def http_inference(port: int, timeout: float) -> None:
-    """One request to the front door over Triton's HTTP API (the raw body form); raises
-    unless it is answered 200 within `timeout`."""
+    """The probe over Triton's HTTP API; raises unless it is answered 200 within `timeout`."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request(
             "POST",
-            f"/v2/models/{FRONT_DOOR}/infer",
-            PROBE_BODY,
-            {"Inference-Header-Content-Length": "0", "Content-Type": "application/octet-stream"},
+            f"/v2/models/{PROBE_MODEL}/infer",
+            PROBE_REQUEST,
+            {"Content-Type": "application/json"},
         )
         response = connection.getresponse()
         response.read()
@@ -55,19 +64,17 @@ def http_inference(port: int, timeout: float) -> None:
 
 
 class GrpcInference:
-    """One request to the front door over gRPC; a client kept across probes."""
+    """The probe over gRPC; a client kept across probes."""
 
     def __init__(self, port: int):
         import tritonclient.grpc as grpcclient  # the launcher's own dependency, loaded late
 
-        self.module = grpcclient
         self.client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        body = np.frombuffer(PROBE_BODY, dtype=np.uint8).reshape(1, -1)
-        self.inputs = [grpcclient.InferInput(BODY_INPUT, list(body.shape), "UINT8")]
-        self.inputs[0].set_data_from_numpy(body)
+        self.inputs = [grpcclient.InferInput(ENCODER_INPUT, [1, 1], "INT64")]
+        self.inputs[0].set_data_from_numpy(np.ones((1, 1), dtype=np.int64))
 
     def __call__(self, timeout: float) -> None:
-        self.client.infer(FRONT_DOOR, self.inputs, client_timeout=timeout)
+        self.client.infer(PROBE_MODEL, self.inputs, client_timeout=timeout)
 
     def close(self) -> None:
         self.client.close()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, get_type_hints
 
 from contract.names import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES
-from contract.neighbours import DEFAULT_MAX_NEIGHBOURS
+from contract.neighbours import DEFAULT_MAX_NEIGHBOUR_SCORES, DEFAULT_MAX_NEIGHBOURS
 
 
 class SettingError(ValueError):
@@ -138,6 +138,10 @@ class ServingSettings:
     max_instances: int = setting(DEFAULT_MAX_INSTANCES, minimum=1)  # per request, all bodies
     # neighbours (instances x k) per request, all bodies: what one answer may weigh
     max_neighbours: int = setting(DEFAULT_MAX_NEIGHBOURS, "O2V_MAX_NEIGHBOURS", minimum=1)
+    # scores computed (instances x catalogue items x width) per request: what a search may cost
+    max_neighbour_scores: int = setting(
+        DEFAULT_MAX_NEIGHBOUR_SCORES, "O2V_MAX_NEIGHBOUR_SCORES", minimum=1
+    )
     # measured: where the front door runs the networks itself, it measures at load what a call
     # and a padded token cost each network here, and cuts a network's instances by length
     # where the padding saved pays for another call (server.cutting). off: one call per

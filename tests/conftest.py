@@ -5,6 +5,7 @@ against one already running, anywhere: the NGC image on a GPU host, for example.
 
     pytest tests/e2e --server-url HOST:8000 --grpc-url HOST:8001 \\
         --model-repository PATH   # the repository that server serves (for reference answers)
+        [--sagemaker-url HOST:8080]   # its SageMaker endpoint, for tests/e2e/test_security.py
 
 Tests that start servers of their own (signals, SageMaker mode, the modes, restarts) are
 marked `local` and skipped then, with that reason.
@@ -38,6 +39,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--grpc-url", help="gRPC host:port of that server")
     group.addoption(
         "--model-repository", type=Path, help="the repository that server serves (reference)"
+    )
+    group.addoption(
+        "--sagemaker-url",
+        help="host:port of a running SageMaker endpoint (tests/e2e/test_security.py)",
     )
 
 

@@ -156,6 +156,7 @@ def many_inputs_request(
         tensor.name = f"i{i}"
         tensor.datatype = "UINT8"
         tensor.shape.extend([1, 1])
+    request.raw_input_contents.extend([b"{"] * count)  # data for each, so validation runs
     return request
 
 

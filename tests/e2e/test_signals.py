@@ -17,19 +17,15 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from server.embedded import PROJECT_ROOT, _pytriton_dir, embedded_environment, prepare_backends
 from server.launch import Launch
 from server.process import GAVE_UP, group_members, shared_memory_of, stubs_of
-from tests.helpers import DOC_EXAMPLE, free_port, json_body
+from tests.helpers import DOC_EXAMPLE, LAUNCHED, Launcher, free_port, json_body
 
 pytestmark = pytest.mark.local  # starts servers of its own
-
-
-LAUNCHED: list[subprocess.Popen] = []  # every launcher a test started, stopped after it
 
 
 @pytest.fixture(autouse=True)
@@ -45,66 +41,6 @@ def _no_launcher_outlives_its_test():
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-class Launcher:
-    """A launcher process and what it started."""
-
-    def __init__(self, args: list[str], log: Path, env: dict | None = None):
-        self.http_port = free_port()
-        self.args = [
-            *args,
-            "--http-port",
-            str(self.http_port),
-            "--grpc-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
-        ]
-        self.log = log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", *self.args],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        LAUNCHED.append(self.process)
-
-    def server_pid(self, timeout: float = 30) -> int:
-        """tritonserver's pid: the launcher's child, leader of its own process group."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # Any of the launcher's threads may have started it (a restart).
-            tasks = Path(f"/proc/{self.process.pid}/task").glob("*/children")
-            pids = [p for task in tasks for p in task.read_text().split()]
-            if pids:
-                return int(pids[0])
-            time.sleep(0.05)
-        raise AssertionError("the launcher started no server")
-
-    def ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.http_port}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        """Until Triton answers ready and the launcher has said so (its banner)."""
-        deadline = time.monotonic() + timeout
-        while not (self.ready() and b"is ready" in self.log.read_bytes()):
-            assert self.process.poll() is None, self.log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "not ready in time"
-            time.sleep(0.2)
-
-    def wait(self, timeout: float = 60) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise AssertionError(f"the launcher did not exit in {timeout} s") from None
 
 
 def assert_nothing_left(group: int, regions: set[str], timeout: float = 10) -> None:

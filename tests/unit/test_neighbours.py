@@ -30,7 +30,7 @@ from server.configs import read, write_configs
 from server.graph_checks import check_config
 from server.neighbours import Index, StaleIndex, search
 from server.onnx_sessions import network_runner
-from server.payload import Limits, PayloadError, parse_request
+from server.payload import Limits, PayloadError, parse_bodies, parse_request
 from server.settings import ServingSettings
 from tests.helpers import small_model
 
@@ -246,12 +246,28 @@ def test_neighbours_is_read_from_the_content_type(content_type, k):
             "neighbours=20 for 6 instances asks for 120 neighbours; a request may ask for at "
             "most 100 (max_neighbours): send at most 5 instances a request at this k",
         ),
+        (
+            f"{JSONLINES}; neighbours=1",
+            b'{"in0": [1]}\n' * 6,
+            replace(LIMITS, scores_per_query=2000, max_neighbour_scores=10_000),
+            "would compute 12000 scores (2000 a query over the catalogue); a request may "
+            "compute at most 10000 (max_neighbour_scores): send at most 5 instances",
+        ),
     ],
 )
 def test_bad_neighbour_parameters_are_refused(content_type, body, limits, message):
     with pytest.raises(PayloadError) as error:
         parse_request(body or b'{"instances": [{"in0": [1]}]}', content_type, None, limits)
     assert message in str(error.value)
+
+
+def test_the_neighbour_budget_holds_for_all_the_bodies_of_a_request():
+    limits = replace(LIMITS, max_neighbours=10)
+    body = b'{"in0": [1]}\n' * 3
+    content_type = f"{JSONLINES}; neighbours=2"
+    assert len(parse_bodies([body, body[:26]], content_type, None, limits)) == 2  # 10 asked
+    with pytest.raises(PayloadError, match="body 2 of 2: neighbours=2 for 3 instances"):
+        parse_bodies([body, body], content_type, None, limits)  # 12 asked
 
 
 def test_search_answers_only_the_requests_that_asked_in_calls_of_any_size(exported):

@@ -38,6 +38,7 @@ from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from contract.neighbours import (
+    DEFAULT_MAX_NEIGHBOUR_SCORES,
     DEFAULT_MAX_NEIGHBOURS,
     ITEMS_OUTPUT,
     NEIGHBOURS_MODEL,
@@ -122,9 +123,13 @@ class TritonPythonModel:
         self.limits = Limits.of(
             facts,
             int(params["max_body_bytes"]),
-            int(params["max_instances"]),
-            catalogue,
-            int(params.get("max_neighbours", DEFAULT_MAX_NEIGHBOURS)),
+            max_instances=int(params["max_instances"]),
+            catalogue=catalogue,
+            max_neighbours=int(params.get("max_neighbours", DEFAULT_MAX_NEIGHBOURS)),
+            max_neighbour_scores=int(
+                params.get("max_neighbour_scores", DEFAULT_MAX_NEIGHBOUR_SCORES)
+            ),
+            scores_per_query=self.index.catalogue.scores_per_query if self.index else 0,
         )
         self.max_batch_size = int(params["network_max_batch_size"])
         self.max_batch_tokens = int(params.get("network_max_batch_tokens", 0)) or None
