@@ -111,6 +111,7 @@ class EmbeddedServer:
             grpc_port=grpc_port,
             metrics_port=metrics_port,
             cache_directory=_pytriton_dir() / "caches",
+            triton_version=EMBEDDED_TRITON,
             **launch_fields,
         )
         self.backend_directory = PROJECT_ROOT / ".triton" / "backends"
@@ -152,7 +153,7 @@ class EmbeddedServer:
                 f"{repository} holds no exported model ({FACTS_FILE} missing): "
                 "run `make demo` or `python -m export.onnx_export CHECKPOINT`"
             )
-        check_exposure(self.launch, EMBEDDED_TRITON)
+        check_exposure(self.launch)
         prepare_backends(self.backend_directory)
         served = prepare_repository(self.launch, self.backend_directory)
         return served, self.command(served), embedded_environment(self.launch)
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             cache_directory=_pytriton_dir() / "caches",
             extra_args=tuple(args.extra),
+            triton_version=EMBEDDED_TRITON,
         )
         repository, command, env = EmbeddedServer(launch=launch).prepare()
     except (LaunchError, FileNotFoundError) as error:

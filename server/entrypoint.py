@@ -80,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     sagemaker = bool(argv) and argv[0] == "serve"
     extra = tuple(argv[1:] if sagemaker else argv)
     try:
-        launch = Launch.from_env(os.environ, sagemaker=sagemaker, extra_args=extra)
-        check_exposure(launch, installed_triton_version())
+        launch = Launch.from_env(
+            os.environ,
+            sagemaker=sagemaker,
+            extra_args=extra,
+            triton_version=installed_triton_version(),
+        )
+        check_exposure(launch)
         repository = prepare_repository(launch)
     except (LaunchError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

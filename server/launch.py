@@ -55,6 +55,10 @@ DEFAULT_SHM_BYTES = 64 * 1024 * 1024
 CACHE_VARIABLE = "O2V_RESPONSE_CACHE_BYTES"
 # The first release with every published flaw of 2.51 fixed (NGC 26.03; docs/security.md).
 PATCHED_TRITON = (2, 67)
+# The first with --http-max-input-size (NGC 25.06), which the launcher sets to the front door's
+# body limit: bodies above it are refused before they are read, on every model.
+HTTP_INPUT_LIMIT_TRITON = (2, 59)
+HTTP_HEADER_ROOM = 64 * 1024  # the binary request's JSON header, beside the body
 NGC_VERSION_FILE = Path("/opt/tritonserver/TRITON_VERSION")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -116,6 +120,14 @@ class Launch:
     adapter: AdapterSettings = field(default_factory=AdapterSettings)  # O2V_HTTP_*, O2V_UPSTREAM_*
     probe: ProbeSettings = field(default_factory=ProbeSettings)  # O2V_PROBE_*
     extra_args: tuple[str, ...] = field(default=())
+    # The release tritonserver is ("2.75.0"), where known: its flaws and its options follow it.
+    triton_version: str | None = None
+
+    @property
+    def release(self) -> tuple[int, ...] | None:
+        if self.triton_version is None:
+            return None
+        return tuple(int(part) for part in self.triton_version.split(".")[:2] if part.isdigit())
 
     @classmethod
     def from_env(
@@ -185,6 +197,13 @@ def prepare_repository(launch: Launch, backend_directory: Path = NGC_BACKENDS) -
     return repository
 
 
+def front_door_max_body(repository: Path) -> int:
+    """The body limit the front door enforces: its config's, which may differ from the
+    defaults."""
+    front_door = read_config(Path(repository) / FRONT_DOOR / "config.pbtxt")
+    return int(front_door.parameters["max_body_bytes"].string_value)
+
+
 def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
     restricted = f"{RESTRICTED_APIS}:{ADMIN_KEY_HEADER}={launch.admin_key}"
     args = [
@@ -198,6 +217,9 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
         f"--http-restricted-api={restricted}",
         f"--grpc-restricted-protocol={restricted}",
     ]
+    if launch.release is not None and launch.release >= HTTP_INPUT_LIMIT_TRITON:
+        limit = front_door_max_body(repository) + HTTP_HEADER_ROOM
+        args.append(f"--http-max-input-size={limit}")
     if launch.cache_bytes:
         # The directory must come first: tritonserver resolves the cache when it reads the config.
         if launch.cache_directory:
@@ -227,17 +249,16 @@ def loopback(host: str) -> bool:
     return host in LOOPBACK or host.startswith("127.")
 
 
-def check_exposure(launch: Launch, triton_version: str | None) -> None:
+def check_exposure(launch: Launch) -> None:
     """Refuses to open Triton's own ports beyond loopback on a release with public flaws
     (docs/security.md): one request kills 2.51's HTTP frontend. The SageMaker adapter, our
     own HTTP server, may face any address: Triton then stays on loopback behind it."""
-    if launch.sagemaker_port or loopback(launch.host) or triton_version is None:
+    if launch.sagemaker_port or loopback(launch.host) or launch.release is None:
         return
-    numbers = tuple(int(part) for part in triton_version.split(".")[:2] if part.isdigit())
-    if numbers >= PATCHED_TRITON:
+    if launch.release >= PATCHED_TRITON:
         return
     raise LaunchError(
-        f"Triton {triton_version} has public flaws that let one request crash it "
+        f"Triton {launch.triton_version} has public flaws that let one request crash it "
         f"(docs/security.md), so its ports stay on loopback: --host {launch.host} is refused. "
         "Beyond this machine, serve the SageMaker endpoint (--sagemaker --host "
         f"{launch.host}: our hardened HTTP server in front, Triton on loopback), or run the "
@@ -303,9 +324,7 @@ def sagemaker_front_end(
     """Starts the SageMaker adapter on the launch's host and SageMaker port; its /ping says
     503 at once while the supervisor sees tritonserver or a model's stub dead."""
     settings = launch.settings or ServingSettings()
-    # The limit the front door will enforce: its config's, which may differ from the defaults.
-    front_door = read_config(Path(repository) / FRONT_DOOR / "config.pbtxt")
-    max_body = int(front_door.parameters["max_body_bytes"].string_value)
+    max_body = front_door_max_body(repository)
     parameters = default_execution_parameters(
         max_body, settings.gpu_copies, launch.max_concurrent_transforms, launch.max_payload_mb
     )

@@ -8,7 +8,15 @@ from tritonclient.grpc import model_config_pb2
 
 from contract.facts import Facts
 from server.configs import write_configs
-from server.launch import Launch, LaunchError, settings_from_env, tritonserver_args
+from server.embedded import PROJECT_ROOT
+from server.launch import (
+    HTTP_HEADER_ROOM,
+    Launch,
+    LaunchError,
+    check_exposure,
+    settings_from_env,
+    tritonserver_args,
+)
 from server.settings import ServingSettings
 
 FACTS = Facts(
@@ -94,3 +102,34 @@ def test_a_quote_in_a_setting_cannot_inject_config_lines(tmp_path):
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.parameters["trt_engine_cache_path"] == evil
     assert config.max_batch_size == ServingSettings().network_max_batch_size
+
+
+@pytest.mark.parametrize(
+    "host, sagemaker, version, refused",
+    [
+        ("0.0.0.0", False, "2.51.0", True),  # the embedded release beyond loopback
+        ("::", False, "2.51.0", True),
+        ("0.0.0.0", True, "2.51.0", False),  # only the adapter faces it; Triton on loopback
+        ("127.0.0.1", False, "2.51.0", False),
+        ("0.0.0.0", False, "2.75.0", False),  # the image's release
+        ("0.0.0.0", False, None, False),  # unknown (not the NGC image): as asked
+    ],
+)
+def test_tritons_ports_beyond_loopback_need_a_patched_release(host, sagemaker, version, refused):
+    launch = Launch.from_env({}, sagemaker=sagemaker, host=host, triton_version=version)
+    if refused:
+        with pytest.raises(LaunchError, match="has public flaws"):
+            check_exposure(launch)
+    else:
+        check_exposure(launch)
+
+
+def test_a_release_that_bounds_http_input_gets_the_front_doors_body_limit(tmp_path):
+    (tmp_path / "object2vec").mkdir()
+    committed = PROJECT_ROOT / "model_repository" / "object2vec" / "config.pbtxt"
+    (tmp_path / "object2vec" / "config.pbtxt").write_text(committed.read_text())
+    image = tritonserver_args(Launch.from_env({}, triton_version="2.75.0"), tmp_path)
+    limit = ServingSettings().max_body_bytes + HTTP_HEADER_ROOM
+    assert f"--http-max-input-size={limit}" in image
+    embedded = tritonserver_args(Launch.from_env({}, triton_version="2.51.0"), tmp_path)
+    assert not [a for a in embedded if a.startswith("--http-max-input-size")]  # 2.51 has none
