@@ -70,9 +70,16 @@ def test_vector_similarities_are_exact_top_k(similarity, shape, k, data):
     assert found.shape == (batch, min(k, count))
     for row in range(batch):
         assert len(set(found[row].tolist())) == found.shape[1]  # distinct items
-        np.testing.assert_allclose(scores[row], reference[row, found[row]], rtol=1e-4, atol=1e-3)
+        atol = 1e-3
+        if similarity == "euclidean":
+            # float32 |q|^2 + |e|^2 - 2 q.e cancels where q and e nearly agree: the squared
+            # distance is off by up to a few float32 epsilons of the squared lengths, and its
+            # square root by the root of that (seen: 0.0013 for two vectors of length 6)
+            lengths = float(queries[row] @ queries[row]) + float((items * items).sum(1).max())
+            atol += float(np.sqrt(8 * np.finfo(np.float32).eps * lengths))
+        np.testing.assert_allclose(scores[row], reference[row, found[row]], rtol=1e-4, atol=atol)
         kth = np.sort(reference[row])[::-1][found.shape[1] - 1]
-        assert reference[row, found[row]].min() >= kth - 1e-3  # none below the true k-th
+        assert reference[row, found[row]].min() >= kth - atol  # none below the true k-th
 
 
 @pytest.fixture(scope="module")
