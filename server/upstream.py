@@ -162,6 +162,9 @@ class Upstream:
         finally:
             connection.deadline = None
             self.busy.discard(connection)
+            # An idle connection must not keep its last answer alive (its chunks and the
+            # waiter's joined copy): 32 of them held 110 MB after a flood of big answers.
+            connection.waiter, connection.body = None, []
         if keep_alive and connection.usable:
             self._put(connection)
         else:

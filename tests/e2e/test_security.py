@@ -87,6 +87,8 @@ def adapter(request, demo_repository, tmp_path_factory) -> Endpoint:
     if url:
         yield Endpoint(_address(url))
         return
+    if request.config.getoption("--server-url"):
+        pytest.skip("the SageMaker endpoint of a running server: give --sagemaker-url")
     port = free_port("0.0.0.0")
     log = tmp_path_factory.mktemp("security") / "adapter.log"
     env = {"SAGEMAKER_BIND_TO_PORT": str(port), "O2V_HTTP_WRITE_TIMEOUT_S": str(WRITE_TIMEOUT_S)}
@@ -133,7 +135,6 @@ CRASHERS = [
 ]
 
 
-@pytest.mark.local
 @pytest.mark.parametrize("name, send, statuses", CRASHERS, ids=[c[0] for c in CRASHERS])
 def test_what_killed_tritonserver_gets_a_4xx_from_the_adapter(adapter, name, send, statuses):
     with GoodTraffic(good_http(adapter.address, INVOCATIONS)) as good:
@@ -167,6 +168,7 @@ def test_only_the_adapter_listens_beyond_loopback(adapter):
     assert exposed == {adapter.address[1]}
 
 
+@pytest.mark.local
 def test_the_embedded_server_will_not_open_tritons_ports_beyond_loopback(tmp_path):
     log = tmp_path / "log"
     launcher = Launcher(["server.embedded", "--host", "0.0.0.0"], log)
@@ -283,7 +285,6 @@ def maximal(adapter) -> bytes:
     return _lines(_most_instances(json.loads(outcome.body)["message"]))
 
 
-@pytest.mark.local
 def test_neighbours_over_the_budget_are_refused_with_the_limit_said(adapter):
     outcome = _neighbours(adapter.address, 100)
     assert outcome.status == 400, outcome
@@ -294,7 +295,6 @@ def test_neighbours_over_the_budget_are_refused_with_the_limit_said(adapter):
     assert _neighbours(adapter.address, 100, _lines(most + 1)).status == 400
 
 
-@pytest.mark.local
 @pytest.mark.parametrize("clients", [8, 32])
 def test_concurrent_maximal_neighbours_requests_leave_good_traffic_served(
     adapter, maximal, clients
