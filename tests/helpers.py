@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from server.process import free_port
 __all__ = [
     "LAUNCHED",
     "Launcher",
+    "stop_launched",
     "DOC_EXAMPLE",
     "DOC_EXAMPLE_BODY",
     "JSON",
@@ -229,6 +231,19 @@ def random_lines(count: int, kind: str, seed: int = 11) -> list[bytes]:
 
 
 LAUNCHED: list[subprocess.Popen] = []  # every launcher a test started, stopped after it
+
+
+def stop_launched() -> None:
+    """Stops every launcher a test started and left (a test that failed halfway)."""
+    while LAUNCHED:
+        process = LAUNCHED.pop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 class Launcher:

@@ -28,7 +28,7 @@ import tritonclient.http as httpclient
 from contract.names import FRONT_DOOR
 from server.launch import PATCHED_TRITON
 from server.process import group_members
-from tests.helpers import LAUNCHED, Launcher, free_port
+from tests.helpers import LAUNCHED, Launcher, free_port, stop_launched
 from tests.triggers import (
     INT64_MAX,
     GoodTraffic,
@@ -64,6 +64,12 @@ WRITE_TIMEOUT_S = 2.0
 def _address(url: str) -> tuple[str, int]:
     host, _, port = url.removeprefix("http://").rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+@pytest.fixture(autouse=True)
+def _no_launcher_outlives_its_test():
+    yield
+    stop_launched()  # the module's adapter is not among them: its fixture stops it
 
 
 class Endpoint:

@@ -23,7 +23,7 @@ import pytest
 from server.embedded import PROJECT_ROOT, _pytriton_dir, embedded_environment, prepare_backends
 from server.launch import Launch
 from server.process import GAVE_UP, group_members, shared_memory_of, stubs_of
-from tests.helpers import DOC_EXAMPLE, LAUNCHED, Launcher, free_port, json_body
+from tests.helpers import DOC_EXAMPLE, LAUNCHED, Launcher, free_port, json_body, stop_launched
 
 pytestmark = pytest.mark.local  # starts servers of its own
 
@@ -32,15 +32,7 @@ pytestmark = pytest.mark.local  # starts servers of its own
 def _no_launcher_outlives_its_test():
     """A test that fails halfway must not leave its launcher (and tritonserver) running."""
     yield
-    while LAUNCHED:
-        process = LAUNCHED.pop()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    stop_launched()
 
 
 def assert_nothing_left(group: int, regions: set[str], timeout: float = 10) -> None:
