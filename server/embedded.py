@@ -147,13 +147,13 @@ class EmbeddedServer:
 
     def prepare(self) -> tuple[Path, list[str], dict[str, str]]:
         """(repository served, command, environment): what a start needs."""
+        check_exposure(self.launch)  # before anything else: what may listen where
         repository = Path(self.launch.model_repository)
         if not (repository / FACTS_FILE).exists():
             raise LaunchError(
                 f"{repository} holds no exported model ({FACTS_FILE} missing): "
                 "run `make demo` or `python -m export.onnx_export CHECKPOINT`"
             )
-        check_exposure(self.launch)
         prepare_backends(self.backend_directory)
         served = prepare_repository(self.launch, self.backend_directory)
         return served, self.command(served), embedded_environment(self.launch)

@@ -69,7 +69,7 @@ def _address(url: str) -> tuple[str, int]:
 @pytest.fixture(autouse=True)
 def _no_launcher_outlives_its_test():
     yield
-    stop_launched()  # the module's adapter is not among them: its fixture stops it
+    stop_launched()  # the module's adapter is not among them (its fixture stops it)
 
 
 class Endpoint:
@@ -100,11 +100,11 @@ def adapter(request, demo_repository, tmp_path_factory) -> Endpoint:
     env = {"SAGEMAKER_BIND_TO_PORT": str(port), "O2V_HTTP_WRITE_TIMEOUT_S": str(WRITE_TIMEOUT_S)}
     args = ["server.embedded", "--sagemaker", "--host", "0.0.0.0"]
     launcher = Launcher([*args, "--model-repository", str(demo_repository)], log, env)
+    LAUNCHED.remove(launcher.process)  # the module's, stopped here, not after each test
     try:
         launcher.wait_ready()
         yield Endpoint(("127.0.0.1", port), launcher)
     finally:
-        LAUNCHED.remove(launcher.process)
         launcher.process.terminate()
         assert launcher.wait() == 0
 
@@ -175,9 +175,10 @@ def test_only_the_adapter_listens_beyond_loopback(adapter):
 
 
 @pytest.mark.local
-def test_the_embedded_server_will_not_open_tritons_ports_beyond_loopback(tmp_path):
+def test_the_embedded_server_will_not_open_tritons_ports_beyond_loopback(demo_repository, tmp_path):
     log = tmp_path / "log"
-    launcher = Launcher(["server.embedded", "--host", "0.0.0.0"], log)
+    args = ["server.embedded", "--host", "0.0.0.0", "--model-repository", str(demo_repository)]
+    launcher = Launcher(args, log)
     assert launcher.wait(60) == 2
     text = log.read_text()
     assert "has public flaws" in text and "--sagemaker" in text, text
@@ -187,12 +188,14 @@ def test_the_embedded_server_will_not_open_tritons_ports_beyond_loopback(tmp_pat
 
 
 @pytest.mark.local
-def test_a_grpc_protocol_that_stops_answering_is_restarted_within_seconds(tmp_path):
+def test_a_grpc_protocol_that_stops_answering_is_restarted_within_seconds(
+    demo_repository, tmp_path
+):
     """Two messages of 300,000 inputs stall Triton's gRPC frontend (still so in core's main of
     2026-06): the supervisor's probe sees gRPC answer nothing and restarts tritonserver; gRPC
     answers again."""
     log = tmp_path / "log"
-    launcher = Launcher(["server.embedded"], log)
+    launcher = Launcher(["server.embedded", "--model-repository", str(demo_repository)], log)
     launcher.wait_ready()
     grpc_url = f"127.0.0.1:{launcher.args[launcher.args.index('--grpc-port') + 1]}"
     request = many_inputs_request(300_000)
