@@ -39,10 +39,10 @@ Environment (all optional):
     SAGEMAKER_BIND_TO_PORT      the SageMaker adapter's port (default 8080)
     O2V_HTTP_READ_TIMEOUT_S, O2V_HTTP_KEEP_ALIVE_S, O2V_HTTP_MAX_HEADER_BYTES,
     O2V_HTTP_MAX_CONCURRENCY, O2V_HTTP_MAX_CONNECTIONS, O2V_UPSTREAM_TIMEOUT_S,
-    O2V_UPSTREAM_CONNECTIONS, O2V_HTTP_WRITE_TIMEOUT_S
+    O2V_UPSTREAM_CONNECTIONS, O2V_HTTP_WRITE_TIMEOUT_S, O2V_HTTP_MAX_NEIGHBOUR_REQUESTS
                                 the SageMaker endpoint's timeouts and limits
                                 (server.sagemaker.AdapterSettings: defaults 30 s, 75 s,
-                                64 KiB, 256, 4096, 60 s, 64, 30 s)
+                                64 KiB, 256, 4096, 60 s, 64, 30 s, 4)
     O2V_MAX_NEIGHBOURS          neighbours (instances x k) one request may ask for (default
                                 100,000: about 4 MB of answer)
     O2V_PROBE_INTERVAL_S        how often the supervisor sends a real inference over HTTP and

@@ -37,6 +37,7 @@ from contract.names import (
     JSON,
     RESPONSE_OUTPUT,
 )
+from contract.neighbours import K_PARAMETER
 from server import http1
 from server.host import Host
 from server.http1 import Answer, Head
@@ -68,6 +69,10 @@ class AdapterSettings:
     max_connections: int = setting(4096, "O2V_HTTP_MAX_CONNECTIONS", minimum=1)
     # A peer that reads nothing of its answer for this long is cut off and its answer freed.
     write_timeout_s: float = setting(30.0, "O2V_HTTP_WRITE_TIMEOUT_S", minimum=0.1)
+    # Neighbours requests in flight at once; beyond it 503 at once. A maximal one costs the
+    # front door about 0.47 s on 2 cores (docs/security.md), so a request queued behind them
+    # waits at most about this many times that.
+    max_neighbour_requests: int = setting(4, "O2V_HTTP_MAX_NEIGHBOUR_REQUESTS", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,7 @@ class Adapter:
         self.parameters = parameters
         self.healthy = healthy
         self.in_flight = 0  # admitted invocations not yet answered
+        self.neighbours_in_flight = 0  # of which ask for neighbours
         self.stopping = False
         self._infer_head = (
             f"POST /v2/models/{FRONT_DOOR}/infer HTTP/1.1\r\nHost: {host}\r\n"
@@ -219,6 +225,7 @@ class Adapter:
             return refused(refusal)
         if route == "invocations":
             self.in_flight += 1
+            self.neighbours_in_flight += _asks_neighbours(head)
         return None
 
     def _check(self, head: Head) -> str:
@@ -257,6 +264,14 @@ class Adapter:
         content_type = _text(headers.get(b"content-type"))
         if content_type is not None and canonical(content_type) is None:
             raise Refusal(errors.UNSUPPORTED_MEDIA_TYPE, unsupported("content type", content_type))
+        limit = self.settings.max_neighbour_requests
+        if _asks_neighbours(head) and self.neighbours_in_flight >= limit:
+            raise Refusal(
+                errors.OVERLOADED,
+                f"{limit} neighbours requests in flight already "
+                "(O2V_HTTP_MAX_NEIGHBOUR_REQUESTS): retry shortly",
+                retry_after="1",
+            )
         accept = _text(headers.get(b"accept"))
         if accept is not None:
             preferred = canonical(content_type) if content_type else JSON
@@ -288,11 +303,13 @@ class Adapter:
             return refused(refusal)
         finally:
             self.in_flight -= 1
+            self.neighbours_in_flight -= _asks_neighbours(head)
 
     def abandon(self, head: Head) -> None:
         """An admitted request whose body never came (timeout, disconnect, over the limit)."""
         if _route(head.path) == "invocations":
             self.in_flight -= 1
+            self.neighbours_in_flight -= _asks_neighbours(head)
 
     async def ping(self) -> Answer:
         if self.healthy is not None and not self.healthy():
@@ -337,6 +354,15 @@ class Adapter:
         while self.in_flight > 0 and loop.time() < deadline:
             await asyncio.sleep(0.02)
         self.upstream.close()
+
+
+def _asks_neighbours(head: Head) -> bool:
+    """The content type carries `neighbours=<k>` (the front door judges its value)."""
+    content_type = head.headers.get(b"content-type", b"").lower()
+    return any(
+        part.split(b"=", 1)[0].strip() == K_PARAMETER.encode()
+        for part in content_type.split(b";")[1:]
+    )
 
 
 def _text(value: bytes | None) -> str | None:

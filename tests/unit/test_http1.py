@@ -568,3 +568,33 @@ def test_invocations_beyond_the_concurrency_limit_get_503_and_the_count_recovers
     finally:
         for sock in waiting:
             sock.close()
+
+
+def test_neighbours_requests_beyond_their_limit_get_503_and_others_are_admitted():
+    """A maximal neighbours request is the costliest a client may send: at most
+    max_neighbour_requests are in flight at once, so what queues behind them is bounded."""
+    listener = socket.create_server(("127.0.0.1", 0))  # a Triton that never answers
+    settings = replace(SETTINGS, max_neighbour_requests=2)
+    port, loop, holder, thread = _run_adapter(settings, listener.getsockname()[1])
+    body = b'{"in0": [1]}\n'
+    asking = "Content-Type: application/jsonlines; Neighbours = 3"
+    waiting = [_connect(port) for _ in range(2)]
+    try:
+        for sock in waiting:
+            sock.sendall(_invocation(body, asking))  # held: Triton never answers
+        time.sleep(0.2)
+        [over] = _exchange(port, _invocation(body, asking))
+        assert over.status == 503 and over.headers["retry-after"] == "1"
+        assert "O2V_HTTP_MAX_NEIGHBOUR_REQUESTS" in over.json()["message"]
+        [other] = _exchange(port, _invocation(body))  # not a neighbours request: admitted
+        assert other.status == 504
+        assert [_read_responses(s, 1)[0].status for s in waiting] == [504, 504]
+        [again] = _exchange(port, _invocation(body, asking))  # their slots are free again
+        assert again.status == 504
+    finally:
+        for sock in waiting:
+            sock.close()
+        asyncio.run_coroutine_threadsafe(holder["stop"](), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        listener.close()
