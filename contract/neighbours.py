@@ -107,7 +107,7 @@ class Catalogue:
         return self.items * self.width
 
     def queries_per_call(self, max_batch_size: int) -> int:
-        return queries_per_call(self.items * self.width, max_batch_size)
+        return queries_per_call(self.scores_per_query, max_batch_size)
 
 
 def enc1_digest(repository: Path) -> str:

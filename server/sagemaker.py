@@ -221,11 +221,20 @@ class Adapter:
         An admitted invocation counts as in flight until `respond` returns."""
         try:
             route = self._check(head)
+            asks = route == "invocations" and _asks_neighbours(head)
+            limit = self.settings.max_neighbour_requests
+            if asks and self.neighbours_in_flight >= limit:
+                raise Refusal(
+                    errors.OVERLOADED,
+                    f"{limit} neighbours requests in flight already "
+                    "(O2V_HTTP_MAX_NEIGHBOUR_REQUESTS): retry shortly",
+                    retry_after="1",
+                )
         except Refusal as refusal:
             return refused(refusal)
         if route == "invocations":
             self.in_flight += 1
-            self.neighbours_in_flight += _asks_neighbours(head)
+            self.neighbours_in_flight += asks
         return None
 
     def _check(self, head: Head) -> str:
@@ -264,14 +273,6 @@ class Adapter:
         content_type = _text(headers.get(b"content-type"))
         if content_type is not None and canonical(content_type) is None:
             raise Refusal(errors.UNSUPPORTED_MEDIA_TYPE, unsupported("content type", content_type))
-        limit = self.settings.max_neighbour_requests
-        if _asks_neighbours(head) and self.neighbours_in_flight >= limit:
-            raise Refusal(
-                errors.OVERLOADED,
-                f"{limit} neighbours requests in flight already "
-                "(O2V_HTTP_MAX_NEIGHBOUR_REQUESTS): retry shortly",
-                retry_after="1",
-            )
         accept = _text(headers.get(b"accept"))
         if accept is not None:
             preferred = canonical(content_type) if content_type else JSON
@@ -377,8 +378,7 @@ def _check_encoding(headers: dict[bytes, bytes]) -> None:
         raise Refusal(
             errors.NOT_IMPLEMENTED,
             f"transfer coding {errors.excerpt(transfer.decode('latin-1'))} is not supported: "
-            "send the body "
-            "with Content-Length or plain chunked",
+            "send the body with Content-Length or plain chunked",
             close=True,
         )
     encoding = headers.get(b"content-encoding", b"identity").lower().strip()
@@ -386,8 +386,7 @@ def _check_encoding(headers: dict[bytes, bytes]) -> None:
         raise Refusal(
             errors.UNSUPPORTED_MEDIA_TYPE,
             f"content encoding {errors.excerpt(encoding.decode('latin-1'))} is not supported: "
-            "send the body "
-            "uncompressed",
+            "send the body uncompressed",
             close=True,
         )
 

@@ -40,7 +40,6 @@ from tests.triggers import (
     huge_shape_request,
     many_inputs_request,
     post,
-    send_http,
     shaped_request,
     zero_rows_http,
 )
@@ -265,14 +264,10 @@ def test_a_shape_whose_count_overflows_is_invalid_argument_never_internal(server
 # -- memory a client controls --------------------------------------------------------------------
 
 
-def _neighbours(address, k: int, body: bytes = MANY, timeout: float = 120):
-    headers = "Accept: application/jsonlines\r\n"
+def _neighbours(address, k: int, body: bytes = MANY):
+    """A JSON Lines body asking for k neighbours of each instance."""
     content_type = f"Content-Type: application/jsonlines; neighbours={k}\r\n"
-    head = (
-        f"POST {INVOCATIONS} HTTP/1.1\r\nHost: x\r\n{content_type}{headers}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    return send_http(address, head, lambda: [body], timeout)
+    return post(address, INVOCATIONS, body, content_type, timeout=120)
 
 
 def _most_instances(message: str) -> int:
