@@ -23,7 +23,7 @@ demo: install
 
 # The embedded tritonserver on ports 8000 (HTTP), 8001 (gRPC) and 8002 (metrics).
 serve: demo
-	$(PY) -m server.embedded
+	$(PY) -m server
 
 test: install
 	$(PY) -m ruff check .

@@ -1,9 +1,9 @@
 """The SageMaker adapter as an ASGI app, on uvicorn or granian: the servers it was measured
-against (bench.sagemaker_adapter). Not the product's path: server/http1.py serves the adapter.
+against (bench.sagemaker_adapter). Not the product's path: server/sagemaker/http1.py serves the adapter.
 
     python -m bench.asgi_adapter uvicorn|granian PORT TRITON_URL
 
-The same Adapter (server/sagemaker.py) decides and answers; only HTTP/1.1 is the server's.
+The same Adapter (server/sagemaker/adapter.py) decides and answers; only HTTP/1.1 is the server's.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from server.http1 import Head
-from server.sagemaker import Adapter, ExecutionParameters
+from server.sagemaker.adapter import Adapter, ExecutionParameters
+from server.sagemaker.http1 import Head
 
 
 class AsgiAdapter:

@@ -36,9 +36,9 @@ from bench.local import RUNS, arguments
 from client.batching import MB, pack
 from contract.facts import Facts
 from contract.names import ENCODER_OUTPUT, FRONT_DOOR, JSONLINES
-from server.embedded import PROJECT_ROOT
-from server.process import free_port
-from server.ragged import EMPTY, Ragged
+from server.frontdoor.ragged import EMPTY, Ragged
+from server.launcher.embedded import PROJECT_ROOT
+from server.launcher.process import free_port
 
 
 @dataclass
@@ -95,10 +95,10 @@ def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> 
     """Seconds of enc0's session runs alone over every line, the lines of each body (as the
     transform packs them) padded and cut only at the token budget, and cut as the front door
     cuts them (by measured cost, within the budget)."""
-    from server.dispatch import measure_costs, plan
-    from server.onnx_sessions import network_runner
-    from server.payload import ParsedRequest
-    from server.settings import ServingSettings
+    from server.common.onnx_sessions import network_runner
+    from server.common.settings import ServingSettings
+    from server.frontdoor.dispatch import measure_costs, plan
+    from server.frontdoor.payload import ParsedRequest
 
     run = network_runner(repository, 0, 0, False)
     costs = measure_costs(run)
@@ -157,10 +157,10 @@ TRITON_STEPS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float]:
     """Median milliseconds of each step of the front door's path for one body, in process."""
-    from server.dispatch import measure_costs, plan, run_calls, scatter
-    from server.onnx_sessions import network_runner
-    from server.payload import Limits, format_response, parse_request
-    from server.settings import ServingSettings
+    from server.common.onnx_sessions import network_runner
+    from server.common.settings import ServingSettings
+    from server.frontdoor.dispatch import measure_costs, plan, run_calls, scatter
+    from server.frontdoor.payload import Limits, format_response, parse_request
 
     settings = ServingSettings()
     limits = Limits.of(Facts.load(repository), settings.max_body_bytes)
@@ -272,7 +272,7 @@ def main() -> None:
 
     http, grpc = free_port(), free_port()
     triton = _start(
-        [python, "-m", "server.embedded", "--model-repository", str(repository)]
+        [python, "-m", "server", "--model-repository", str(repository)]
         + ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(free_port())],
         logs / "embedded.log",
         f"http://localhost:{http}/v2/models/object2vec/ready",
@@ -299,7 +299,7 @@ def main() -> None:
     if not args.skip_sagemaker:
         sagemaker = free_port()
         adapter = _start(
-            [python, "-m", "server.embedded", "--sagemaker", "--model-repository", str(repository)]
+            [python, "-m", "server", "--sagemaker", "--model-repository", str(repository)]
             + ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
             + ["--metrics-port", str(free_port())],
             logs / "sagemaker.log",

@@ -211,11 +211,12 @@ def served(seconds: float, out: Path | None, small: bool) -> int:
 
     from bench import suite
     from bench.peers import Pipeline
-    from server.embedded import EmbeddedServer
-    from server.host import Host
-    from server.launch import Launch, prepare_repository, triton_process, tritonserver_args
-    from server.onnx_sessions import network_runner
-    from server.process import free_port
+    from server.common.onnx_sessions import network_runner
+    from server.launcher.embedded import EmbeddedServer
+    from server.launcher.host import Host
+    from server.launcher.launch import Launch
+    from server.launcher.plan import assemble, triton_process
+    from server.launcher.process import free_port
 
     folder = Path(out or tempfile.mkdtemp(prefix="o2v-gpu-check-"))
     work = folder / "served"
@@ -227,10 +228,7 @@ def served(seconds: float, out: Path | None, small: bool) -> int:
         launch = Launch.from_env(os.environ, repository, **ports)
         for config in repository.glob("*/configs"):
             shutil.rmtree(config)
-        served_repository = prepare_repository(launch)
-        process = triton_process(
-            launch, [ngc, *tritonserver_args(launch, served_repository)], dict(os.environ)
-        ).start()
+        process = triton_process(assemble(launch, ngc, None, os.environ)).start()
         process.wait_ready(600)
         grpc_url = f"localhost:{launch.grpc_port}"
     else:

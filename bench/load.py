@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.embedded import PROJECT_ROOT
+from server.launcher.embedded import PROJECT_ROOT
 
 CONCURRENCIES = (1, 16, 64)
 

@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.process import free_port
+from server.launcher.embedded import PROJECT_ROOT, EmbeddedServer
+from server.launcher.process import free_port
 
 RUNS = PROJECT_ROOT / "runs"
 

@@ -23,7 +23,7 @@ import orjson
 
 from bench.local import arguments, embedded_server
 from contract.names import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES
-from server.process import group_members, stubs_of
+from server.launcher.process import group_members, stubs_of
 
 
 def maximal_bodies() -> list[bytes]:
@@ -99,7 +99,7 @@ def main() -> None:
     print(f"maximal bodies (enc0, pairs): {sizes}")
     with embedded_server(args.repository, "memory_rounds") as server:
         host, port = server.http_url.split(":")
-        group = server.process.pid
+        group = server.launcher.process.pid
         before = snapshot(group)
         print("start   " + "  ".join(f"{k} {v:.0f}" for k, v in before.items()))
         previous = before["group"]

@@ -9,7 +9,7 @@ through one asyncio HTTP load generator (bench.load) at concurrency 1 and 16: ra
 HTTP infer endpoint (the front door reads the body as it is), as `application/json` to
 `bench.naive service` (FastAPI + ONNX Runtime on the same ONNX files, padding within a
 request). Also printed: the tokens each side computes per real token, the front door's from
-its own plan for 1 and for 16 requests batched (its measured call costs, server.cutting).
+its own plan for 1 and for 16 requests batched (its measured call costs, server.frontdoor.cutting).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from bench.suite import TRITON_RAW, build_model
 from contract.example import DOC_EXAMPLE
 from contract.facts import Facts
 from contract.names import JSON
-from server.dispatch import measure_costs, plan
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.onnx_sessions import network_runner
-from server.payload import Limits, parse_request
-from server.process import free_port
-from server.settings import ServingSettings
+from server.common.onnx_sessions import network_runner
+from server.common.settings import ServingSettings
+from server.frontdoor.dispatch import measure_costs, plan
+from server.frontdoor.payload import Limits, parse_request
+from server.launcher.embedded import PROJECT_ROOT, EmbeddedServer
+from server.launcher.process import free_port
 
 LENGTHS = {"realistic": (80, 50, 20), "demo": tuple(len(s) for s in DOC_EXAMPLE)}
 

@@ -43,8 +43,8 @@ from contract.neighbours import NEIGHBOURS_MODEL, Catalogue
 from contract.padding import pad
 from export import checkpoint, demo, neighbours
 from export.onnx_export import export
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.process import free_port
+from server.launcher.embedded import PROJECT_ROOT, EmbeddedServer
+from server.launcher.process import free_port
 
 ML = RUNS / "ml"
 DATA = PROJECT_ROOT.parent / "shared" / "data" / "ml-100k" / "ua.base"

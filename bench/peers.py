@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 
+from contract.errors import ServiceError
 from contract.facts import Facts
 from contract.names import ENCODER_MODELS, JSON, PAIR_MODEL
-from server.dispatch import Runner, dispatch, measure_costs
-from server.onnx_sessions import network_runner
-from server.payload import Limits, PayloadError, format_response, parse_request
-from server.settings import ServingSettings
+from server.common.onnx_sessions import network_runner
+from server.common.settings import ServingSettings
+from server.frontdoor.dispatch import Runner, dispatch, measure_costs
+from server.frontdoor.payload import Limits, format_response, parse_request
 
 
 def torch_runner(checkpoint_path: Path, threads: int = 0) -> Runner:
@@ -90,7 +91,7 @@ def fastapi_app(repository: Path, threads: int = 1):
         body = await request.body()
         try:
             answer = pipeline.answer(body, request.headers.get("content-type"))
-        except PayloadError as error:
+        except ServiceError as error:
             raise HTTPException(400, str(error)) from None
         return Response(answer, media_type=JSON)
 

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from contract.names import ACCEPT_PARAMETER, BODY_INPUT, CONTENT_TYPE_PARAMETER, FRONT_DOOR
-from server.embedded import PROJECT_ROOT
+from server.launcher.embedded import PROJECT_ROOT
 
 LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 

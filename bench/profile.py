@@ -26,14 +26,14 @@ from bench import perf_analyzer as pa
 from bench.report import server_profile
 from bench.suite import build_model, workloads
 from contract.names import FRONT_DOOR
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.process import free_port, group_members
-from server.settings import ServingSettings
+from server.common.settings import ServingSettings
+from server.launcher.embedded import PROJECT_ROOT, EmbeddedServer
+from server.launcher.process import free_port, group_members
 
 
 def front_door_stub(server: EmbeddedServer) -> int:
     """The pid of the front door's Python stub (its command line names the model)."""
-    for pid in group_members(server.process.pid):
+    for pid in group_members(server.launcher.process.pid):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:

@@ -4,8 +4,8 @@
 
 One replica (ONNX Runtime on every core, the same CPU budget as Triton's) answers the hosted
 format on POST /invocations: each request is parsed by the front door's own module
-(server.payload), the parsed requests of one @serve.batch batch are routed and run together
-(server.dispatch, the same ONNX files) and each answer is formatted as the front door does.
+(server.frontdoor.payload), the parsed requests of one @serve.batch batch are routed and run together
+(server.frontdoor.dispatch, the same ONNX files) and each answer is formatted as the front door does.
 POST /configure?max_batch_size=N&wait_s=S changes the batching in place (the benchmark's sweep).
 SIGTERM or SIGINT shuts Serve and Ray down.
 """
@@ -23,9 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bench.peers import Pipeline
+from contract.errors import ServiceError
 from contract.names import JSON
-from server.onnx_sessions import network_runner
-from server.payload import PayloadError, format_response, parse_request
+from server.common.onnx_sessions import network_runner
+from server.frontdoor.payload import format_response, parse_request
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -60,7 +61,7 @@ class Object2VecPeer:
                 request.headers.get("accept"),
                 self.pipeline.limits,
             )
-        except PayloadError as error:
+        except ServiceError as error:
             return Response(str(error).encode(), status_code=400)
         answer = await self.answer_batch(parsed)
         if isinstance(answer, BaseException):

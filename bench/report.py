@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.load import CONCURRENCIES, Row
-from server.embedded import EmbeddedServer
+from server.launcher.embedded import EmbeddedServer
 
 
 def server_profile(server: EmbeddedServer) -> str:

@@ -3,8 +3,8 @@ API, side by side.
 
     python -m bench.sagemaker_adapter [--servers builtin uvicorn granian] [--seconds 10]
 
-One launcher in SageMaker mode (`python -m server.embedded --sagemaker`): `builtin`, the
-product's path (server/http1.py in front of Triton's HTTP API on loopback); beside it the same
+One launcher in SageMaker mode (`python -m server --sagemaker`): `builtin`, the
+product's path (server/sagemaker/http1.py in front of Triton's HTTP API on loopback); beside it the same
 Adapter as an ASGI app on uvicorn (httptools, uvloop) and on granian (bench/asgi_adapter.py),
 each a process in front of the same Triton. One asyncio load generator (aiohttp, keep-alive)
 sends the documentation's example body to each adapter's `/invocations` with the hosted
@@ -27,9 +27,9 @@ import numpy as np
 from bench.local import RUNS, arguments
 from contract.example import DOC_EXAMPLE_BODY as BODY
 from contract.names import FRONT_DOOR, JSON
-from server.embedded import PROJECT_ROOT
-from server.process import free_port, wait_until_ok
-from server.sagemaker import infer_request
+from server.launcher.embedded import PROJECT_ROOT
+from server.launcher.process import free_port, wait_until_ok
+from server.sagemaker.adapter import infer_request
 
 
 async def _load(url: str, data: bytes, headers: dict, concurrency: int, seconds: float):
@@ -56,13 +56,13 @@ ADAPTERS = ("builtin", "uvicorn", "granian")
 
 
 def _launcher(repository, port: int, triton_port: int) -> subprocess.Popen:
-    """The product's path: the launcher in SageMaker mode, server/http1.py in front of Triton."""
+    """The product's path: the launcher in SageMaker mode, server/sagemaker/http1.py in front of Triton."""
     log = open(RUNS / "sagemaker_adapter_server.log", "w")  # noqa: SIM115
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "server.embedded",
+            "server.launcher.embedded",
             "--sagemaker",
             "--http-port",
             str(triton_port),

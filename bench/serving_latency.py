@@ -21,9 +21,9 @@ from bench.peers import Pipeline
 from client.api import body_tensor
 from contract.example import DOC_EXAMPLE_BODY
 from contract.names import JSON
-from server.embedded import EmbeddedServer
-from server.onnx_sessions import network_runner
-from server.process import free_port
+from server.common.onnx_sessions import network_runner
+from server.launcher.embedded import EmbeddedServer
+from server.launcher.process import free_port
 
 DOC_EXAMPLE = DOC_EXAMPLE_BODY
 

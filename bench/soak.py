@@ -28,8 +28,8 @@ from bench.local import arguments, embedded_server
 from contract.body import BODY_DATATYPE, encode_bodies
 from contract.example import DOC_EXAMPLE_BODY as DOC_EXAMPLE
 from contract.names import JSON
-from server.process import group_members
-from server.sagemaker import binary_answer, infer_request
+from server.launcher.process import group_members
+from server.sagemaker.adapter import binary_answer, infer_request
 
 
 def group_rss_mb(group: int) -> float:
@@ -162,7 +162,7 @@ def main() -> None:
                 args.seconds,
                 args.concurrency,
                 args.bad,
-                server.process.pid,
+                server.launcher.process.pid,
             )
         )
     for key, value in sorted(counts.items()):

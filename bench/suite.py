@@ -49,13 +49,13 @@ from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
 from bench.report import plot, report, server_profile
 from contract.example import DOC_EXAMPLE
 from contract.names import FRONT_DOOR, JSON
-from server.configs import read as read_config
-from server.configs import write_configs
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.host import Host
-from server.onnx_sessions import network_runner
-from server.process import free_port
-from server.settings import ServingSettings, from_texts
+from server.common.onnx_sessions import network_runner
+from server.common.settings import ServingSettings, from_texts
+from server.launcher.configs import read as read_config
+from server.launcher.configs import write_configs
+from server.launcher.embedded import PROJECT_ROOT, EmbeddedServer
+from server.launcher.host import Host
+from server.launcher.process import free_port
 
 # The embedded server's host: this machine, without the C++ ONNX Runtime backend.
 BENCH_HOST = Host.detect(PROJECT_ROOT / ".triton" / "backends")
@@ -331,14 +331,14 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a serving setting (server/settings.py ServingSettings), for tuning",
+        help="a serving setting (server/common/settings.py ServingSettings), for tuning",
     )
     args = parser.parse_args(argv)
     out = args.out
     (out / "perf_analyzer").mkdir(parents=True, exist_ok=True)
     seconds = 2.0 if args.quick else 5.0
     rows: list[Row] = []
-    # The same parser as the launchers' and the config CLI's (server.settings).
+    # The same parser as the launchers' and the config CLI's (server.common.settings).
     settings = from_texts(ServingSettings, dict(item.split("=", 1) for item in args.set))
     settings = replace(settings, response_cache=args.response_cache_bytes > 0)
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2))

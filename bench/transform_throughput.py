@@ -20,8 +20,8 @@ import orjson
 
 from client.batching import TransformOptions
 from client.transform import transform
-from server.embedded import EmbeddedServer
-from server.process import free_port
+from server.launcher.embedded import EmbeddedServer
+from server.launcher.process import free_port
 
 UA_BASE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "ua.base"
 

@@ -1,10 +1,12 @@
-"""What each kind of failure means on every path: its HTTP status, gRPC code, Triton error code,
+"""One error type, `ServiceError(kind, message)`, raised by every layer, and what each kind of
+failure means on every path: its HTTP status, gRPC code, Triton error code,
 the error type boto3 shows, and whether sending the same request again can help.
 
-The front door (model_repository/object2vec), the SageMaker adapter (server/sagemaker.py) and the
-client (client/api.py, and through it the Batch Transform's retries) all read this table, so a
-failure keeps its meaning from the server to the user: a caller's mistake is never retried, an
-overloaded or restarting server is.
+Each transport maps a ServiceError once: the front door and the stand-in backend to a Triton
+error (`triton_error`), the SageMaker endpoint to a status, `x-amzn-ErrorType` and JSON body
+(server/sagemaker/adapter.py), the client back to a kind (client/api.py, and through it the
+Batch Transform's retries). So a failure keeps its meaning from the server to the user: a
+caller's mistake is never retried, an overloaded or restarting server is.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ OVERLOADED = Kind("overloaded", 503, "UNAVAILABLE", "UNAVAILABLE", "ServiceUnava
 UPSTREAM_TIMEOUT = Kind(
     "upstream_timeout", 504, "DEADLINE_EXCEEDED", "UNAVAILABLE", "ServiceUnavailable", True
 )
+# The server is set up wrong (a setting, a port, a repository, a stale index): it does not
+# start, or a model does not load; the message says what to change.
+MISCONFIGURED = Kind("misconfigured", 500, "INTERNAL", "INTERNAL", "InternalFailure", False)
 
 KINDS = (
     BAD_REQUEST,
@@ -62,11 +67,25 @@ KINDS = (
     NOT_IMPLEMENTED,
     OVERLOADED,
     UPSTREAM_TIMEOUT,
-)
+)  # what an answer may be; MISCONFIGURED is not: no request meets a server that did not start
 _BY_HTTP = {kind.http: kind for kind in KINDS}
 _BY_GRPC = {}
 for _kind in KINDS:  # the first kind listed for a code is its meaning
     _BY_GRPC.setdefault(_kind.grpc, _kind)
+
+
+class ServiceError(Exception):
+    """A failure of one kind, with a message for whoever must act on it (the caller for a 4xx
+    kind, the operator for MISCONFIGURED). `close` and `headers` (retry_after="1",
+    allow="POST") are what an HTTP answer adds; other transports ignore them."""
+
+    def __init__(self, kind: Kind, message: str, *, close: bool = False, **headers: str):
+        super().__init__(message)
+        self.kind, self.message, self.close, self.headers = kind, message, close, headers
+
+    def within(self, where: str) -> ServiceError:
+        """The same error, its message prefixed with where it happened."""
+        return ServiceError(self.kind, f"{where}: {self.message}", close=self.close, **self.headers)
 
 
 def of_http(status: int) -> Kind:
@@ -126,10 +145,11 @@ def bounded(message: str) -> str:
     return message[: MAX_MESSAGE - 40] + f"... ({len(message)} characters in all)"
 
 
-def triton_error(pb_utils, kind: Kind, message: str):
-    """The Python backend's error for `kind` (`pb_utils`: the utils module only a stub can
+def triton_error(pb_utils, error: ServiceError):
+    """The Python backend's error for `error` (`pb_utils`: the utils module only a stub can
     import): Triton turns its code into the HTTP status and gRPC code above."""
-    return pb_utils.TritonError(bounded(message), getattr(pb_utils.TritonError, kind.triton))
+    code = getattr(pb_utils.TritonError, error.kind.triton)
+    return pb_utils.TritonError(bounded(error.message), code)
 
 
 def error_body(message: str, kind: Kind) -> bytes:

@@ -25,6 +25,12 @@ RAGGED_FILE = "ragged.onnx"
 RAGGED_LENGTHS = "lengths"
 
 
+def flat_name(model: str) -> str:
+    """What a call to an encoder's flat form is named, by the front door and the sessions that
+    run it."""
+    return f"{model}/flat"
+
+
 def flat_layout(ids: np.ndarray, lengths: np.ndarray, separator: int) -> dict[str, np.ndarray]:
     """The flat graph's feed for sequences given as flat `ids` with their `lengths`."""
     lengths = lengths.astype(np.int64, copy=False)

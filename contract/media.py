@@ -1,16 +1,32 @@
-"""The hosted service's two media types as HTTP names them: spellings, and Accept negotiation.
+"""The hosted service's two media types: spellings, the content type's parameters, Accept
+negotiation, and the decision of both types for a request, made here once.
 
-The front door reads the `accept` request parameter with `negotiate`, and the SageMaker adapter
-reads the Accept header with it, so both answer the same type for the same header (RFC 9110
-section 12.5.1: q-values, `q=0` refuses a type, wildcards, the most specific range wins).
+`decide` is the whole rule: the body's type from Content-Type (or, where none is given, from the
+body: one JSON object with `instances` is JSON, anything else JSON Lines), the answer's from
+Accept (RFC 9110 section 12.5.1: q-values, `q=0` refuses a type, wildcards, the most specific
+range wins; the body's own type on a tie). The SageMaker endpoint decides with it and forwards
+what it decided (the body's type and the answer's, as the front door's request parameters), so
+it knows its answer's Content-Type without reading the answer; the front door applies the same
+rule to whatever reaches it (a direct Triton call sends what it likes), which for the endpoint's
+requests is the decision already made.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 
-from contract.errors import excerpt
+import orjson
+
+from contract.errors import (
+    BAD_REQUEST,
+    NOT_ACCEPTABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    ServiceError,
+    excerpt,
+)
 from contract.names import JSON, JSONLINES
+from contract.neighbours import CATALOGUE_PARAMETER, K_PARAMETER
 
 # Spellings seen in the wild for the same two formats.
 ALIASES = {
@@ -84,3 +100,70 @@ def negotiate(accept: str | None, preferred: str) -> str | None:
         key=lambda offer: -_quality(offer, ranges),
     )
     return offers[0] if _quality(offers[0], ranges) > 0 else None
+
+
+# The content type's parameters the front door reads; any other is refused, so that a misspelt
+# one (`neighbors=10`) is not answered as if it were absent.
+CONTENT_TYPE_PARAMETERS = ("charset", "infer_max_seqlens", K_PARAMETER, CATALOGUE_PARAMETER)
+
+
+@dataclass(frozen=True)
+class Media:
+    """What a request's media types were decided to be."""
+
+    request: str  # the body's type: JSON or JSONLINES
+    answer: str  # the answer's
+    parameters: dict[str, str] = field(default_factory=dict)  # the content type's, checked
+
+
+def read_content_type(header: str) -> tuple[str, dict[str, str]]:
+    """'application/json; infer_max_seqlens=50,20' -> ('application/json', {...}), or the
+    caller's error (415 for a type not ours, 400 for a parameter or charset we cannot use)."""
+    kind, *params = (part.strip() for part in header.split(";"))
+    media_type = ALIASES.get(kind.lower())
+    if media_type is None:
+        raise ServiceError(UNSUPPORTED_MEDIA_TYPE, unsupported("content type", kind))
+    values = {}
+    for param in params:
+        if not param:
+            continue
+        key, _, value = param.partition("=")
+        key = key.strip().lower()
+        if key not in CONTENT_TYPE_PARAMETERS:
+            raise ServiceError(
+                BAD_REQUEST,
+                f"unknown content type parameter {excerpt(key)}: the front door reads "
+                + ", ".join(CONTENT_TYPE_PARAMETERS),
+            )
+        values[key] = value.strip().strip('"')
+    charset = values.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise ServiceError(BAD_REQUEST, f"charset={charset}: bodies are JSON, which is UTF-8")
+    return media_type, values
+
+
+def answer_type(accept: str | None, request: str) -> str:
+    """The answer's type for an Accept header, or the caller's error (406)."""
+    answer = negotiate(accept, request)
+    if answer is None:
+        raise ServiceError(NOT_ACCEPTABLE, unsupported("accept type", accept or ""))
+    return answer
+
+
+def sniff(body: bytes) -> str:
+    """A body's type where no content type says it: JSON when the body is one object with
+    `instances`, JSON Lines otherwise."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return JSONLINES
+    return JSON if isinstance(document, dict) and "instances" in document else JSONLINES
+
+
+def decide(content_type: str | None, accept: str | None, body: bytes) -> Media:
+    """Both types of a request (the body read only where no content type is given)."""
+    if content_type and content_type.strip():
+        request, parameters = read_content_type(content_type)
+    else:
+        request, parameters = sniff(body), {}
+    return Media(request, answer_type(accept, request), parameters)

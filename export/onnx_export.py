@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {error}") from None
         print(f"{NEIGHBOURS_MODEL}: {catalogue.items} items, {catalogue.similarity} similarity")
     # The configs are the server's side: it writes them from facts.json when it starts
-    # (or now: python -m server.configs --repository ...).
+    # (or now: python -m server.launcher.configs --repository ...).
     print(f"model repository ready: {args.repository}")
 
 

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import settings
 
 from export import demo
-from server.embedded import PROJECT_ROOT
-from server.settings import ServingSettings
+from server.common.settings import ServingSettings
+from server.launcher.embedded import PROJECT_ROOT
 from tests.helpers import start_server
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"

@@ -29,8 +29,8 @@ from contract.neighbours import HEAD_FILE, IDS_FILE, ITEMS_FILE, Catalogue
 from contract.padding import pad
 from export.hyperparameters import Hyperparameters
 from export.network import Object2Vec
-from server.embedded import PROJECT_ROOT, EmbeddedServer
-from server.process import free_port
+from server.launcher.embedded import PROJECT_ROOT, EmbeddedServer
+from server.launcher.process import free_port
 
 __all__ = [
     "LAUNCHED",

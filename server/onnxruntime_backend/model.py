@@ -2,11 +2,11 @@
 
 The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose config says
 `backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It is as strict as
-the C++ backend at load (server/graph_checks.py: names, types, dims and the batch dimension
+the C++ backend at load (server/onnxruntime_backend/graph_checks.py: names, types, dims and the batch dimension
 against the graph) and follows it where it matters: it runs `<version>/model.onnx` (or the
 config's `default_model_filename`), honours the instance kind and device id (CUDA provider on a
 GPU instance when ONNX Runtime has it), and reads `intra_op_thread_count` /
-`inter_op_thread_count` (and `spinning`, server.onnx_sessions) from the model's parameters.
+`inter_op_thread_count` (and `spinning`, server.common.onnx_sessions) from the model's parameters.
 
 Ragged batching as the C++ backend does it (backend_input_collector.cc): an input with
 `allow_ragged_batch` is every request's elements concatenated into one 1-D tensor, and each
@@ -35,11 +35,12 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from server.drain import Gate, in_flight, refusals  # noqa: E402
-from server.graph_checks import check_config  # noqa: E402
-from server.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
-from server.onnx_sessions import run, session  # noqa: E402
-from server.tensors import ShapeMismatch, read_tensor  # noqa: E402
+from contract import errors  # noqa: E402
+from server.common.drain import Gate, in_flight, refusals  # noqa: E402
+from server.common.memory import RELEASE_ABOVE_BYTES, release_memory  # noqa: E402
+from server.common.onnx_sessions import run, session  # noqa: E402
+from server.common.tensors import read_tensor  # noqa: E402
+from server.onnxruntime_backend.graph_checks import check_config  # noqa: E402
 
 
 def _parameter(config: dict, key: str, default: int = 0) -> int:
@@ -110,7 +111,7 @@ class TritonPythonModel:
                 if self.received > RELEASE_ABOVE_BYTES:
                     release_memory()
                 return responses
-            # A stop began (server/drain.py): the front door's calls for requests in flight
+            # A stop began (server/common/drain.py): the front door's calls for requests in flight
             # are served, anything new is refused with a retryable error.
             kept = [i for i, r in enumerate(requests) if in_flight(r.parameters())]
             responses = refusals(pb_utils, len(requests))
@@ -130,9 +131,9 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 arrays[index] = self._inputs(request)
-            except ShapeMismatch as error:
+            except errors.ServiceError as error:
                 responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                    error=errors.triton_error(pb_utils, error)
                 )
         self.received = sum(a.nbytes for inputs in arrays if inputs for a in inputs)
         # Requests are batched per shape signature; different shapes cannot share one tensor,
@@ -156,8 +157,9 @@ class TritonPythonModel:
                         self._answer(arrays, [i], responses)
                     except Exception as error:  # noqa: BLE001 - that request's error only
                         message = f"onnxruntime: {str(error).splitlines()[0][:200]}"
+                        fault = errors.ServiceError(errors.SERVER_FAULT, message)
                         responses[i] = pb_utils.InferenceResponse(
-                            error=pb_utils.TritonError(message)
+                            error=errors.triton_error(pb_utils, fault)
                         )
         return responses
 

@@ -18,8 +18,9 @@ import sys
 
 import pytest
 
-from server.embedded import PROJECT_ROOT
-from server.process import LaunchError, wait_until_ok
+from contract.errors import ServiceError
+from server.launcher.embedded import PROJECT_ROOT
+from server.launcher.process import wait_until_ok
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.local  # starts servers of its own, on fixed ports
@@ -64,7 +65,7 @@ def launched(request, demo_repository, tmp_path_factory):
     ports = (8000, 8001, 8002) if kind == "server" else (8080,)
     if not all(_free(p) for p in ports):
         pytest.skip(f"the README's commands talk to ports {ports}, which something holds")
-    args = [sys.executable, "-m", "server.embedded", "--model-repository", str(demo_repository)]
+    args = [sys.executable, "-m", "server", "--model-repository", str(demo_repository)]
     env = dict(os.environ)
     if kind == "sagemaker":
         args += ["--sagemaker", "--http-port", str(free_port())]
@@ -77,7 +78,7 @@ def launched(request, demo_repository, tmp_path_factory):
         ready = "localhost:8000/v2/health/ready" if kind == "server" else "localhost:8080/ping"
         try:
             wait_until_ok(f"http://{ready}", 120, lambda: process.poll() is None)
-        except LaunchError as error:
+        except ServiceError as error:
             raise AssertionError(f"{error}: {log.read_text()[-2000:]}") from None
         yield kind
     finally:

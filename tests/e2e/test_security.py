@@ -9,7 +9,7 @@ Where they are sent:
   elsewhere, the image's for example);
 * Triton's own ports: the `server` fixture (`--server-url` / `--grpc-url` for the image). A
   trigger that kills the release under test (Triton 2.51, the embedded server's) is not sent
-  there, with the reason said: those ports never leave loopback (server.launch.check_exposure).
+  there, with the reason said: those ports never leave loopback (server.launcher.launch.check_exposure).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import pytest
 import tritonclient.http as httpclient
 
 from contract.names import FRONT_DOOR
-from server.launch import PATCHED_TRITON
-from server.process import group_members
+from server.launcher.launch import PATCHED_TRITON
+from server.launcher.process import group_members
 from tests.helpers import LAUNCHED, Launcher, free_port, stop_launched
 from tests.triggers import (
     INT64_MAX,
@@ -97,7 +97,7 @@ def adapter(request, demo_repository, tmp_path_factory) -> Endpoint:
     port = free_port("0.0.0.0")
     log = tmp_path_factory.mktemp("security") / "adapter.log"
     env = {"SAGEMAKER_BIND_TO_PORT": str(port), "O2V_HTTP_WRITE_TIMEOUT_S": str(WRITE_TIMEOUT_S)}
-    args = ["server.embedded", "--sagemaker", "--host", "0.0.0.0"]
+    args = ["server", "--sagemaker", "--host", "0.0.0.0"]
     launcher = Launcher([*args, "--model-repository", str(demo_repository)], log, env)
     LAUNCHED.remove(launcher.process)  # the module's, stopped here, not after each test
     try:
@@ -176,7 +176,7 @@ def test_only_the_adapter_listens_beyond_loopback(adapter):
 @pytest.mark.local
 def test_the_embedded_server_will_not_open_tritons_ports_beyond_loopback(demo_repository, tmp_path):
     log = tmp_path / "log"
-    args = ["server.embedded", "--host", "0.0.0.0", "--model-repository", str(demo_repository)]
+    args = ["server", "--host", "0.0.0.0", "--model-repository", str(demo_repository)]
     launcher = Launcher(args, log)
     assert launcher.wait(60) == 2
     text = log.read_text()
@@ -194,7 +194,7 @@ def test_a_grpc_protocol_that_stops_answering_is_restarted_within_seconds(
     2026-06): the supervisor's probe sees gRPC answer nothing and restarts tritonserver; gRPC
     answers again."""
     log = tmp_path / "log"
-    launcher = Launcher(["server.embedded", "--model-repository", str(demo_repository)], log)
+    launcher = Launcher(["server", "--model-repository", str(demo_repository)], log)
     launcher.wait_ready()
     grpc_url = f"127.0.0.1:{launcher.args[launcher.args.index('--grpc-port') + 1]}"
     request = many_inputs_request(300_000)

@@ -16,12 +16,12 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from contract.errors import ServiceError
 from contract.facts import Facts
 from contract.padding import pad
-from server.configs import read, write_configs
-from server.embedded import PROJECT_ROOT
-from server.process import LaunchError
-from server.settings import ServingSettings
+from server.common.settings import ServingSettings
+from server.launcher.configs import read, write_configs
+from server.launcher.embedded import PROJECT_ROOT
 from tests.helpers import (
     DOC_EXAMPLE,
     JSON,
@@ -286,7 +286,7 @@ def test_regression_models_answer_one_score(tmp_path_factory):
 
 def _launch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "server.embedded", *args],
+        [sys.executable, "-m", "server", *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -329,7 +329,7 @@ def test_a_model_exported_over_the_demo_is_served_with_its_own_configs(
     assert len(answer["predictions"][0]["embeddings"]) == 48
     edited = repository / "enc0" / "configs" / "classification.pbtxt"
     edited.write_text(edited.read_text().replace("dims: 48", "dims: 47"))
-    with pytest.raises(LaunchError):
+    with pytest.raises(ServiceError):
         start_server(repository).stop()
     logs = sorted(repository.parent.glob("tritonserver-*.log"), key=lambda p: p.stat().st_mtime)
     text = logs[-1].read_text()

@@ -1,7 +1,7 @@
 """Processes behave: the launcher, as `docker stop`, Kubernetes and Ctrl-C treat it.
 
-Each test starts the real launcher (`python -m server.embedded`, or the image's entrypoint
-`python -m server.entrypoint` on the same binary) and checks that a signal at any moment ends
+Each test starts the real launcher (`python -m server`, or the image's entrypoint
+`python -m server.launcher.entrypoint` on the same binary) and checks that a signal at any moment ends
 everything with exit 0, and that nothing is left: no process of the server's group, no shared
 memory region it held.
 """
@@ -20,9 +20,14 @@ from collections import Counter
 
 import pytest
 
-from server.embedded import PROJECT_ROOT, _pytriton_dir, embedded_environment, prepare_backends
-from server.launch import Launch
-from server.process import GAVE_UP, group_members, shared_memory_of, stubs_of
+from server.launcher.embedded import (
+    PROJECT_ROOT,
+    _pytriton_dir,
+    embedded_environment,
+    prepare_backends,
+)
+from server.launcher.launch import Launch
+from server.launcher.process import GAVE_UP, group_members, shared_memory_of, stubs_of
 from tests.helpers import DOC_EXAMPLE, LAUNCHED, Launcher, free_port, json_body, stop_launched
 
 pytestmark = pytest.mark.local  # starts servers of its own
@@ -70,9 +75,7 @@ def _load(port: int, stop: threading.Event, answered: list) -> None:
 def test_a_signal_at_any_moment_stops_everything_and_exits_0(
     demo_repository, tmp_path, moment, signum
 ):
-    launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
-    )
+    launcher = Launcher(["server", "--model-repository", str(demo_repository)], tmp_path / "log")
     group = launcher.server_pid()
     stop, answered, load = threading.Event(), [], None
     if moment == "starting":
@@ -105,7 +108,7 @@ def test_a_killed_server_takes_its_stubs_and_memory_along(demo_repository, tmp_p
     """With no restarts allowed, a killed server ends the launcher (a restart:
     test_a_tritonserver_killed_by_a_signal_is_restarted)."""
     launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)],
+        ["server", "--model-repository", str(demo_repository)],
         tmp_path / "log",
         env={"O2V_MAX_RESTARTS": "0"},
     )
@@ -119,9 +122,7 @@ def test_a_killed_server_takes_its_stubs_and_memory_along(demo_repository, tmp_p
 
 
 def test_a_killed_launcher_takes_the_server_along(demo_repository, tmp_path):
-    launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
-    )
+    launcher = Launcher(["server", "--model-repository", str(demo_repository)], tmp_path / "log")
     group = launcher.server_pid()
     launcher.wait_ready()
     launcher.process.kill()  # SIGKILL: no handler runs; the parent-death signal does the work
@@ -140,7 +141,7 @@ def test_a_port_already_taken_is_refused_with_a_message(demo_repository, tmp_pat
             [
                 sys.executable,
                 "-m",
-                "server.embedded",
+                "server.launcher.embedded",
                 "--model-repository",
                 str(demo_repository),
                 "--http-port",
@@ -157,7 +158,7 @@ def test_a_port_already_taken_is_refused_with_a_message(demo_repository, tmp_pat
 
 
 def test_the_image_entrypoint_is_supervised_the_same_way(demo_repository, tmp_path):
-    """`python -m server.entrypoint` (the image's ENTRYPOINT) on the embedded binary."""
+    """`python -m server.launcher.entrypoint` (the image's ENTRYPOINT) on the embedded binary."""
     prepare_backends(PROJECT_ROOT / ".triton" / "backends")
     wrapper = tmp_path / "tritonserver"
     wrapper.write_text(
@@ -172,7 +173,7 @@ def test_the_image_entrypoint_is_supervised_the_same_way(demo_repository, tmp_pa
     env |= {f"O2V_{name}_PORT": port for name, port in ports.items()}
     log = tmp_path / "log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.entrypoint"],
+        [sys.executable, "-m", "server.launcher.entrypoint"],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log.open("wb"),
@@ -217,10 +218,8 @@ def test_a_stop_under_load_answers_in_flight_and_refuses_the_rest_retryably(
     demo_repository, tmp_path
 ):
     """Triton's own drain answered NOT_FOUND ("unknown model") during its exit timeout; ours
-    answers what is in flight, then UNAVAILABLE or a refused connection (server/drain.py)."""
-    launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
-    )
+    answers what is in flight, then UNAVAILABLE or a refused connection (server/common/drain.py)."""
+    launcher = Launcher(["server", "--model-repository", str(demo_repository)], tmp_path / "log")
     grpc_port = int(launcher.args[launcher.args.index("--grpc-port") + 1])
     group = launcher.server_pid()
     launcher.wait_ready()
@@ -273,9 +272,7 @@ def test_a_dead_stub_is_replaced_and_readiness_says_so_meanwhile(
     """kill -9 of a model's stub: Triton alone answered 500 "Stub process is not healthy"
     forever while every health check said 200. Now the server is restarted within 30 s, and
     past the watch's period readiness is never 200 while a request would fail."""
-    launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
-    )
+    launcher = Launcher(["server", "--model-repository", str(demo_repository)], tmp_path / "log")
     group = launcher.server_pid()
     launcher.wait_ready()
     stubs = stubs_of(group_members(group))
@@ -309,7 +306,7 @@ def test_a_dead_stub_is_replaced_and_readiness_says_so_meanwhile(
 
 def test_with_no_restarts_allowed_a_dead_stub_ends_the_launcher(demo_repository, tmp_path):
     launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)],
+        ["server", "--model-repository", str(demo_repository)],
         tmp_path / "log",
         env={"O2V_MAX_RESTARTS": "0"},
     )
@@ -327,9 +324,7 @@ def test_a_tritonserver_killed_by_a_signal_is_restarted(demo_repository, tmp_pat
     """Triton 2.51 itself aborts (SIGABRT, a boost lock_exception in the Python backend) when
     a stub is killed in the middle of an execute: a server killed by a signal is restarted as
     a dead stub is, and nothing of the first one is left."""
-    launcher = Launcher(
-        ["server.embedded", "--model-repository", str(demo_repository)], tmp_path / "log"
-    )
+    launcher = Launcher(["server", "--model-repository", str(demo_repository)], tmp_path / "log")
     group = launcher.server_pid()
     launcher.wait_ready()
     stubs = stubs_of(group_members(group))

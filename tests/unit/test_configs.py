@@ -3,12 +3,19 @@
 import pytest
 from google.protobuf import json_format
 
+from contract.errors import ServiceError
 from contract.facts import Facts
 from contract.flat import RAGGED_FILE, RAGGED_LENGTHS
-from server.configs import front_door_config, read, refresh_configs, to_text, write_configs
-from server.embedded import PROJECT_ROOT
-from server.host import PLAIN_TRITON, Host, resolve
-from server.settings import ServingSettings, SettingError, from_texts
+from server.common.settings import ServingSettings, from_texts
+from server.launcher.configs import (
+    front_door_config,
+    read,
+    refresh_configs,
+    to_text,
+    write_configs,
+)
+from server.launcher.embedded import PROJECT_ROOT
+from server.launcher.host import PLAIN_TRITON, Host, resolve
 
 FACTS = Facts(
     vocab_sizes=(100, 50), max_seq_lens=(8, 4), enc_dim=16, output_layer="softmax", output_dim=2
@@ -19,7 +26,7 @@ def test_the_committed_front_door_config_is_the_generated_one():
     committed = PROJECT_ROOT / "model_repository" / "object2vec" / "config.pbtxt"
     plain = resolve(ServingSettings(), PLAIN_TRITON)
     assert committed.read_text() == to_text(front_door_config(plain)), (
-        "regenerate it: python -m server.configs (defaults), then commit it"
+        "regenerate it: python -m server.launcher.configs (defaults), then commit it"
     )
 
 
@@ -50,7 +57,7 @@ def test_one_parser_for_every_setting():
         ({"accelerator": "npu"}, "use cuda or tensorrt"),
         ({"gpu_copy": "1"}, "unknown setting(s) gpu_copy"),
     ]:
-        with pytest.raises(SettingError) as error:
+        with pytest.raises(ServiceError) as error:
             from_texts(ServingSettings, texts)
         assert message in str(error.value)
 

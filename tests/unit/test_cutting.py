@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.cutting import CallCost, cut
+from server.frontdoor.cutting import CallCost, cut
 
 
 def _cost(calls, lengths, cost: CallCost) -> float:

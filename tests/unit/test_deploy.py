@@ -14,7 +14,7 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from server.embedded import PROJECT_ROOT
+from server.launcher.embedded import PROJECT_ROOT
 
 DOCKER = PROJECT_ROOT / "docker"
 KUBERNETES_VERSION = "1.30.0"

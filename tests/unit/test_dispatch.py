@@ -7,10 +7,10 @@ from hypothesis import strategies as st
 
 from contract.facts import Facts
 from contract.names import JSON
-from server.cutting import CallCost
-from server.dispatch import by_request, dispatch, measure_costs, plan, run_calls
-from server.onnx_sessions import network_runner
-from server.payload import Limits, parse_request
+from server.common.onnx_sessions import network_runner
+from server.frontdoor.cutting import CallCost
+from server.frontdoor.dispatch import by_request, dispatch, measure_costs, plan, run_calls
+from server.frontdoor.payload import Limits, parse_request
 
 
 def _requests(repository, bodies):

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from server.embedded import PROJECT_ROOT
+from server.launcher.embedded import PROJECT_ROOT
 
 
 def test_gpu_check_runs_in_cpu_mode(tmp_path):

@@ -6,7 +6,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from server.graph_checks import ConfigMismatch, check_config
+from contract.errors import ServiceError
+from server.onnxruntime_backend.graph_checks import check_config
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,6 @@ def test_the_generated_kind_of_config_loads(graph):
     ],
 )
 def test_what_the_cpp_backend_refuses_is_refused(graph, changes, message):
-    with pytest.raises(ConfigMismatch) as refused:
+    with pytest.raises(ServiceError) as refused:
         check_config(config(**changes), *graph)
     assert message in str(refused.value)

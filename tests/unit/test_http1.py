@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.process import free_port
-from server.sagemaker import AdapterSettings, ExecutionParameters, start_adapter
+from server.launcher.process import free_port
+from server.sagemaker.adapter import AdapterSettings, ExecutionParameters, start_adapter
 
 MAX_BODY = 100_000
 SETTINGS = AdapterSettings(
@@ -526,20 +526,16 @@ def test_any_bytes_get_answers_or_a_close_and_good_clients_are_served(adapter, r
 
 
 def test_execution_parameters_follow_the_cores_and_gpus_this_process_may_use():
-    from server.host import Host
-    from server.sagemaker import default_execution_parameters
+    from server.launcher.host import Host
+    from server.sagemaker.adapter import default_execution_parameters
 
-    cpu = default_execution_parameters(
-        16 << 20, 2, host=Host(cores=3, gpus=0, cpp_onnxruntime=False)
-    )
+    cpu = default_execution_parameters(16 << 20, 2, gpus=0, cores=3)
     assert cpu.max_concurrent_transforms == 3 and cpu.max_payload_mb == 6
-    gpu = default_execution_parameters(
-        2 << 20, 2, host=Host(cores=64, gpus=4, cpp_onnxruntime=True)
-    )
+    gpu = default_execution_parameters(2 << 20, 2, gpus=4, cores=64)
     assert gpu.max_concurrent_transforms == 2 * 4 * 2 and gpu.max_payload_mb == 2
     env_cpu = Host.detect(env={"CUDA_VISIBLE_DEVICES": "-1"})
     assert env_cpu.gpus == 0
-    assert default_execution_parameters(16 << 20, 2, 7, 3).max_concurrent_transforms == 7
+    assert default_execution_parameters(16 << 20, 2, 0, 2, 7, 3).max_concurrent_transforms == 7
 
 
 def test_invocations_beyond_the_concurrency_limit_get_503_and_the_count_recovers(

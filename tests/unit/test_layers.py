@@ -4,7 +4,7 @@ tests import no bench module)."""
 import subprocess
 import sys
 
-from server.embedded import PROJECT_ROOT
+from server.launcher.embedded import PROJECT_ROOT
 
 
 def test_dependencies_point_one_way():

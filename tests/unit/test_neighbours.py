@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from contract.errors import ServiceError
 from contract.facts import Facts
 from contract.names import JSON, JSONLINES
 from contract.neighbours import (
@@ -26,12 +27,12 @@ from contract.neighbours import (
 from contract.padding import pad
 from export import neighbours
 from export.onnx_export import export
-from server.configs import read, write_configs
-from server.graph_checks import check_config
-from server.neighbours import Index, StaleIndex, search
-from server.onnx_sessions import network_runner
-from server.payload import Limits, PayloadError, parse_bodies, parse_request
-from server.settings import ServingSettings
+from server.common.onnx_sessions import network_runner
+from server.common.settings import ServingSettings
+from server.frontdoor.neighbours import Index, search
+from server.frontdoor.payload import Limits, parse_bodies, parse_request
+from server.launcher.configs import read, write_configs
+from server.onnxruntime_backend.graph_checks import check_config
 from tests.helpers import small_model
 
 floats = st.floats(-10, 10, width=32, allow_subnormal=False)
@@ -176,7 +177,7 @@ def test_a_re_export_rebuilds_the_index_and_a_stale_one_is_refused(exported, tmp
     Index(copy, after)
     # An enc1 exported without the rebuild (a copied file): the server refuses the index.
     shutil.copy(repository / "enc1" / "1" / "model.onnx", copy / "enc1" / "1" / "model.onnx")
-    with pytest.raises(StaleIndex, match="--rebuild"):
+    with pytest.raises(ServiceError, match="--rebuild"):
         Index.load(copy)
 
 
@@ -263,7 +264,7 @@ def test_neighbours_is_read_from_the_content_type(content_type, k):
     ],
 )
 def test_bad_neighbour_parameters_are_refused(content_type, body, limits, message):
-    with pytest.raises(PayloadError) as error:
+    with pytest.raises(ServiceError) as error:
         parse_request(body or b'{"instances": [{"in0": [1]}]}', content_type, None, limits)
     assert message in str(error.value)
 
@@ -273,12 +274,12 @@ def test_the_neighbour_budget_holds_for_all_the_bodies_of_a_request():
     body = b'{"in0": [1]}\n' * 3
     content_type = f"{JSONLINES}; neighbours=2"
     assert len(parse_bodies([body, body[:26]], content_type, None, limits)) == 2  # 10 asked
-    with pytest.raises(PayloadError, match="body 2 of 2: neighbours=2 for 3 instances"):
+    with pytest.raises(ServiceError, match="body 2 of 2: neighbours=2 for 3 instances"):
         parse_bodies([body, body], content_type, None, limits)  # 12 asked
 
 
 def test_search_answers_only_the_requests_that_asked_in_calls_of_any_size(exported):
-    """Through the repository's own in-process sessions (server.onnx_sessions), queries cut
+    """Through the repository's own in-process sessions (server.common.onnx_sessions), queries cut
     into calls of 2: every asking request gets its k items, the others their embeddings."""
     repository, _, _ = exported
     networks = network_runner(repository)
@@ -290,7 +291,7 @@ def test_search_answers_only_the_requests_that_asked_in_calls_of_any_size(export
     ]
     limits = Limits((300, 300), (40, 40), 1 << 20, catalogue=index.limits())
     requests = [parse_request(body, ct, None, limits) for body, ct in bodies]
-    from server.dispatch import dispatch
+    from server.frontdoor.dispatch import dispatch
 
     answers = dispatch(requests, networks, 64, flat=networks.flat)
     vectors = [[v for _, v in a] for a in answers]

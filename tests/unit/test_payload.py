@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contract.errors import ServiceError
 from contract.names import JSON, JSONLINES
-from server import payload
-from server.payload import Limits, ParsedRequest, PayloadError, format_response, parse_request
+from server.frontdoor import payload
+from server.frontdoor.payload import Limits, ParsedRequest, format_response, parse_request
 
 LIMITS = Limits(vocab_sizes=(100, 50), max_seq_lens=(8, 4), max_body_bytes=1000)
 
@@ -108,7 +109,7 @@ def test_extra_keys_are_tolerated_and_accept_may_differ():
 def test_every_bad_request_gets_a_message_saying_what_and_where(
     body, content_type, accept, message
 ):
-    with pytest.raises(PayloadError) as error:
+    with pytest.raises(ServiceError) as error:
         parse(body, content_type, accept)
     assert message in str(error.value)
 
@@ -171,7 +172,7 @@ def test_the_vectorised_check_agrees_with_the_record_by_record_one(records, caps
     columns = payload._columns(records, limits, caps)
     try:
         slow = [payload._instance(r, f"line {i + 1}", limits, caps) for i, r in enumerate(records)]
-    except PayloadError:
+    except ServiceError:
         assert columns is None, "the vectorised check passed what the record-by-record one refuses"
         return
     assert columns is not None, "the vectorised check refused a valid request"

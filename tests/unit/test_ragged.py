@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contract.padding import pad
-from server.ragged import Ragged
+from server.frontdoor.ragged import Ragged
 
 _sequences = st.lists(st.lists(st.integers(1, 50), min_size=0, max_size=7), max_size=9)
 

@@ -6,18 +6,18 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from contract.errors import ServiceError
 from contract.facts import Facts
-from server.configs import write_configs
-from server.embedded import PROJECT_ROOT
-from server.launch import (
+from server.common.settings import ServingSettings
+from server.launcher.configs import write_configs
+from server.launcher.embedded import PROJECT_ROOT
+from server.launcher.launch import (
     HTTP_HEADER_ROOM,
     Launch,
-    LaunchError,
     check_exposure,
     settings_from_env,
     tritonserver_args,
 )
-from server.settings import ServingSettings
 
 FACTS = Facts(
     vocab_sizes=(100, 50), max_seq_lens=(8, 4), enc_dim=16, output_layer="softmax", output_dim=2
@@ -68,7 +68,7 @@ def test_environment_maps_to_tritonserver_options(tmp_path):
     ],
 )
 def test_bad_settings_fail_with_their_message(env, message):
-    with pytest.raises(LaunchError) as error:
+    with pytest.raises(ServiceError) as error:
         Launch.from_env(env)
     assert message in str(error.value)
 
@@ -118,7 +118,7 @@ def test_a_quote_in_a_setting_cannot_inject_config_lines(tmp_path):
 def test_tritons_ports_beyond_loopback_need_a_patched_release(host, sagemaker, version, refused):
     launch = Launch.from_env({}, sagemaker=sagemaker, host=host, triton_version=version)
     if refused:
-        with pytest.raises(LaunchError, match="has public flaws"):
+        with pytest.raises(ServiceError, match="has public flaws"):
             check_exposure(launch)
     else:
         check_exposure(launch)

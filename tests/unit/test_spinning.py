@@ -3,8 +3,8 @@
 import pytest
 
 from export.onnx_export import export
-from server import onnx_sessions
-from server.onnx_sessions import network_runner
+from server.common import onnx_sessions
+from server.common.onnx_sessions import network_runner
 from tests.helpers import small_model
 
 

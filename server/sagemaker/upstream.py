@@ -1,7 +1,7 @@
 """Keep-alive HTTP/1.1 connections from the SageMaker adapter to Triton's HTTP API on loopback.
 
 Bounded (at most `size` connections; a request waits for one within its deadline), timed (a
-request that Triton does not answer within `timeout` seconds fails with UpstreamTimeout and its
+request that Triton does not answer within `timeout` seconds fails with an UPSTREAM_TIMEOUT ServiceError and its
 connection is closed, so a late answer never reaches the next request), and clean (a connection
 Triton closed is never handed out again; one idle for `idle_timeout` seconds is closed).
 
@@ -18,11 +18,9 @@ import time
 
 import httptools
 
+from contract.errors import UPSTREAM_TIMEOUT, ServiceError
+
 SWEEP_S = 0.1  # how often deadlines are checked: a timeout is this late at most
-
-
-class UpstreamTimeout(TimeoutError):
-    """Triton did not answer (or no connection was free) within the deadline."""
 
 
 class _Connection(asyncio.Protocol):
@@ -110,14 +108,15 @@ class Upstream:
 
     async def request(self, parts: list[bytes], timeout: float) -> tuple[int, int, bytes]:
         """Sends one request; (status, Inference-Header-Content-Length, body). Raises
-        UpstreamTimeout past `timeout` seconds, OSError where Triton cannot be reached."""
+        ServiceError past `timeout` seconds, OSError where Triton cannot be reached."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self.slots.locked():
             try:
                 await asyncio.wait_for(self.slots.acquire(), timeout)
             except asyncio.TimeoutError:
-                raise UpstreamTimeout(
+                raise ServiceError(
+                    UPSTREAM_TIMEOUT,
                     f"no connection to the model server came free within {timeout:g} s"
                 ) from None
         else:
@@ -137,7 +136,7 @@ class Upstream:
             )
             return await self._send(connection[1], parts, deadline)
         except asyncio.TimeoutError:
-            raise UpstreamTimeout(f"the model server did not answer within {timeout:g} s") from None
+            raise ServiceError(UPSTREAM_TIMEOUT, f"the model server did not answer within {timeout:g} s") from None
         finally:
             self.slots.release()
 

@@ -3,7 +3,7 @@
     process = TritonProcess(command, env, ready_url)   # a context manager for tests and tools
     sys.exit(asyncio.run(supervise(process, ...)))     # the image's and the embedded CLI's main
 
-What it guarantees, whoever starts it (the image's entrypoint or `python -m server.embedded`):
+What it guarantees, whoever starts it (the image's entrypoint or `python -m server`):
 
 * Ports are checked before the start: a port another process holds is refused with a message,
   instead of a "ready" answered by that other process.
@@ -13,7 +13,7 @@ What it guarantees, whoever starts it (the image's entrypoint or `python -m serv
   removed.
 * SIGTERM or SIGINT at any moment (starting, idle, under load) drains: the SageMaker adapter
   stops taking requests and finishes those in flight; the Python models answer new requests
-  with a retryable UNAVAILABLE and finish those in flight (server/drain.py, within
+  with a retryable UNAVAILABLE and finish those in flight (server/common/drain.py, within
   `exit_timeout`), then the server's group is killed, so its ports refuse connections rather
   than answer NOT_FOUND as Triton's own unloading does; the launcher exits 0.
 * A Python backend stub that dies (a model instance: the front door, a network on the Python
@@ -43,13 +43,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from server import drain
-from server.probe import Probe
-
-
-class LaunchError(RuntimeError):
-    """The server can't be started as asked: the message says why."""
-
+from contract.errors import MISCONFIGURED, ServiceError
+from server.common import drain
+from server.launcher.probe import Probe
 
 # What tritonserver says at every start on a host without a GPU: true, harmless, and read by
 # newcomers as failures. Hidden there (one line says so) unless O2V_LOG_VERBOSE is set.
@@ -99,9 +95,10 @@ def check_ports(host: str, ports: Mapping[str, int]) -> None:
             try:
                 probe.bind((host, port))
             except OSError as error:
-                raise LaunchError(
+                raise ServiceError(
+                    MISCONFIGURED,
                     f"{what} port {port} on {host} is already in use ({error.strerror}): stop "
-                    "the process holding it or choose another port"
+                    "the process holding it or choose another port",
                 ) from None
 
 
@@ -165,12 +162,12 @@ def alive(pid: int) -> bool:
 
 
 def wait_until_ok(url: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> None:
-    """Polls `url` until it answers 200; LaunchError after `timeout` or once `alive()` is
+    """Polls `url` until it answers 200; ServiceError after `timeout` or once `alive()` is
     false (the process that should answer has exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
-            raise LaunchError(f"the process behind {url} exited")
+            raise ServiceError(MISCONFIGURED, f"the process behind {url} exited")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -178,7 +175,7 @@ def wait_until_ok(url: str, timeout: float, alive: Callable[[], bool] = lambda: 
         except OSError:
             pass
         time.sleep(0.2)
-    raise LaunchError(f"{url} did not answer 200 within {timeout:.0f} s")
+    raise ServiceError(MISCONFIGURED, f"{url} did not answer 200 within {timeout:.0f} s")
 
 
 class TritonProcess:
@@ -199,7 +196,7 @@ class TritonProcess:
         self.drain_timeout = drain_timeout
         self.hide = hide  # lines of tritonserver's own output dropped when it writes to ours
         self.process: subprocess.Popen | None = None
-        self.run_dir = Path(tempfile.mkdtemp(prefix="o2v-run-"))  # server/drain.py
+        self.run_dir = Path(tempfile.mkdtemp(prefix="o2v-run-"))  # server/common/drain.py
         self.env[drain.RUN_DIR_VARIABLE] = str(self.run_dir)
         self.stubs: list[Stub] = []  # learnt once the server is ready
         self.regions: set[str] = set()
@@ -245,12 +242,13 @@ class TritonProcess:
             out.flush()
 
     def probe_ready(self) -> bool:
-        """True when the server answers ready; LaunchError when it has exited."""
+        """True when the server answers ready; ServiceError when it has exited."""
         if self.process.poll() is not None:
             self.cleanup()
-            raise LaunchError(
+            raise ServiceError(
+                MISCONFIGURED,
                 f"tritonserver exited with code {self.process.returncode} before it was "
-                "ready: see its log above"
+                "ready: see its log above",
             )
         try:
             with urllib.request.urlopen(self.ready_url, timeout=1) as response:
@@ -263,7 +261,9 @@ class TritonProcess:
         while not self.probe_ready():
             if time.monotonic() > deadline:
                 self.stop()
-                raise LaunchError(f"tritonserver was not ready within {timeout:.0f} s")
+                raise ServiceError(
+                    MISCONFIGURED, f"tritonserver was not ready within {timeout:.0f} s"
+                )
             time.sleep(0.2)
 
     def learn_stubs(self) -> list[Stub]:
@@ -276,7 +276,7 @@ class TritonProcess:
         return [stub for stub in self.stubs if not alive(stub.pid)]
 
     def halt(self, drain_timeout: float) -> None:
-        """Drains the Python models (server/drain.py), then kills the server's group."""
+        """Drains the Python models (server/common/drain.py), then kills the server's group."""
         if self.process.poll() is None:
             drain.begin(self.run_dir)
             left = drain.wait_idle(self.run_dir, drain_timeout)
@@ -329,18 +329,18 @@ async def _until_ready(server: TritonProcess, stopping: asyncio.Event, timeout: 
         if stopping.is_set():
             return False
         if time.monotonic() > deadline:
-            raise LaunchError(f"tritonserver was not ready within {timeout:.0f} s")
+            raise ServiceError(MISCONFIGURED, f"tritonserver was not ready within {timeout:.0f} s")
         await asyncio.sleep(0.2)
     server.learn_stubs()
     return not stopping.is_set()
 
 
 def _failure(server: TritonProcess, probe: Probe | None) -> str | None:
-    """What went wrong with a running server, if anything: LaunchError-free, for the loop."""
+    """What went wrong with a running server, if anything: ServiceError-free, for the loop."""
     if not server.running:
         # Killed by a signal: Triton 2.51 aborts (a boost lock_exception in the Python
         # backend) when a stub is killed in the middle of an execute, as a dead stub.
-        return f"tritonserver was killed (signal {-server.process.returncode})"
+        return f"tritonserver was killed (signal {-server.launcher.process.returncode})"
     dead = server.dead_stubs()
     if dead:
         stubs = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
@@ -359,7 +359,7 @@ async def supervise(
     """Runs the server until a signal (exit 0), its own exit (its exit code) or failures that
     keep coming (GAVE_UP); a stub that dies once, tritonserver killed by a signal (as Triton
     2.51 aborts when a stub dies mid-execute), or a protocol that stopped answering the
-    probe's inferences (server.probe) gets the server restarted."""
+    probe's inferences (server.launcher.probe) gets the server restarted."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -381,8 +381,10 @@ async def supervise(
                 await asyncio.wait_for(stopping.wait(), timeout=WATCH_SECONDS)
             if stopping.is_set():
                 break
-            if not server.running and server.process.returncode >= 0:
-                code = server.process.returncode  # its own decision: the caller's to act on
+            if not server.running and server.launcher.process.returncode >= 0:
+                code = (
+                    server.launcher.process.returncode
+                )  # its own decision: the caller's to act on
                 print(f"tritonserver exited with code {code}", flush=True)
                 return code or 1
             failure = _failure(server, probe)

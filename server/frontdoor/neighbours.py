@@ -1,8 +1,8 @@
 """The front door's nearest-neighbour step: the in0 embeddings of the requests that asked
-(`neighbours=k` on the content type, server.payload) searched in the catalogue index
+(`neighbours=k` on the content type, server.frontdoor.payload) searched in the catalogue index
 (contract.neighbours), their answers replaced by the k best items.
 
-The embeddings come from the same enc0 calls as every other in0 (server.dispatch); the search
+The embeddings come from the same enc0 calls as every other in0 (server.frontdoor.dispatch); the search
 is one more network, `neighbours`, called with the queries of every asking request of an
 `execute` at once, cut at contract.neighbours.MAX_SCORES_PER_CALL scores a call.
 """
@@ -15,16 +15,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from contract.errors import MISCONFIGURED, ServiceError
 from contract.neighbours import IDS_FILE, Catalogue, enc1_digest
-from server.payload import ParsedRequest
+from server.frontdoor.payload import ParsedRequest
 
 # queries [n, enc_dim] -> (scores, items), each [n, max_k]
 Searcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 KEY = "neighbours"
-
-
-class StaleIndex(RuntimeError):
-    """The index was built from another enc1 than the one served."""
 
 
 class Index:
@@ -32,10 +29,11 @@ class Index:
 
     def __init__(self, repository: Path, catalogue: Catalogue):
         if enc1_digest(repository) != catalogue.enc1_digest:
-            raise StaleIndex(
+            raise ServiceError(
+                MISCONFIGURED,
                 f"the catalogue index {catalogue.name!r} was built from another enc1 than the "
                 "one in this repository: rebuild it (python -m export.neighbours --rebuild "
-                f"--repository {repository})"
+                f"--repository {repository})",
             )
         self.catalogue = catalogue
         self.ids = orjson.loads((Catalogue.folder(repository) / "1" / IDS_FILE).read_bytes())
@@ -46,7 +44,7 @@ class Index:
         return None if catalogue is None else cls(repository, catalogue)
 
     def limits(self) -> tuple[str, int]:
-        """(name, max_k), as server.payload.Limits checks requests against it."""
+        """(name, max_k), as server.frontdoor.payload.Limits checks requests against it."""
         return self.catalogue.name, self.catalogue.max_k
 
     def answer(self, scores: np.ndarray, items: np.ndarray) -> orjson.Fragment:
@@ -65,7 +63,7 @@ def search(
     searcher: Searcher,
     max_batch_size: int,
 ) -> list:
-    """`answers` (server.dispatch.scatter's) with each asking request's embeddings replaced
+    """`answers` (server.frontdoor.dispatch.scatter's) with each asking request's embeddings replaced
     by its k nearest items, best first. A failed search fails the requests that asked."""
     asking = [r for r, request in enumerate(requests) if request.k and isinstance(answers[r], list)]
     if not asking:

@@ -19,7 +19,7 @@ clients, proxies and hostile peers is each tested in tests/unit/test_http1.py:
   ignored and the request served as HTTP/1.1, CONNECT gets 405, absolute-form targets route
   by their path.
 
-The application (server/sagemaker.py's Adapter) sees a `Head`, may refuse it at once
+The application (server/sagemaker/adapter.py's Adapter) sees a `Head`, may refuse it at once
 (`admit`), and answers it with its body (`respond`).
 """
 
@@ -35,7 +35,7 @@ from typing import Protocol
 import httptools
 
 from contract import errors
-from server.memory import release_memory
+from server.common.memory import release_memory
 
 PIPELINE_DEPTH = 8  # requests read ahead of the one being answered, before reading pauses
 SWEEP_S = 0.25  # how often deadlines are checked: timeouts are this late at most
@@ -65,6 +65,7 @@ class Application(Protocol):
     def respond(self, head: Head, body: bytes) -> Awaitable[Answer]: ...
     def abandon(self, head: Head) -> None: ...
     def too_large(self) -> Answer: ...
+    def error_answer(self, error: errors.ServiceError) -> Answer: ...
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,6 @@ class Limits:
     max_body_bytes: int
     max_connections: int
     write_timeout_s: float = 30.0
-
-
-def error_answer(kind: errors.Kind, message: str, close: bool = True) -> Answer:
-    headers = [(b"content-type", b"application/json"), (b"x-amzn-errortype", kind.aws.encode())]
-    return Answer(kind.http, errors.error_body(message, kind), headers, close)
 
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
@@ -143,9 +139,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         if len(self.server.connections) >= self.limits.max_connections:
-            answer = error_answer(
-                errors.OVERLOADED,
-                f"{self.limits.max_connections} connections open already "
+            answer = self._error(errors.OVERLOADED, f"{self.limits.max_connections} connections open already "
                 "(O2V_HTTP_MAX_CONNECTIONS): retry shortly",
             )
             transport.writelines(_encode(answer, False, True))
@@ -291,7 +285,7 @@ class _Connection(asyncio.Protocol):
             except httptools.HttpParserError as error:
                 if not self.done_reading:
                     message = f"malformed HTTP request: {error}"
-                    self._refuse(error_answer(errors.BAD_REQUEST, message))
+                    self._refuse(self._error(errors.BAD_REQUEST, message))
                 return
 
     def _without_upgrade(self, rest: bytes) -> bytes:
@@ -322,7 +316,11 @@ class _Connection(asyncio.Protocol):
                 f"request head over {self.limits.max_header_bytes} bytes "
                 "(O2V_HTTP_MAX_HEADER_BYTES)"
             )
-            self._refuse(error_answer(errors.HEAD_TOO_LARGE, message))
+            self._refuse(self._error(errors.HEAD_TOO_LARGE, message))
+
+    def _error(self, kind: errors.Kind, message: str) -> Answer:
+        """The answer to what HTTP itself refuses; the connection closes after it."""
+        return self.app.error_answer(errors.ServiceError(kind, message, close=True))
 
     def _refuse(self, answer: Answer) -> None:
         """Answers after those queued before it; if it closes, nothing more is read."""
@@ -359,7 +357,7 @@ class _Connection(asyncio.Protocol):
                 try:
                     answer = await self.app.respond(head, body)
                 except Exception as error:  # noqa: BLE001 - a fault of ours, said in one line
-                    answer = error_answer(errors.SERVER_FAULT, f"{type(error).__name__}: {error}")
+                    answer = self._error(errors.SERVER_FAULT, f"{type(error).__name__}: {error}")
             close = close or answer.close or self.server.stopping
             if not self.writable.is_set():
                 await self.writable.wait()
@@ -436,9 +434,7 @@ class _Connection(asyncio.Protocol):
             return
         if self.message is not None:  # a request began and did not finish arriving
             self._refuse(
-                error_answer(
-                    errors.REQUEST_TIMEOUT,
-                    f"the request did not arrive within {self.limits.read_timeout_s:g} s "
+                self._error(errors.REQUEST_TIMEOUT, f"the request did not arrive within {self.limits.read_timeout_s:g} s "
                     "(O2V_HTTP_READ_TIMEOUT_S)",
                 )
             )

@@ -1,6 +1,6 @@
 """The embedded server: a real `tritonserver` with no Docker and no GPU.
 
-    python -m server.embedded [--model-repository model_repository] [--mode classification]
+    python -m server [--model-repository model_repository] [--mode classification]
 
 It runs the `tritonserver` binary shipped in `nvidia-pytriton` (Triton 2.51, the release of the
 NGC 24.10 container) on the same model repository the GPU image serves. That binary carries only
@@ -22,33 +22,26 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from contract.errors import MISCONFIGURED, ServiceError
 from contract.facts import FACTS_FILE
-from server.launch import (
-    DEFAULT_MODE,
-    SAGEMAKER_PORT,
-    SAGEMAKER_PORT_VARIABLE,
-    Launch,
-    LaunchError,
-    check_exposure,
-    prepare_repository,
-    run,
-    triton_process,
-    tritonserver_args,
-)
-from server.process import TritonProcess
+from server.launcher.launch import DEFAULT_MODE, SAGEMAKER_PORT, SAGEMAKER_PORT_VARIABLE, Launch
+from server.launcher.plan import Plan, assemble, run, triton_process
+from server.launcher.process import TritonProcess
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only; beyond it, only the SageMaker adapter
 EMBEDDED_TRITON = "2.51.0"  # the release nvidia-pytriton 0.7.0 ships (docs/security.md)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_ORT_BACKEND = Path(__file__).resolve().parent / "onnxruntime_backend" / "model.py"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_ORT_BACKEND = PROJECT_ROOT / "server" / "onnxruntime_backend" / "model.py"
 
 
 def _pytriton_dir() -> Path:
     try:
         import pytriton
     except ImportError:
-        raise LaunchError("nvidia-pytriton is not installed: run `make install`") from None
+        raise ServiceError(
+            MISCONFIGURED, "nvidia-pytriton is not installed: run `make install`"
+        ) from None
     return Path(pytriton.__file__).resolve().parent / "tritonserver"
 
 
@@ -58,7 +51,9 @@ def prepare_backends(target: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = triton / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
-        raise LaunchError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+        raise ServiceError(
+            MISCONFIGURED, f"nvidia-pytriton has no Python backend stub for Python {version}"
+        )
     python_dir, ort_dir = target / "python", target / "onnxruntime"
     for folder in (python_dir, ort_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -137,30 +132,22 @@ class EmbeddedServer:
     def http_port(self) -> int:
         return self.launch.http_port
 
-    def command(self, repository: Path) -> list[str]:
-        binary = _pytriton_dir() / "bin" / "tritonserver"
-        return [
-            str(binary),
-            f"--backend-directory={self.backend_directory}",
-            *tritonserver_args(self.launch, repository),
-        ]
-
-    def prepare(self) -> tuple[Path, list[str], dict[str, str]]:
-        """(repository served, command, environment): what a start needs."""
-        check_exposure(self.launch)  # before anything else: what may listen where
+    def prepare(self) -> Plan:
+        """The start's plan: what is served, and how (server.launcher.plan)."""
         repository = Path(self.launch.model_repository)
         if not (repository / FACTS_FILE).exists():
-            raise LaunchError(
+            raise ServiceError(
+                MISCONFIGURED,
                 f"{repository} holds no exported model ({FACTS_FILE} missing): "
-                "run `make demo` or `python -m export.onnx_export CHECKPOINT`"
+                "run `make demo` or `python -m export.onnx_export CHECKPOINT`",
             )
+        binary = str(_pytriton_dir() / "bin" / "tritonserver")
         prepare_backends(self.backend_directory)
-        served = prepare_repository(self.launch, self.backend_directory)
-        return served, self.command(served), embedded_environment(self.launch)
+        env = embedded_environment(self.launch)
+        return assemble(self.launch, binary, self.backend_directory, env)
 
     def start(self, timeout: float = 120.0, stdout=None) -> EmbeddedServer:
-        _, command, env = self.prepare()
-        self.triton = triton_process(self.launch, command, env).start(stdout)
+        self.triton = triton_process(self.prepare()).start(stdout)
         self.triton.wait_ready(timeout)
         return self
 
@@ -216,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             extra_args=tuple(args.extra),
             triton_version=EMBEDDED_TRITON,
         )
-        repository, command, env = EmbeddedServer(launch=launch).prepare()
-    except (LaunchError, FileNotFoundError) as error:
+        plan = EmbeddedServer(launch=launch).prepare()
+    except (ServiceError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return run(launch, repository, command, env)
+    return run(plan)
 
 
 if __name__ == "__main__":

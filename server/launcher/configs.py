@@ -1,6 +1,6 @@
 """Triton configs for the model repository, generated from facts.json and serving settings.
 
-    python -m server.configs [--repository model_repository] [--gpu-copies 2] ...
+    python -m server.launcher.configs [--repository model_repository] [--gpu-copies 2] ...
 
 Every model gets `config.pbtxt`; the ONNX models also get `configs/embedding.pbtxt` and
 `configs/classification.pbtxt`, which differ only in `instance_group`: the preferred network
@@ -57,8 +57,8 @@ from contract.neighbours import (
     SCORES_OUTPUT,
     Catalogue,
 )
-from server.host import NGC_BACKENDS, PLAIN_TRITON, Host, resolve
-from server.settings import ServingSettings, add_arguments
+from server.common.settings import ServingSettings, add_arguments
+from server.launcher.host import NGC_BACKENDS, PLAIN_TRITON, Host, resolve
 
 # INFERENCE_PREFERRED_MODE -> the models that get the GPU copies (nearest neighbours are
 # embedding traffic: an in0 encoded, then searched).
@@ -184,9 +184,9 @@ def neighbours_config(
 
 
 def front_door_config(settings: ServingSettings) -> Config:
-    """The front door's config for resolved settings (server.host.resolve)."""
+    """The front door's config for resolved settings (server.launcher.host.resolve)."""
     if settings.networks == "auto" or not settings.front_door_copies:
-        raise ValueError("front_door_config needs resolved settings: server.host.resolve")
+        raise ValueError("front_door_config needs resolved settings: server.launcher.host.resolve")
     return {
         "name": FRONT_DOOR,
         "backend": "python",

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from contract.errors import MISCONFIGURED, ServiceError
+
 # ONNX Runtime's type strings -> Triton's config types.
 _TYPES = {
     "tensor(float)": "TYPE_FP32",
@@ -38,10 +40,6 @@ _TYPES = {
     "tensor(bool)": "TYPE_BOOL",
     "tensor(string)": "TYPE_STRING",
 }
-
-
-class ConfigMismatch(ValueError):
-    """The config does not describe the graph: the model does not load."""
 
 
 def _shape(graph_shape: Sequence) -> list[int]:
@@ -58,10 +56,11 @@ def _compare_dims(
 ):
     full = [-1, *dims] if batch > 0 else list(dims)
     if batch > 0 and (not graph or graph[0] != -1):
-        raise ConfigMismatch(
+        raise ServiceError(
+            MISCONFIGURED,
             f"model '{model}', tensor '{tensor}': for the model to support batching the shape "
             "should have at least 1 dimension and the first dimension must be -1; but shape "
-            f"expected by the model is {_text(graph)}"
+            f"expected by the model is {_text(graph)}",
         )
     same = len(graph) == len(full) and all(
         g == c for g, c in zip(graph, full, strict=True) if exact or g != -1
@@ -73,15 +72,16 @@ def _compare_dims(
             if batch > 0
             else " (shape "
         )
-        raise ConfigMismatch(
+        raise ServiceError(
+            MISCONFIGURED,
             f"model '{model}', tensor '{tensor}': the model expects {len(graph)} dimensions "
             f"(shape {_text(graph)}) but the model configuration specifies {len(full)} "
-            f"dimensions{batching}{_text(full)})"
+            f"dimensions{batching}{_text(full)})",
         )
 
 
 def check_config(config: dict, graph_inputs: Sequence, graph_outputs: Sequence) -> None:
-    """Raises ConfigMismatch where the C++ backend would refuse `config` (Triton's config as
+    """Raises a MISCONFIGURED ServiceError where the C++ backend would refuse `config` (Triton's config as
     JSON, as a Python model's `initialize` receives it) for a graph whose inputs and outputs
     are ONNX Runtime's NodeArg lists (`session.get_inputs()`, `get_outputs()`)."""
     model = config.get("name", "?")
@@ -91,9 +91,10 @@ def check_config(config: dict, graph_inputs: Sequence, graph_outputs: Sequence) 
     configured = config.get("input", [])
     batch_inputs = config.get("batch_input", [])
     if len(configured) + len(batch_inputs) != len(inputs):
-        raise ConfigMismatch(
+        raise ServiceError(
+            MISCONFIGURED,
             f"unable to load model '{model}', configuration expects "
-            f"{len(configured) + len(batch_inputs)} inputs, model provides {len(inputs)}"
+            f"{len(configured) + len(batch_inputs)} inputs, model provides {len(inputs)}",
         )
     # The C++ backend binds a batch input by its target name and finds a wrong one only when
     # it runs; refused here at load, where it costs no request.
@@ -101,8 +102,9 @@ def check_config(config: dict, graph_inputs: Sequence, graph_outputs: Sequence) 
         for target in entry.get("target_name", []):
             if target not in inputs:
                 allowed = ", ".join(f"'{n}'" for n in sorted(inputs))
-                raise ConfigMismatch(
-                    f"unexpected batch input '{target}', allowed inputs are: {allowed}"
+                raise ServiceError(
+                    MISCONFIGURED,
+                    f"unexpected batch input '{target}', allowed inputs are: {allowed}",
                 )
     for kind, entries, graph, exact in (
         ("input", configured, inputs, False),
@@ -112,23 +114,26 @@ def check_config(config: dict, graph_inputs: Sequence, graph_outputs: Sequence) 
             name, dtype = entry["name"], entry.get("data_type", "TYPE_INVALID")
             if name not in graph:
                 allowed = ", ".join(f"'{n}'" for n in sorted(graph))
-                raise ConfigMismatch(
-                    f"unexpected inference {kind} '{name}', allowed {kind}s are: {allowed}"
+                raise ServiceError(
+                    MISCONFIGURED,
+                    f"unexpected inference {kind} '{name}', allowed {kind}s are: {allowed}",
                 )
             provided = _TYPES.get(graph[name].type, graph[name].type)
             if dtype != provided:
-                raise ConfigMismatch(
+                raise ServiceError(
+                    MISCONFIGURED,
                     f"unable to load model '{model}', configuration expects datatype {dtype} "
-                    f"for {kind} '{name}', model provides {provided}"
+                    f"for {kind} '{name}', model provides {provided}",
                 )
             shape = _shape(graph[name].shape)
             dims = [int(d) for d in entry.get("reshape", {}).get("shape", entry.get("dims", []))]
             if kind == "input" and entry.get("allow_ragged_batch"):
                 if shape != [-1]:
-                    raise ConfigMismatch(
+                    raise ServiceError(
+                        MISCONFIGURED,
                         f"unable to load model '{model}', configuration expects model provides "
                         f"input with shape [-1]  for ragged input '{name}', model provides "
-                        f"{_text(shape)}"
+                        f"{_text(shape)}",
                     )
                 continue
             _compare_dims(model, name, shape, dims, batch, exact)

@@ -9,9 +9,9 @@
     GET  /execution-parameters         what a Batch Transform job uses when it sets nothing
 
 `Adapter` is the contract's logic; HTTP/1.1 itself (framing, keep-alive, pipelining,
-100-continue, HEAD, Upgrade, limits and timeouts) is server/http1.py's. The adapter knows no
+100-continue, HEAD, Upgrade, limits and timeouts) is server/sagemaker/http1.py's. The adapter knows no
 format: each body goes to the front door through Triton's HTTP API on loopback
-(server/upstream.py: the body as the front door's UINT8 input, the media types as request
+(server/sagemaker/upstream.py: the body as the front door's UINT8 input, the media types as request
 parameters, the answer as a raw binary output), and the front door's answer or error comes back
 as it is. Every error is one of contract/errors.py's kinds: its status, its `x-amzn-ErrorType`
 (so boto3's ClientError names it and carries the message), its JSON body.
@@ -26,9 +26,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from contract import errors
+from contract import errors, media
 from contract.body import BODY_DATATYPE
-from contract.media import canonical, negotiate, unsupported
 from contract.names import (
     ACCEPT_PARAMETER,
     BODY_INPUT,
@@ -38,12 +37,10 @@ from contract.names import (
     RESPONSE_OUTPUT,
 )
 from contract.neighbours import K_PARAMETER
-from server import http1
-from server.host import Host
-from server.http1 import Answer, Head
-from server.payload import answer_media_type
-from server.settings import setting
-from server.upstream import Upstream, UpstreamTimeout
+from server.common.settings import setting
+from server.sagemaker import http1
+from server.sagemaker.http1 import Answer, Head
+from server.sagemaker.upstream import Upstream
 
 MB = 1024 * 1024
 DEFAULT_MAX_PAYLOAD_MB = 6  # the hosted service's real-time limit and Batch Transform default
@@ -96,16 +93,16 @@ class ExecutionParameters:
 def default_execution_parameters(
     max_body_bytes: int,
     gpu_copies: int,
+    gpus: int,
+    cores: int,
     concurrency: int = 0,
     payload_mb: int = 0,
-    host: Host | None = None,
 ) -> ExecutionParameters:
     """Concurrency: two requests per network copy on GPUs (one computing, one parsing), one
-    per core this process may use on a CPU host (server/host.py: CUDA_VISIBLE_DEVICES, CPU
-    affinity). Payload: 6 MB, or less where the body limit is lower. A value above 0
+    per core on a CPU host (`gpus` and `cores`: what the launcher found this process may use).
+    Payload: 6 MB, or less where the body limit is lower. A value above 0
     (O2V_MAX_CONCURRENT_TRANSFORMS, O2V_MAX_PAYLOAD_IN_MB) is taken as it is."""
-    host = host or Host.detect()
-    derived = 2 * host.gpus * gpu_copies if host.gpus else host.cores
+    derived = 2 * gpus * gpu_copies if gpus else cores
     payload = min(DEFAULT_MAX_PAYLOAD_MB, max(1, max_body_bytes // MB))
     return ExecutionParameters(concurrency or derived, payload_mb or payload)
 
@@ -147,24 +144,19 @@ def binary_answer(raw: bytes, header_length: int) -> bytes:
     return raw[start : start + size]
 
 
-class Refusal(Exception):
-    """An error answer: its kind (contract/errors.py) and message."""
-
-    def __init__(self, kind: errors.Kind, message: str, close: bool = False, **headers: str):
-        super().__init__(message)
-        self.kind, self.message, self.close, self.headers = kind, message, close, headers
-
-
 def _answer(status: int, body: bytes, content_type: str | None = None) -> Answer:
     headers = [(b"content-type", content_type.encode())] if content_type else []
     return Answer(status, body, headers)
 
 
-def refused(refusal: Refusal) -> Answer:
-    answer = http1.error_answer(refusal.kind, refusal.message, refusal.close)
-    for name, value in refusal.headers.items():
-        answer.headers.append((name.replace("_", "-").encode(), value.encode()))
-    return answer
+def error_answer(error: errors.ServiceError) -> Answer:
+    """The one place an error becomes SageMaker's answer: the kind's status, its
+    `x-amzn-ErrorType` (boto3 names its ClientError after it), the JSON body, and the error's
+    own headers (retry-after, allow)."""
+    kind = error.kind
+    headers = [(b"content-type", b"application/json"), (b"x-amzn-errortype", kind.aws.encode())]
+    headers += [(k.replace("_", "-").encode(), v.encode()) for k, v in error.headers.items()]
+    return Answer(kind.http, errors.error_body(error.message, kind), headers, error.close)
 
 
 def _route(path: str) -> str | None:
@@ -186,11 +178,11 @@ _METHODS = {
 
 
 class Adapter:
-    """The contract's logic, apart from HTTP framing (server/http1.py): `admit` judges a
+    """The contract's logic, apart from HTTP framing (server/sagemaker/http1.py): `admit` judges a
     request from its head alone, so a refusal (404, 405, 406, 413, 415, 501, 503) goes out
     before a byte of its body is read; `respond` answers an admitted request with its body.
 
-    `healthy`, when given, is the supervisor's view (server.process): False while tritonserver
+    `healthy`, when given, is the supervisor's view (server.launcher.process): False while tritonserver
     or a model's stub is dead, so /ping says 503 at once rather than after a timeout."""
 
     def __init__(
@@ -224,14 +216,14 @@ class Adapter:
             asks = route == "invocations" and _asks_neighbours(head)
             limit = self.settings.max_neighbour_requests
             if asks and self.neighbours_in_flight >= limit:
-                raise Refusal(
+                raise errors.ServiceError(
                     errors.OVERLOADED,
                     f"{limit} neighbours requests in flight already "
                     "(O2V_HTTP_MAX_NEIGHBOUR_REQUESTS): retry shortly",
                     retry_after="1",
                 )
-        except Refusal as refusal:
-            return refused(refusal)
+        except errors.ServiceError as refusal:
+            return error_answer(refusal)
         if route == "invocations":
             self.in_flight += 1
             self.neighbours_in_flight += asks
@@ -240,26 +232,28 @@ class Adapter:
     def _check(self, head: Head) -> str:
         route = _route(head.path)
         if head.method == "CONNECT":
-            raise Refusal(errors.METHOD_NOT_ALLOWED, "CONNECT: this is not a proxy", close=True)
+            raise errors.ServiceError(errors.METHOD_NOT_ALLOWED, "CONNECT: this is not a proxy", close=True)
         if route is None:
-            raise Refusal(
+            raise errors.ServiceError(
                 errors.NOT_FOUND,
                 f"no such route {errors.excerpt(head.path)}: /ping, /invocations, "
                 "/execution-parameters",
             )
         methods = _METHODS[route]
         if head.method not in methods:
-            raise Refusal(
+            raise errors.ServiceError(
                 errors.METHOD_NOT_ALLOWED,
                 f"{head.method} /{route}: use {' or '.join(methods)}",
                 allow=", ".join(methods),
             )
         if self.stopping:
-            raise Refusal(errors.OVERLOADED, "the server is shutting down: retry elsewhere", True)
+            raise errors.ServiceError(
+                errors.OVERLOADED, "the server is shutting down: retry elsewhere", close=True
+            )
         if route != "invocations":
             return route
         if self.in_flight >= self.settings.max_concurrency:
-            raise Refusal(
+            raise errors.ServiceError(
                 errors.OVERLOADED,
                 f"{self.settings.max_concurrency} requests in flight already "
                 "(O2V_HTTP_MAX_CONCURRENCY): retry shortly",
@@ -270,21 +264,17 @@ class Adapter:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             raise self._too_large()
+        # The media types are refused here, before the body is read; decided with it (respond)
         content_type = _text(headers.get(b"content-type"))
-        if content_type is not None and canonical(content_type) is None:
-            raise Refusal(errors.UNSUPPORTED_MEDIA_TYPE, unsupported("content type", content_type))
-        accept = _text(headers.get(b"accept"))
-        if accept is not None:
-            preferred = canonical(content_type) if content_type else JSON
-            if negotiate(accept, preferred) is None:
-                raise Refusal(errors.NOT_ACCEPTABLE, unsupported("accept type", accept))
+        request = media.read_content_type(content_type)[0] if content_type else JSON
+        media.answer_type(_text(headers.get(b"accept")), request)
         return route
 
     def too_large(self) -> Answer:
-        return refused(self._too_large())
+        return error_answer(self._too_large())
 
-    def _too_large(self) -> Refusal:
-        return Refusal(
+    def _too_large(self) -> errors.ServiceError:
+        return errors.ServiceError(
             errors.TOO_LARGE,
             f"body exceeds the limit of {self.max_body_bytes} bytes: "
             "split it into smaller requests",
@@ -300,11 +290,13 @@ class Adapter:
             return _answer(200, self.parameters.as_json(), JSON)
         try:
             return await self.invocations(head, body)
-        except Refusal as refusal:
-            return refused(refusal)
+        except errors.ServiceError as refusal:
+            return error_answer(refusal)
         finally:
             self.in_flight -= 1
             self.neighbours_in_flight -= _asks_neighbours(head)
+
+    error_answer = staticmethod(error_answer)
 
     def abandon(self, head: Head) -> None:
         """An admitted request whose body never came (timeout, disconnect, over the limit)."""
@@ -317,14 +309,15 @@ class Adapter:
             return _answer(503, b"")
         try:
             status, _, _ = await self.upstream.request([self._ready], PING_TIMEOUT_S)
-        except (OSError, UpstreamTimeout):
+        except (OSError, errors.ServiceError):
             status = 503
         return _answer(200 if status == 200 else 503, b"")
 
     async def invocations(self, head: Head, body: bytes) -> Answer:
         content_type = _text(head.headers.get(b"content-type"))
-        accept = _text(head.headers.get(b"accept"))
-        header = infer_request_header(body, content_type, accept)
+        decided = media.decide(content_type, _text(head.headers.get(b"accept")), body)
+        # what was decided goes with the request: the front door need not decide again
+        header = infer_request_header(body, content_type or decided.request, decided.answer)
         request_head = (
             self._infer_head
             + (
@@ -335,17 +328,14 @@ class Adapter:
         timeout = self.settings.upstream_timeout_s
         try:
             status, length, raw = await self.upstream.request([request_head, header, body], timeout)
-        except UpstreamTimeout as error:
-            raise Refusal(errors.UPSTREAM_TIMEOUT, str(error)) from None
         except OSError as error:
-            raise Refusal(
+            raise errors.ServiceError(
                 errors.OVERLOADED, f"the model server is not reachable: {error}"
             ) from None
         if status != 200:
-            # The front door's own words: 400 the caller's, 503 draining (server/drain.py).
-            raise Refusal(errors.of_http(status), errors.message_of(raw, status))
-        answer = binary_answer(raw, length)
-        return _answer(200, answer, answer_media_type(answer))
+            # The front door's own words: 400 the caller's, 503 draining (server/common/drain.py).
+            raise errors.ServiceError(errors.of_http(status), errors.message_of(raw, status))
+        return _answer(200, binary_answer(raw, length), decided.answer)
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Refuses new requests (503), waits for those in flight, closes the upstream pool."""
@@ -375,7 +365,7 @@ def _check_encoding(headers: dict[bytes, bytes]) -> None:
     bytes it cannot read (RFC 9112 section 6.1: an unknown transfer coding gets 501)."""
     transfer = headers.get(b"transfer-encoding", b"chunked").lower().replace(b" ", b"")
     if transfer != b"chunked":
-        raise Refusal(
+        raise errors.ServiceError(
             errors.NOT_IMPLEMENTED,
             f"transfer coding {errors.excerpt(transfer.decode('latin-1'))} is not supported: "
             "send the body with Content-Length or plain chunked",
@@ -383,7 +373,7 @@ def _check_encoding(headers: dict[bytes, bytes]) -> None:
         )
     encoding = headers.get(b"content-encoding", b"identity").lower().strip()
     if encoding != b"identity":
-        raise Refusal(
+        raise errors.ServiceError(
             errors.UNSUPPORTED_MEDIA_TYPE,
             f"content encoding {errors.excerpt(encoding.decode('latin-1'))} is not supported: "
             "send the body uncompressed",

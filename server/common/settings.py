@@ -7,7 +7,7 @@ environment variable (`env`), its lowest value (`minimum`) or its choices (`choi
 true/false, 1/0, yes/no), and says what is wrong with a text it refuses.
 
     ServingSettings   what goes into the generated Triton configs
-    (server.launch.Launch is a settings dataclass of the same kind: the process's options)
+    (server.launcher.launch.Launch is a settings dataclass of the same kind: the process's options)
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, get_type_hints
 
+from contract.errors import MISCONFIGURED, ServiceError
 from contract.names import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES
 from contract.neighbours import DEFAULT_MAX_NEIGHBOUR_SCORES, DEFAULT_MAX_NEIGHBOURS
-
-
-class SettingError(ValueError):
-    """A setting's text can't be used: the message names the setting and says why."""
-
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 SPINNING = ("auto", "on", "off")  # ServingSettings.spinning
@@ -41,25 +37,25 @@ def _kind(cls: type, name: str) -> type:
 
 
 def parse_setting(cls: type, name: str, text: str, label: str | None = None) -> Any:
-    """The value of setting `name` of `cls` from its text; SettingError when it is not one."""
+    """The value of setting `name` of `cls` from its text; ServiceError when it is not one."""
     spec = {f.name: f for f in fields(cls)}[name]
     label = label or spec.metadata.get("env") or name
     kind = _kind(cls, name)
     text = text.strip()
     if kind is bool:
         if text.lower() not in _TRUE + _FALSE:
-            raise SettingError(f"{label}={text!r}: use true or false")
+            raise ServiceError(MISCONFIGURED, f"{label}={text!r}: use true or false")
         return text.lower() in _TRUE
     try:
         value = kind(text)
     except ValueError:
-        raise SettingError(f"{label}={text!r} is not {kind.__name__}") from None
+        raise ServiceError(MISCONFIGURED, f"{label}={text!r} is not {kind.__name__}") from None
     choices = spec.metadata.get("choices")
     if choices and value not in choices:
-        raise SettingError(f"{label}={text!r}: use {' or '.join(choices)}")
+        raise ServiceError(MISCONFIGURED, f"{label}={text!r}: use {' or '.join(choices)}")
     minimum = spec.metadata.get("minimum")
     if minimum is not None and value < minimum:
-        raise SettingError(f"{label}={text!r} must be at least {minimum}")
+        raise ServiceError(MISCONFIGURED, f"{label}={text!r} must be at least {minimum}")
     return value
 
 
@@ -68,7 +64,9 @@ def from_texts(cls: type[T], texts: Mapping[str, str], base: T | None = None) ->
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(texts) - known)
     if unknown:
-        raise SettingError(f"unknown setting(s) {', '.join(unknown)}: known are {sorted(known)}")
+        raise ServiceError(
+            MISCONFIGURED, f"unknown setting(s) {', '.join(unknown)}: known are {sorted(known)}"
+        )
     values = {name: parse_setting(cls, name, text, label=name) for name, text in texts.items()}
     return dataclasses.replace(base if base is not None else cls(), **values)
 
@@ -96,7 +94,7 @@ def add_arguments(parser, cls: type) -> None:
         def convert(text: str, name: str = f.name) -> Any:
             try:
                 return parse_setting(cls, name, text, label="--" + name.replace("_", "-"))
-            except SettingError as error:
+            except ServiceError as error:
                 raise ValueError(str(error)) from None
 
         convert.__name__ = _kind(cls, f.name).__name__
@@ -111,7 +109,7 @@ def add_arguments(parser, cls: type) -> None:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """What the generated configs say; see server.configs for where each one goes."""
+    """What the generated configs say; see server.launcher.configs for where each one goes."""
 
     gpu_copies: int = setting(2, "O2V_GPU_COPIES", minimum=1)  # preferred network, per GPU
     cpu_copies: int = setting(1, minimum=1)  # every ONNX model outside the preferred mode
@@ -126,12 +124,12 @@ class ServingSettings:
     front_door_queue_delay_us: int = setting(0, minimum=0)
     front_door_copies: int = setting(0, "O2V_FRONT_DOOR_COPIES", minimum=0)  # 0: from the host
     # Where the front door runs the networks: bls (calls to enc0/enc1/pair), in_process (the same
-    # ONNX files in the front door's process), auto: decided by server.host for the machine.
+    # ONNX files in the front door's process), auto: decided by server.launcher.host for the machine.
     networks: str = setting("auto", "O2V_NETWORKS", choices=("auto", "bls", "in_process"))
     intra_op_thread_count: int = setting(0, minimum=0)  # 0: ONNX Runtime's default (all cores)
     inter_op_thread_count: int = setting(0, minimum=0)
     # Whether ONNX Runtime's idle threads spin, waiting for the next operator: auto decides per
-    # network by how long one of its runs takes (server.onnx_sessions.SPIN_ABOVE_S). Read by the
+    # network by how long one of its runs takes (server.common.onnx_sessions.SPIN_ABOVE_S). Read by the
     # front door's own sessions and the embedded server's ONNX Runtime backend.
     spinning: str = setting("auto", "O2V_SPINNING", choices=SPINNING)
     max_body_bytes: int = setting(DEFAULT_MAX_BODY_BYTES, minimum=1)
@@ -144,7 +142,7 @@ class ServingSettings:
     )
     # measured: where the front door runs the networks itself, it measures at load what a call
     # and a padded token cost each network here, and cuts a network's instances by length
-    # where the padding saved pays for another call (server.cutting). off: one call per
+    # where the padding saved pays for another call (server.frontdoor.cutting). off: one call per
     # network per execute (split only above network_max_batch_size), as with BLS.
     call_cutting: str = setting("measured", "O2V_CALL_CUTTING", choices=("measured", "off"))
     # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.

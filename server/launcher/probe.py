@@ -6,7 +6,7 @@ one gRPC message of 300,000 inputs kept Triton 2.51's gRPC frontend busy for min
 2026-06) while readiness said 200 and nothing restarted it. So the launcher sends a
 one-token inference to enc0 over each protocol Triton opens, every `interval_s`; a protocol
 that answers none of `failures` probes in a row, each within `timeout_s`, is reported
-(`stalled`) and the supervisor restarts tritonserver (server.process.supervise). A failed
+(`stalled`) and the supervisor restarts tritonserver (server.launcher.process.supervise). A failed
 probe also makes the SageMaker endpoint's /ping say 503 until one succeeds (`answering`).
 
 enc0, not the front door: the front door's queue is the clients' (32 requests of 100,000
@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from contract.names import ENCODER_INPUT, ENCODER_MODELS
-from server.settings import setting
+from server.common.settings import setting
 
 PROBE_MODEL = ENCODER_MODELS[0]
 # One sequence of one token (id 1: inside any vocabulary, 0 being padding).

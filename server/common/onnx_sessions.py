@@ -1,6 +1,6 @@
 """ONNX Runtime sessions for the exported networks, made one way wherever they run: in the
 embedded server's ONNX Runtime backend and in the front door's own process (networks
-`in_process`, server.host)."""
+`in_process`, server.launcher.host)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.flat import FLAT_FILE, SEPARATOR_KEY
+from contract.flat import FLAT_FILE, SEPARATOR_KEY, flat_name
 from contract.names import ENCODER_MODELS, PAIR_MODEL
 from contract.neighbours import ITEMS_OUTPUT, NEIGHBOURS_MODEL, QUERY_INPUT, SCORES_OUTPUT
-from server.dispatch import flat_name
-from server.settings import SPINNING
+from server.common.settings import SPINNING
 
 # `auto` spins a network's threads where one run of a sequence of 64 tokens takes this long.
 # There a run is many operators of real work, and handing each one to sleeping threads cost a
@@ -89,7 +88,7 @@ def _session(
 # ONNX Runtime's CPU arena keeps the peak of every call for good: after maximal requests it
 # held ~410 MB of the front door's ~545 MB. Turning it off cost ~10% of the served throughput
 # (make perf, gRPC: 720-750 / 1,420-1,530 req/s at c1 / c16 against 819-821 / 1,530-1,640),
-# so the arena stays and a big call gives its chunks back when it ends (then server.memory
+# so the arena stays and a big call gives its chunks back when it ends (then server.common.memory
 # trims the heap): in process, 6 maximal requests in a row left 142-151 MB, against 544.
 SHRINK_ABOVE_ELEMENTS = 1 << 16
 _SHRINK = ort.RunOptions()
@@ -104,10 +103,10 @@ def run(session: ort.InferenceSession, outputs: list[str], feed: dict) -> list:
 
 
 class Networks:
-    """enc0, enc1 and pair of a repository in this process, as server.dispatch calls them (a
+    """enc0, enc1 and pair of a repository in this process, as server.frontdoor.dispatch calls them (a
     Runner), with the flat forms export wrote (contract.flat): `flat` maps an encoder to its
     separator, and `flat_name(model)` is what a call to its flat form is named; `search` is
-    the catalogue index's exact search where the repository has one (a server.neighbours
+    the catalogue index's exact search where the repository has one (a server.frontdoor.neighbours
     Searcher), else None."""
 
     def __init__(self, repository: Path, *options, providers: list | None = None):

@@ -1,8 +1,7 @@
-"""The launch library both mains share (`server.entrypoint` in the image, `server.embedded`
-here): settings from the environment -> a `Launch`, the repository to serve with its configs,
-tritonserver's options, and `run`, which supervises tritonserver (server.process) with the
-SageMaker adapter in front when asked. The environment it reads is listed in
-server/entrypoint.py.
+"""A launch's settings and what follows from them alone: `Launch` (read from the environment,
+every variable listed in docs/configuration.md), the repository to serve with its configs,
+tritonserver's arguments, and which addresses a release may listen on. server.launcher.plan
+assembles them once for a start.
 """
 
 from __future__ import annotations
@@ -10,38 +9,27 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import uvloop
-
+from contract.errors import MISCONFIGURED, ServiceError
 from contract.facts import FACTS_FILE
 from contract.names import FRONT_DOOR
-from server.configs import MODES, RECORD_FILE, refresh_configs
-from server.configs import read as read_config
-from server.host import NGC_BACKENDS, Host
-from server.probe import Probe, ProbeSettings
-from server.process import (
-    GPU_NOISE,
-    MAX_RESTARTS,
-    FrontEnd,
-    LaunchError,
-    TritonProcess,
-    check_ports,
-    supervise,
-)
-from server.sagemaker import AdapterSettings, default_execution_parameters, start_adapter
-from server.settings import (
+from server.common.settings import (
     ServingSettings,
-    SettingError,
     env_texts,
     from_env,
     parse_setting,
     setting,
 )
+from server.launcher.configs import MODES, RECORD_FILE, refresh_configs
+from server.launcher.configs import read as read_config
+from server.launcher.host import Host
+from server.launcher.probe import ProbeSettings
+from server.launcher.process import MAX_RESTARTS
+from server.sagemaker.adapter import AdapterSettings
 
 DEFAULT_MODE = "classification"
 SAGEMAKER_PORT = 8080
@@ -67,8 +55,9 @@ def resolve_mode(mode: str | None, env: Mapping[str, str] = os.environ) -> str:
     """The mode given, else INFERENCE_PREFERRED_MODE, else the default; checked."""
     chosen = mode or env.get("INFERENCE_PREFERRED_MODE") or DEFAULT_MODE
     if chosen not in MODES:
-        raise LaunchError(
-            f"INFERENCE_PREFERRED_MODE={chosen!r} is not a mode: choose one of {sorted(MODES)}"
+        raise ServiceError(
+            MISCONFIGURED,
+            f"INFERENCE_PREFERRED_MODE={chosen!r} is not a mode: choose one of {sorted(MODES)}",
         )
     return chosen
 
@@ -82,8 +71,8 @@ def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
         if not env_texts(ServingSettings, env) and not cache_bytes:
             return None
         return replace(from_env(ServingSettings, env), response_cache=cache_bytes > 0)
-    except SettingError as error:
-        raise LaunchError(str(error)) from None
+    except ServiceError as error:
+        raise ServiceError(MISCONFIGURED, str(error)) from None
 
 
 def _random_key() -> str:
@@ -93,7 +82,7 @@ def _random_key() -> str:
 @dataclass(frozen=True)
 class Launch:
     """Everything a tritonserver start needs, whoever starts it; its fields with a variable are
-    read from the environment by `server.settings` (one parser, one rule for each type)."""
+    read from the environment by `server.common.settings` (one parser, one rule for each type)."""
 
     model_repository: Path = setting(Path("model_repository"), "MODEL_REPOSITORY")
     mode: str = DEFAULT_MODE  # INFERENCE_PREFERRED_MODE, see resolve_mode
@@ -152,8 +141,8 @@ class Launch:
                 if port
                 else SAGEMAKER_PORT
             )
-        except SettingError as error:
-            raise LaunchError(str(error)) from None
+        except ServiceError as error:
+            raise ServiceError(MISCONFIGURED, str(error)) from None
         values = {
             "mode": resolve_mode(overrides.pop("mode", None), env),
             "settings": settings_from_env(env),
@@ -171,14 +160,13 @@ def _copy_configs_link_the_rest(source: str, target: str) -> None:
         os.symlink(source, target)  # model files: read only, shared
 
 
-def prepare_repository(launch: Launch, backend_directory: Path = NGC_BACKENDS) -> Path:
+def prepare_repository(launch: Launch, host: Host) -> Path:
     """The repository to serve, its configs brought up to date with its facts.json (export
-    writes the model and facts.json; configs are the server's side: server.configs
+    writes the model and facts.json; configs are the server's side: server.launcher.configs
     .refresh_configs). O2V_* settings, when given, win over the settings recorded and over
-    hand edits. The configs follow this host and the backends tritonserver will load from
-    `backend_directory` (server.host)."""
+    hand edits. The configs follow `host`: its cores, GPUs and the backends tritonserver will
+    load (server.launcher.host)."""
     repository = Path(launch.model_repository)
-    host = Host.detect(backend_directory)
     explicit = launch.settings is not None
     try:
         kept = refresh_configs(repository, launch.settings, host, overwrite=explicit)
@@ -226,7 +214,7 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
             args.append(f"--cache-directory={launch.cache_directory}")
         args.append(f"--cache-config=local,size={launch.cache_bytes}")
     if launch.sagemaker_port:
-        # Triton stays on loopback; the SageMaker adapter (server.sagemaker) faces the caller.
+        # Triton stays on loopback; the SageMaker adapter (server.sagemaker.adapter) faces the caller.
         args += [
             "--http-address=127.0.0.1",
             f"--http-port={launch.http_port}",
@@ -257,13 +245,14 @@ def check_exposure(launch: Launch) -> None:
         return
     if launch.release >= PATCHED_TRITON:
         return
-    raise LaunchError(
+    raise ServiceError(
+        MISCONFIGURED,
         f"Triton {launch.triton_version} has public flaws that let one request crash it "
         f"(docs/security.md), so its ports stay on loopback: --host {launch.host} is refused. "
         "Beyond this machine, serve the SageMaker endpoint (--sagemaker --host "
         f"{launch.host}: our hardened HTTP server in front, Triton on loopback), or run the "
         "image (docker/Dockerfile: Triton "
-        f"{'.'.join(map(str, PATCHED_TRITON))} or later)"
+        f"{'.'.join(map(str, PATCHED_TRITON))} or later)",
     )
 
 
@@ -273,92 +262,3 @@ def installed_triton_version(version_file: Path = NGC_VERSION_FILE) -> str | Non
         return version_file.read_text().strip() or None
     except OSError:
         return None
-
-
-def _local(host: str) -> str:
-    """Where this machine reaches a server bound to `host`."""
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-
-
-def triton_process(launch: Launch, command: list[str], env: Mapping[str, str]) -> TritonProcess:
-    """The process for a launch: its ports checked, readiness on Triton's HTTP health."""
-    if launch.sagemaker_port:
-        host, ports = "127.0.0.1", {"HTTP": launch.http_port}
-    else:
-        host = launch.host
-        ports = {"HTTP": launch.http_port, "gRPC": launch.grpc_port}
-        ports["metrics"] = launch.metrics_port
-    return TritonProcess(
-        command,
-        env,
-        f"http://{_local(host)}:{launch.http_port}/v2/health/ready",
-        ports=ports,
-        host=host,
-        drain_timeout=launch.exit_timeout_secs,
-        hide=GPU_NOISE if not Host.detect().gpus and not launch.log_verbose else (),
-    )
-
-
-def banner(launch: Launch) -> str:
-    here = _local(launch.host)
-    if launch.sagemaker_port:
-        urls = (
-            f"  SageMaker http://{here}:{launch.sagemaker_port}/invocations "
-            "(/ping, /execution-parameters)\n"
-        )
-    else:
-        urls = (
-            f"  HTTP    http://{here}:{launch.http_port}/v2/models/{FRONT_DOOR}/infer\n"
-            f"  gRPC    {here}:{launch.grpc_port}\n"
-            f"  metrics http://{here}:{launch.metrics_port}/metrics\n"
-        )
-    return (
-        f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={launch.mode}, "
-        f"listening on {launch.host})\n{urls}Ctrl-C or SIGTERM stops it."
-    )
-
-
-def sagemaker_front_end(
-    launch: Launch, repository: Path, process: TritonProcess, probe: Probe
-) -> FrontEnd:
-    """Starts the SageMaker adapter on the launch's host and SageMaker port; its /ping says
-    503 at once while the supervisor sees tritonserver or a model's stub dead."""
-    settings = launch.settings or ServingSettings()
-    max_body = front_door_max_body(repository)
-    parameters = default_execution_parameters(
-        max_body, settings.gpu_copies, launch.max_concurrent_transforms, launch.max_payload_mb
-    )
-
-    def start():
-        return start_adapter(
-            launch.host,
-            launch.sagemaker_port,
-            f"http://127.0.0.1:{launch.http_port}",
-            max_body,
-            parameters,
-            launch.adapter,
-            healthy=lambda: process.running and not process.dead_stubs() and probe.answering(),
-        )
-
-    return start
-
-
-def run(launch: Launch, repository: Path, command: list[str], env: Mapping[str, str]) -> int:
-    """Supervises tritonserver (and the SageMaker adapter) until a signal or its end."""
-    try:
-        process = triton_process(launch, command, env)
-        # gRPC is probed where Triton opens it (not behind the SageMaker adapter)
-        grpc_port = None if launch.sagemaker_port else launch.grpc_port
-        probe = Probe(launch.http_port, grpc_port, launch.probe)
-        front_end = None
-        if launch.sagemaker_port:
-            check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
-            front_end = sagemaker_front_end(launch, repository, process, probe)
-        return uvloop.run(
-            supervise(
-                process, banner(launch), front_end, max_restarts=launch.max_restarts, probe=probe
-            )
-        )
-    except LaunchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2

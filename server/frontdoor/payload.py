@@ -3,7 +3,7 @@
     application/json       {"instances": [{"in0": [...]}, {"in0": [...], "in1": [...]}]}
     application/jsonlines  one instance per line
 
-Every problem raises `PayloadError` with a message that says what is wrong and where (the
+Every problem raises `ServiceError` with a message that says what is wrong and where (the
 instance index or the line number); the front door turns it into an INVALID_ARG error (HTTP 400)
 for that request alone.
 """
@@ -17,13 +17,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import orjson
 
-from contract.errors import clip, excerpt
+from contract.errors import BAD_REQUEST, ServiceError, clip, excerpt
 from contract.facts import Facts
-from contract.media import ALIASES, negotiate, unsupported
+from contract.media import decide
 from contract.names import (
     DEFAULT_MAX_INSTANCES,
     JSON,
-    JSONLINES,
     PARAMETERS,
 )
 from contract.neighbours import (
@@ -32,13 +31,9 @@ from contract.neighbours import (
     DEFAULT_MAX_NEIGHBOURS,
     K_PARAMETER,
 )
-from server.ragged import EMPTY, Ragged
+from server.frontdoor.ragged import EMPTY, Ragged
 
 MAX_INFER_SEQLEN = 5000
-
-
-class PayloadError(ValueError):
-    """The request is malformed; the message is for the client."""
 
 
 @dataclass
@@ -133,54 +128,27 @@ def request_options(parameters: object) -> tuple[str | None, str | None]:
         try:
             parameters = orjson.loads(parameters or b"{}")
         except orjson.JSONDecodeError:
-            raise PayloadError("request parameters are not a JSON object") from None
+            raise ServiceError(BAD_REQUEST, "request parameters are not a JSON object") from None
     if not isinstance(parameters, dict):
-        raise PayloadError("request parameters must be an object")
+        raise ServiceError(BAD_REQUEST, "request parameters must be an object")
     unknown = sorted(set(parameters) - set(PARAMETERS))
     if unknown:
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"unknown request parameter(s) {clip(', '.join(map(repr, unknown)))}: "
-            f"the front door reads {PARAMETERS[0]!r} and {PARAMETERS[1]!r}"
+            f"the front door reads {PARAMETERS[0]!r} and {PARAMETERS[1]!r}",
         )
     values = []
     for key in PARAMETERS:
         value = parameters.get(key)
         if value is not None and not isinstance(value, str):
-            raise PayloadError(
+            raise ServiceError(
+                BAD_REQUEST,
                 f"request parameter {key!r} must be a string (a media type), "
-                f"got {type(value).__name__}"
+                f"got {type(value).__name__}",
             )
         values.append(value)
     return values[0], values[1]
-
-
-# The content type's parameters the front door reads; any other is refused, so that a misspelt
-# one (`neighbors=10`) is not answered as if it were absent.
-CONTENT_TYPE_PARAMETERS = ("charset", "infer_max_seqlens", K_PARAMETER, CATALOGUE_PARAMETER)
-
-
-def _media_type(header: str, what: str) -> tuple[str, dict[str, str]]:
-    """'application/json; infer_max_seqlens=50,20' -> ('application/json', {...})."""
-    kind, *params = (part.strip() for part in header.split(";"))
-    canonical = ALIASES.get(kind.lower())
-    if canonical is None:
-        raise PayloadError(unsupported(what, kind))
-    values = {}
-    for param in params:
-        if not param:
-            continue
-        key, _, value = param.partition("=")
-        key = key.strip().lower()
-        if key not in CONTENT_TYPE_PARAMETERS:
-            raise PayloadError(
-                f"unknown {what} parameter {excerpt(key)}: the front door reads "
-                + ", ".join(CONTENT_TYPE_PARAMETERS)
-            )
-        values[key] = value.strip().strip('"')
-    charset = values.get("charset", "utf-8").lower()
-    if charset not in ("utf-8", "utf8"):
-        raise PayloadError(f"charset={charset}: bodies are JSON, which is UTF-8")
-    return canonical, values
 
 
 def _neighbours(params: dict[str, str], limits: Limits) -> int:
@@ -188,24 +156,29 @@ def _neighbours(params: dict[str, str], limits: Limits) -> int:
     asked, named = params.get(K_PARAMETER), params.get(CATALOGUE_PARAMETER)
     if asked is None:
         if named is not None:
-            raise PayloadError(f"{CATALOGUE_PARAMETER}={clip(named)} needs {K_PARAMETER}=<k>")
+            raise ServiceError(
+                BAD_REQUEST, f"{CATALOGUE_PARAMETER}={clip(named)} needs {K_PARAMETER}=<k>"
+            )
         return 0
     if limits.catalogue is None:
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"{K_PARAMETER}={clip(asked)}: this server has no catalogue index "
-            "(build one: python -m export.neighbours CATALOGUE --repository ...)"
+            "(build one: python -m export.neighbours CATALOGUE --repository ...)",
         )
     name, max_k = limits.catalogue
     if named is not None and named != name:
-        raise PayloadError(
-            f"{CATALOGUE_PARAMETER}={clip(named)}: unknown catalogue; this server has {name!r}"
+        raise ServiceError(
+            BAD_REQUEST,
+            f"{CATALOGUE_PARAMETER}={clip(named)}: unknown catalogue; this server has {name!r}",
         )
     # int() of a string of thousands of digits is a ValueError of its own (and slow): refused
     k = int(asked) if asked.isdigit() and len(asked) < 10 else 0
     if not 1 <= k <= max_k:
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"{K_PARAMETER}={clip(asked)}: give an integer in [1, {max_k}] "
-            f"(the catalogue {name!r} answers at most {max_k} a query)"
+            f"(the catalogue {name!r} answers at most {max_k} a query)",
         )
     return k
 
@@ -215,17 +188,11 @@ def _only_in0(routes: np.ndarray, body: bytes, kind: str) -> None:
     wrong = np.flatnonzero(routes != ENC0)
     if len(wrong):
         where = _labels(body, kind, len(routes))[wrong[0]]
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"{where}: {K_PARAMETER}=<k> asks for the catalogue items nearest an in0, "
-            "so each instance carries in0 only"
+            "so each instance carries in0 only",
         )
-
-
-def _accept_type(accept: str | None, content_type: str) -> str:
-    answer = negotiate(accept, content_type)
-    if answer is None:
-        raise PayloadError(unsupported("accept type", accept))
-    return answer
 
 
 def _infer_max_seqlens(value: str | None, limits: Limits) -> tuple[int, int]:
@@ -237,29 +204,21 @@ def _infer_max_seqlens(value: str | None, limits: Limits) -> tuple[int, int]:
     except ValueError:
         lengths = []
     if len(lengths) != 2 or not all(1 <= n <= MAX_INFER_SEQLEN for n in lengths):
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"infer_max_seqlens={excerpt(value)}: give two integers in [1, {MAX_INFER_SEQLEN}] "
-            "separated by a comma, for enc0 and enc1"
+            "separated by a comma, for enc0 and enc1",
         )
     return (min(lengths[0], limits.max_seq_lens[0]), min(lengths[1], limits.max_seq_lens[1]))
 
 
-def _sniff(body: bytes) -> str:
-    """JSON when the body is one object with `instances`, JSON Lines otherwise."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return JSONLINES
-    return JSON if isinstance(document, dict) and "instances" in document else JSONLINES
-
-
 def _tokens(value: object, key: str, side: int, limits: Limits, cap: int, where: str) -> np.ndarray:
     if not isinstance(value, list):
-        raise PayloadError(
-            f"{where}: {key} must be a list of token ids, got {type(value).__name__}"
+        raise ServiceError(
+            BAD_REQUEST, f"{where}: {key} must be a list of token ids, got {type(value).__name__}"
         )
     if not value:
-        raise PayloadError(f"{where}: {key} is empty: give at least one token id")
+        raise ServiceError(BAD_REQUEST, f"{where}: {key} is empty: give at least one token id")
     try:
         tokens = np.asarray(value)
     except (ValueError, OverflowError):
@@ -269,29 +228,33 @@ def _tokens(value: object, key: str, side: int, limits: Limits, cap: int, where:
     # every instance.
     if tokens.dtype.kind not in "iu" or tokens.ndim != 1 or bool in map(type, value):
         bad = next((t for t in value if isinstance(t, bool) or not isinstance(t, int)), value[0])
-        raise PayloadError(
-            f"{where}: {key} holds {excerpt(bad)}: token ids are non-negative integers"
+        raise ServiceError(
+            BAD_REQUEST, f"{where}: {key} holds {excerpt(bad)}: token ids are non-negative integers"
         )
     low, high = tokens.min(), tokens.max()
     if low < 0:
-        raise PayloadError(f"{where}: {key} holds {low}: token ids are non-negative integers")
+        raise ServiceError(
+            BAD_REQUEST, f"{where}: {key} holds {low}: token ids are non-negative integers"
+        )
     vocab = limits.vocab_sizes[side]
     if high >= vocab:
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"{where}: {key} holds token id {high}, outside the vocabulary of enc{side} "
-            f"(ids 0..{vocab - 1})"
+            f"(ids 0..{vocab - 1})",
         )
     return tokens[:cap].astype(np.int64, copy=False)
 
 
 def _instance(record: object, where: str, limits: Limits, caps: tuple[int, int]) -> Instance:
     if not isinstance(record, dict):
-        raise PayloadError(
-            f"{where}: an instance is an object with in0 and/or in1, got {type(record).__name__}"
+        raise ServiceError(
+            BAD_REQUEST,
+            f"{where}: an instance is an object with in0 and/or in1, got {type(record).__name__}",
         )
     if "in0" not in record and "in1" not in record:
         keys = ", ".join(sorted(map(str, record))) or "none"
-        raise PayloadError(f"{where}: has neither in0 nor in1 (keys: {keys})")
+        raise ServiceError(BAD_REQUEST, f"{where}: has neither in0 nor in1 (keys: {keys})")
     sides = [
         _tokens(record[key], key, side, limits, caps[side], where) if key in record else None
         for side, key in enumerate(("in0", "in1"))
@@ -352,9 +315,10 @@ def _columns(records: list, limits: Limits, caps: tuple[int, int]):
 
 def _check_count(count: int, limits: Limits) -> None:
     if count > limits.max_instances:
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"{count} instances exceed the limit of {limits.max_instances} per request: "
-            "split them into smaller requests"
+            "split them into smaller requests",
         )
 
 
@@ -371,14 +335,15 @@ def _document(body: bytes, content_type: str, limits: Limits) -> list:
                     " (several JSON documents, one a line, are JSON Lines: send them with "
                     "content type application/jsonlines)"
                 )
-            raise PayloadError(f"malformed JSON: {error}{hint}") from None
+            raise ServiceError(BAD_REQUEST, f"malformed JSON: {error}{hint}") from None
         if not isinstance(document, dict) or "instances" not in document:
-            raise PayloadError(
-                'a JSON body is an object with "instances": {"instances": [{"in0": [...]}, ...]}'
+            raise ServiceError(
+                BAD_REQUEST,
+                'a JSON body is an object with "instances": {"instances": [{"in0": [...]}, ...]}',
             )
         instances = document["instances"]
         if not isinstance(instances, list):
-            raise PayloadError('"instances" must be a list')
+            raise ServiceError(BAD_REQUEST, '"instances" must be a list')
         _check_count(len(instances), limits)
         return instances
     lines = [line for line in body.splitlines() if line.strip()]
@@ -391,7 +356,9 @@ def _document(body: bytes, content_type: str, limits: Limits) -> list:
         try:
             orjson.loads(line)
         except orjson.JSONDecodeError as error:
-            raise PayloadError(f"line {number}: malformed JSON Lines record: {error}") from None
+            raise ServiceError(
+                BAD_REQUEST, f"line {number}: malformed JSON Lines record: {error}"
+            ) from None
     raise AssertionError("unreachable: a line failed to decode once and not again")
 
 
@@ -411,23 +378,22 @@ def parse_request(
 ) -> ParsedRequest:
     """A checked request: instances with truncated token arrays, and the answer's format."""
     if len(body) > limits.max_body_bytes:
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"body of {len(body)} bytes exceeds the limit of "
-            f"{limits.max_body_bytes} bytes: split it into smaller requests"
+            f"{limits.max_body_bytes} bytes: split it into smaller requests",
         )
     if not body.strip():
-        raise PayloadError("empty body: send instances as application/json or jsonlines")
-    params: dict[str, str] = {}
-    if content_type and content_type.strip():
-        kind, params = _media_type(content_type, "content type")
-    else:
-        kind = _sniff(body)
+        raise ServiceError(
+            BAD_REQUEST, "empty body: send instances as application/json or jsonlines"
+        )
+    media = decide(content_type, accept, body)
+    kind, params, answer = media.request, media.parameters, media.answer
     caps = _infer_max_seqlens(params.get("infer_max_seqlens"), limits)
     k = _neighbours(params, limits)
-    answer = _accept_type(accept, kind)
     records = _document(body, kind, limits)
     if not records:
-        raise PayloadError("no instances in the body")
+        raise ServiceError(BAD_REQUEST, "no instances in the body")
     columns = _columns(records, limits, caps)
     if columns is not None:
         parsed = ParsedRequest(*columns, answer, k)
@@ -447,19 +413,21 @@ def _within_neighbour_budget(instances: int, k: int, limits: Limits) -> None:
     most max_neighbour_scores scores (docs/security.md)."""
     if instances * k > limits.max_neighbours:
         most = max(1, limits.max_neighbours // k)
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"{K_PARAMETER}={k} for {instances} instances asks for {instances * k} neighbours; "
             f"a request may ask for at most {limits.max_neighbours} (max_neighbours): "
-            f"send at most {most} instances a request at this k"
+            f"send at most {most} instances a request at this k",
         )
     scores = instances * limits.scores_per_query
     if scores > limits.max_neighbour_scores:
         most = max(1, limits.max_neighbour_scores // limits.scores_per_query)
-        raise PayloadError(
+        raise ServiceError(
+            BAD_REQUEST,
             f"{K_PARAMETER}=<k> for {instances} instances would compute {scores} scores "
             f"({limits.scores_per_query} a query over the catalogue); a request may compute at "
             f"most {limits.max_neighbour_scores} (max_neighbour_scores): send at most {most} "
-            "instances a request"
+            "instances a request",
         )
 
 
@@ -471,17 +439,17 @@ def parse_bodies(
     The instance limit holds for the request as a whole, so that extra rows cannot multiply it.
     """
     if not bodies:
-        raise PayloadError("no body: the body tensor is empty")
+        raise ServiceError(BAD_REQUEST, "no body: the body tensor is empty")
     parsed, budget = [], limits
     for number, body in enumerate(bodies, 1):
         if not isinstance(body, bytes):
-            raise PayloadError("each body must be bytes")
+            raise ServiceError(BAD_REQUEST, "each body must be bytes")
         try:
             request = parse_request(body, content_type, accept, budget)
-        except PayloadError as error:
+        except ServiceError as error:
             if len(bodies) == 1:
                 raise
-            raise PayloadError(f"body {number} of {len(bodies)}: {error}") from None
+            raise error.within(f"body {number} of {len(bodies)}") from None
         asking = len(request) if request.k else 0
         budget = replace(
             budget,
@@ -491,11 +459,6 @@ def parse_bodies(
         )
         parsed.append(request)
     return parsed
-
-
-def answer_media_type(answer: bytes) -> str:
-    """The media type of an answer `format_response` wrote: JSON opens with "predictions"."""
-    return JSON if answer.startswith(b'{"predictions"') else JSONLINES
 
 
 def format_response(rows: Sequence[tuple[str, object]], accept: str) -> bytes:

@@ -14,14 +14,12 @@ import math
 
 import numpy as np
 
-
-class ShapeMismatch(ValueError):
-    """The tensor's shape and its data disagree: the caller's mistake."""
+from contract.errors import BAD_REQUEST, ServiceError
 
 
 def read_tensor(tensor, name: str, rank: int) -> np.ndarray:
     """`tensor.as_numpy()` of the `rank` its config gives it (the batch dimension included),
-    or ShapeMismatch."""
+    or a ServiceError: the caller's mistake."""
     shape = [int(d) for d in tensor.shape()]
     try:
         array = tensor.as_numpy()
@@ -34,8 +32,9 @@ def read_tensor(tensor, name: str, rank: int) -> np.ndarray:
         or any(d < 0 for d in shape)
         or math.prod(shape) != array.size
     ):
-        raise ShapeMismatch(
+        raise ServiceError(
+            BAD_REQUEST,
             f"input {name!r}: its shape and the data sent disagree (the shape's element count "
-            "overflows, or its batch dimension is missing)"
+            "overflows, or its batch dimension is missing)",
         )
     return array

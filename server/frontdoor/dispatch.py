@@ -2,8 +2,8 @@
 
 An instance with only `in0` goes to enc0, only `in1` to enc1, both to the pair network. All
 instances of all requests of one front door `execute` that go to the same network are gathered
-(server.ragged: one flat array per input), cut into calls where the network's measured costs
-say so (server.cutting; otherwise one call, split only above the row and token limits),
+(server.frontdoor.ragged: one flat array per input), cut into calls where the network's measured costs
+say so (server.frontdoor.cutting; otherwise one call, split only above the row and token limits),
 padded (or, for an encoder with a flat form, laid back to back: contract.flat), and the answers
 are scattered back to their requests in order. Padding never changes an
 answer (the encoders mask it), so an instance's answer does not depend on its batch-mates.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from contract.flat import flat_layout
+from contract.flat import flat_layout, flat_name
 from contract.names import (
     ENCODER_INPUT,
     ENCODER_MODELS,
@@ -26,9 +26,9 @@ from contract.names import (
     PAIR_MODEL,
     PAIR_OUTPUT,
 )
-from server.cutting import CallCost, cut, measure
-from server.payload import ENC0, ENC1, PAIR, ParsedRequest, side_rows
-from server.ragged import EMPTY, Ragged
+from server.frontdoor.cutting import CallCost, cut, measure
+from server.frontdoor.payload import ENC0, ENC1, PAIR, ParsedRequest, side_rows
+from server.frontdoor.ragged import EMPTY, Ragged
 
 # (model name, {input name: array}, output name) -> output array [N, ...]
 Runner = Callable[[str, dict[str, np.ndarray], str], np.ndarray]
@@ -40,7 +40,7 @@ class _Route:
     inputs: tuple[str, ...]
     output: str
     key: str  # the answer's key: embeddings | scores
-    route: int  # server.payload's ENC0 | ENC1 | PAIR
+    route: int  # server.frontdoor.payload's ENC0 | ENC1 | PAIR
     sides: tuple[int, ...]  # the request side that feeds each input
 
 
@@ -62,11 +62,6 @@ class Call:
     members: list[tuple[int, int]]  # (request, instance) per output row
     separator: int = 0  # > 0: the encoder's flat form (contract.flat) with this separator
     sequences: Ragged | None = None  # a flat call's sequences, to cut it per request
-
-
-def flat_name(model: str) -> str:
-    """What a call to an encoder's flat form is named (server.onnx_sessions.Networks)."""
-    return f"{model}/flat"
 
 
 def _gather(requests: list[ParsedRequest]):
@@ -96,7 +91,7 @@ def _route_columns(route: _Route, routes: np.ndarray, count: int, sides: tuple[R
     return mine, columns
 
 
-# What a call to each network costs on this host (server.cutting); None: not measured.
+# What a call to each network costs on this host (server.frontdoor.cutting); None: not measured.
 Costs = Mapping[str, CallCost] | None
 
 
@@ -138,7 +133,7 @@ def plan(
         cost = costs.get(route.model) if costs else None
         for rows in cut(lengths, max_batch_size, cost, max_batch_tokens):
             # Tokens were truncated at parse time; padding only fills up to the longest. The
-            # rows of a call are in ascending order (server.cutting): all of them, in order.
+            # rows of a call are in ascending order (server.frontdoor.cutting): all of them, in order.
             whole = len(rows) == count
             feed = {
                 name: (column if whole else column.take(rows)).padded()

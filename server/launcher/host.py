@@ -1,7 +1,7 @@
 """The machine a server runs on, and the settings that follow from it.
 
 Two serving settings are `auto` by default and are decided here, when the launcher writes the
-configs it serves (`server.configs`):
+configs it serves (`server.launcher.configs`):
 
 * `networks`: where the front door runs the ONNX networks. `bls` sends them to the enc0 / enc1 /
   pair models (Triton's dynamic batching across front door copies, the GPU copies, the C++ ONNX
@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from server.settings import ServingSettings
+from server.common.settings import ServingSettings
 
 NGC_BACKENDS = Path("/opt/tritonserver/backends")
 CPP_ONNXRUNTIME = Path("onnxruntime") / "libtriton_onnxruntime.so"

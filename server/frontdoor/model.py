@@ -1,0 +1,186 @@
+"""The front door: JSON / JSON Lines bodies in, Object2Vec answers out.
+
+The UINT8 input `body` holds the request's body as raw bytes (a raw HTTP body reaches it too; a
+request may carry several, one per zero-padded row: contract/body.py); the request parameters
+`content_type` and `accept` carry the media types. Parsing and formatting live in
+`server.frontdoor.payload`, routing and batching in `server.frontdoor.dispatch`; this file only moves tensors. The
+networks run one of two ways, as the config's `networks` parameter says (server.launcher.host decides it
+for the machine): `bls`, calls to the enc0 / enc1 / pair models, or `in_process`, the same ONNX
+files run by ONNX Runtime in this process.
+
+`execute` is synchronous and so are its BLS calls: the Python backend runs one `execute` of a
+non-decoupled model at a time even when it is a coroutine, and the coroutine path cost about
+0.4 ms per request (docs/performance.md). The price: when one batch needs several networks
+(embeddings and pairs together), their calls run one after the other.
+
+Every request is judged alone: whatever goes wrong with one becomes that request's error (400
+when the caller is at fault, 500 with a one-line message when we are), and the others of the
+same `execute` are answered.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from contract import errors
+from contract.body import decode_bodies
+from contract.facts import Facts
+from contract.names import BODY_INPUT, RESPONSE_OUTPUT
+from contract.neighbours import (
+    DEFAULT_MAX_NEIGHBOUR_SCORES,
+    DEFAULT_MAX_NEIGHBOURS,
+    ITEMS_OUTPUT,
+    NEIGHBOURS_MODEL,
+    QUERY_INPUT,
+    SCORES_OUTPUT,
+)
+from server.common.drain import IN_FLIGHT_PARAMETER, Gate, refusals
+from server.common.memory import RELEASE_ABOVE_BYTES, release_memory
+from server.common.tensors import read_tensor
+from server.frontdoor.dispatch import measure_costs, plan, run_calls, scatter
+from server.frontdoor.neighbours import Index, search
+from server.frontdoor.payload import (
+    Limits,
+    format_response,
+    parse_bodies,
+    request_options,
+)
+
+
+def _bls_outputs(model: str, feed: dict, outputs: tuple[str, ...]) -> list[np.ndarray]:
+    """One BLS call to an ONNX network."""
+    response = pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=[pb_utils.Tensor(name, array) for name, array in feed.items()],
+        requested_output_names=list(outputs),
+        parameters={
+            IN_FLIGHT_PARAMETER: True
+        },  # served while a stop drains (server/common/drain.py)
+    ).exec()
+    if response.has_error():
+        raise RuntimeError(f"{model}: {response.error().message()}")
+    return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+
+def _bls(model: str, feed: dict, output: str) -> np.ndarray:
+    """A server.frontdoor.dispatch Runner over BLS."""
+    return _bls_outputs(model, feed, (output,))[0]
+
+
+def _bls_search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A server.frontdoor.neighbours Searcher over BLS."""
+    outputs = (SCORES_OUTPUT, ITEMS_OUTPUT)
+    return tuple(_bls_outputs(NEIGHBOURS_MODEL, {QUERY_INPUT: queries}, outputs))
+
+
+def _in_process(repository: Path, params: dict):
+    """The networks run by ONNX Runtime in this process (a server.frontdoor.dispatch Runner); None (so
+    BLS) where this Python has no onnxruntime, as in the NGC image, whose configs a copied
+    repository may carry."""
+    try:
+        from server.common.onnx_sessions import network_runner
+    except ImportError as error:
+        pb_utils.Logger.log_warn(f"object2vec: networks in_process unavailable ({error}): BLS")
+        return None
+    threads = [int(params.get(k, 0)) for k in ("intra_op_thread_count", "inter_op_thread_count")]
+    return network_runner(repository, *threads, params.get("spinning", "auto"))
+
+
+def _bodies(request) -> np.ndarray:
+    tensor = pb_utils.get_input_tensor_by_name(request, BODY_INPUT)
+    return read_tensor(tensor, BODY_INPUT, rank=2)  # [bodies, longest]
+
+
+def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
+    """The one place a front door error becomes Triton's."""
+    if not isinstance(error, errors.ServiceError):
+        # Ours, not the caller's: one line for the caller, the details in the server's log.
+        pb_utils.Logger.log_error(f"object2vec: {type(error).__name__}: {error}")
+        message = f"internal error: {type(error).__name__}: {str(error)[:200]}"
+        error = errors.ServiceError(errors.SERVER_FAULT, message)
+    return pb_utils.InferenceResponse(error=errors.triton_error(pb_utils, error))
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config["parameters"].items()}
+        facts_dir = Path(args["model_repository"]).parent
+        facts = Facts.load(facts_dir)
+        # A stale index (built from another enc1) stops the load: wrong neighbours are worse.
+        self.index = Index.load(facts_dir)
+        catalogue = self.index.limits() if self.index else None
+        self.limits = Limits.of(
+            facts,
+            int(params["max_body_bytes"]),
+            max_instances=int(params["max_instances"]),
+            catalogue=catalogue,
+            max_neighbours=int(params.get("max_neighbours", DEFAULT_MAX_NEIGHBOURS)),
+            max_neighbour_scores=int(
+                params.get("max_neighbour_scores", DEFAULT_MAX_NEIGHBOUR_SCORES)
+            ),
+            scores_per_query=self.index.catalogue.scores_per_query if self.index else 0,
+        )
+        self.max_batch_size = int(params["network_max_batch_size"])
+        self.max_batch_tokens = int(params.get("network_max_batch_tokens", 0)) or None
+        self.run, self.costs = _bls, None
+        if params.get("networks") == "in_process":
+            self.run = _in_process(facts_dir, params) or _bls
+        # the catalogue searched where the networks run
+        self.search = getattr(self.run, "search", None) or _bls_search
+        # encoders with a flat form (contract.flat) in process: their sequences unpadded
+        self.flat = getattr(self.run, "flat", None)
+        if self.run is not _bls and params.get("call_cutting", "measured") == "measured":
+            self.costs = measure_costs(self.run, skip=self.flat or ())
+            for model, cost in self.costs.items():
+                pb_utils.Logger.log_info(f"object2vec: a call to {model} costs {cost}")
+        self.gate = Gate.from_env(args["model_instance_name"])
+
+    def execute(self, requests: list) -> list:
+        with self.gate.busy():
+            if self.gate.refusing():  # a stop began: retry elsewhere (server/common/drain.py)
+                return refusals(pb_utils, len(requests))
+            responses = self._execute(requests)
+            if self.received > RELEASE_ABOVE_BYTES:
+                release_memory()  # the parsed instances of a big request are gone now
+            return responses
+
+    def _execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        self.received = 0
+        parsed, spans = [], []  # spans: (request index, its first parsed body, body count)
+        for index, request in enumerate(requests):
+            try:
+                bodies = _bodies(request)
+                self.received += bodies.nbytes
+                content_type, accept = request_options(request.parameters())
+                mine = parse_bodies(decode_bodies(bodies), content_type, accept, self.limits)
+            except Exception as error:  # noqa: BLE001 - this request's error, no one else's
+                responses[index] = _failure(error)
+                continue
+            spans.append((index, len(parsed), len(mine)))
+            parsed.extend(mine)
+        try:
+            calls = plan(parsed, self.max_batch_size, self.costs, self.max_batch_tokens, self.flat)
+            answers = scatter(parsed, *run_calls(calls, self.run))
+            if self.index is not None:
+                answers = search(parsed, answers, self.index, self.search, self.max_batch_size)
+        except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
+            answers = [error] * len(parsed)
+        for index, first, count in spans:
+            mine = answers[first : first + count]
+            failed = next((a for a in mine if isinstance(a, BaseException)), None)
+            try:
+                if failed is not None:
+                    raise failed
+                rows = [
+                    [format_response(a, p.accept)]
+                    for a, p in zip(mine, parsed[first : first + count], strict=True)
+                ]
+                output = pb_utils.Tensor(RESPONSE_OUTPUT, np.array(rows, dtype=np.object_))
+                responses[index] = pb_utils.InferenceResponse([output])
+            except Exception as error:  # noqa: BLE001
+                responses[index] = _failure(error)
+        return responses
