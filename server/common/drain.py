@@ -86,7 +86,9 @@ def refusals(pb_utils, count: int) -> list:
     an error's shared memory with the first response that carries it, so one shared error
     reached the others garbled, or crashed tritonserver (SIGSEGV in libtriton_python.so)."""
     return [
-        pb_utils.InferenceResponse(error=errors.triton_error(pb_utils, errors.ServiceError(errors.OVERLOADED, REFUSAL)))
+        pb_utils.InferenceResponse(
+            error=errors.triton_error(pb_utils, errors.ServiceError(errors.OVERLOADED, REFUSAL))
+        )
         for _ in range(count)
     ]
 

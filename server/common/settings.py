@@ -26,9 +26,30 @@ SPINNING = ("auto", "on", "off")  # ServingSettings.spinning
 T = TypeVar("T")
 
 
-def setting(default: Any, env: str | None = None, minimum: float | None = None, choices=None):
-    """A dataclass field that is a setting."""
-    return field(default=default, metadata={"env": env, "minimum": minimum, "choices": choices})
+def setting(
+    default: Any,
+    env: str | None = None,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    help: str = "",  # noqa: A002 - argparse's word for it
+):
+    """A dataclass field that is a setting: everything said about it is said here, once
+    (docs/configuration.md and every --help are generated from it)."""
+    metadata = {"env": env, "minimum": minimum, "choices": choices, "help": help}
+    return field(default=default, metadata=metadata)
+
+
+def documented(
+    default: Any,
+    variable: str,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    help: str = "",  # noqa: A002
+):
+    """A setting whose variable its own code reads (a precedence rule, a mode it applies in):
+    documented like the others, not read by `from_env`."""
+    metadata = {"variable": variable, "minimum": minimum, "choices": choices, "help": help}
+    return field(default=default, metadata=metadata)
 
 
 def _kind(cls: type, name: str) -> type:
@@ -102,8 +123,8 @@ def add_arguments(parser, cls: type) -> None:
             "--" + f.name.replace("_", "-"),
             type=convert,
             default=getattr(defaults, f.name),
-            help=f"default {getattr(defaults, f.name)!r}"
-            + (f"; env {f.metadata['env']}" if f.metadata.get("env") else ""),
+            help=f"{f.metadata.get('help', '')} (default {getattr(defaults, f.name)!r}"
+            + (f"; env {f.metadata['env']})" if f.metadata.get("env") else ")"),
         )
 
 
@@ -111,47 +132,118 @@ def add_arguments(parser, cls: type) -> None:
 class ServingSettings:
     """What the generated configs say; see server.launcher.configs for where each one goes."""
 
-    gpu_copies: int = setting(2, "O2V_GPU_COPIES", minimum=1)  # preferred network, per GPU
-    cpu_copies: int = setting(1, minimum=1)  # every ONNX model outside the preferred mode
-    network_max_batch_size: int = setting(4096, minimum=1)  # instances per call to a network
+    gpu_copies: int = setting(
+        2,
+        "O2V_GPU_COPIES",
+        minimum=1,
+        help="copies per GPU of the network INFERENCE_PREFERRED_MODE prefers",
+    )  # preferred network, per GPU
+    cpu_copies: int = setting(
+        1, minimum=1, help="copies of every ONNX model outside the preferred mode"
+    )  # every ONNX model outside the preferred mode
+    network_max_batch_size: int = setting(
+        4096, minimum=1, help="instances per call to a network"
+    )  # instances per call to a network
     # Padded tokens per call (a call of one sequence may pass it): bounds a call's activations,
     # 65,536 x enc_dim 512 x 4 bytes = 128 MB a layer for the realistic model.
-    network_max_batch_tokens: int = setting(65_536, minimum=1)
+    network_max_batch_tokens: int = setting(
+        65_536,
+        minimum=1,
+        help="padded tokens per call to a network (a call of one sequence may pass it)",
+    )
     # No waiting: the front door already batches, and requests queue while an instance is busy
     # (docs/performance.md: 0 beat 200/500 µs on the realistic model).
-    network_queue_delay_us: int = setting(0, minimum=0)
-    front_door_max_batch_size: int = setting(64, minimum=1)  # requests per front door execute
-    front_door_queue_delay_us: int = setting(0, minimum=0)
-    front_door_copies: int = setting(0, "O2V_FRONT_DOOR_COPIES", minimum=0)  # 0: from the host
+    network_queue_delay_us: int = setting(
+        0, minimum=0, help="the networks' dynamic batching delay in microseconds"
+    )
+    front_door_max_batch_size: int = setting(
+        64, minimum=1, help="requests per front door execute"
+    )  # requests per front door execute
+    front_door_queue_delay_us: int = setting(
+        0, minimum=0, help="the front door's dynamic batching delay in microseconds"
+    )
+    front_door_copies: int = setting(
+        0,
+        "O2V_FRONT_DOOR_COPIES",
+        minimum=0,
+        help="copies of the front door (0: one per two cores, at most 16)",
+    )  # 0: from the host
     # Where the front door runs the networks: bls (calls to enc0/enc1/pair), in_process (the same
     # ONNX files in the front door's process), auto: decided by server.launcher.host for the machine.
-    networks: str = setting("auto", "O2V_NETWORKS", choices=("auto", "bls", "in_process"))
-    intra_op_thread_count: int = setting(0, minimum=0)  # 0: ONNX Runtime's default (all cores)
-    inter_op_thread_count: int = setting(0, minimum=0)
+    networks: str = setting(
+        "auto",
+        "O2V_NETWORKS",
+        choices=("auto", "bls", "in_process"),
+        help="how the front door runs the networks: bls (calls to enc0 / enc1 / pair), in_process (ONNX Runtime in its own process), auto (bls on a GPU or with the C++ ONNX Runtime backend, in_process otherwise)",
+    )
+    intra_op_thread_count: int = setting(
+        0,
+        minimum=0,
+        help="ONNX Runtime's threads per session (0: its default, every core; shared among the front door's copies where they run the networks)",
+    )  # 0: ONNX Runtime's default (all cores)
+    inter_op_thread_count: int = setting(
+        0, minimum=0, help="ONNX Runtime's inter-op threads (0: its default)"
+    )
     # Whether ONNX Runtime's idle threads spin, waiting for the next operator: auto decides per
     # network by how long one of its runs takes (server.common.onnx_sessions.SPIN_ABOVE_S). Read by the
     # front door's own sessions and the embedded server's ONNX Runtime backend.
-    spinning: str = setting("auto", "O2V_SPINNING", choices=SPINNING)
-    max_body_bytes: int = setting(DEFAULT_MAX_BODY_BYTES, minimum=1)
-    max_instances: int = setting(DEFAULT_MAX_INSTANCES, minimum=1)  # per request, all bodies
+    spinning: str = setting(
+        "auto",
+        "O2V_SPINNING",
+        choices=SPINNING,
+        help="whether ONNX Runtime's idle threads spin waiting for work (auto: for networks whose run is short)",
+    )
+    max_body_bytes: int = setting(
+        DEFAULT_MAX_BODY_BYTES, minimum=1, help="largest request body in bytes (else 413)"
+    )
+    max_instances: int = setting(
+        DEFAULT_MAX_INSTANCES, minimum=1, help="instances per request, all bodies together"
+    )  # per request, all bodies
     # neighbours (instances x k) per request, all bodies: what one answer may weigh
-    max_neighbours: int = setting(DEFAULT_MAX_NEIGHBOURS, "O2V_MAX_NEIGHBOURS", minimum=1)
+    max_neighbours: int = setting(
+        DEFAULT_MAX_NEIGHBOURS,
+        "O2V_MAX_NEIGHBOURS",
+        minimum=1,
+        help="neighbours (instances x k) one request may ask for",
+    )
     # scores computed (instances x catalogue items x width) per request: what a search may cost
     max_neighbour_scores: int = setting(
-        DEFAULT_MAX_NEIGHBOUR_SCORES, "O2V_MAX_NEIGHBOUR_SCORES", minimum=1
+        DEFAULT_MAX_NEIGHBOUR_SCORES,
+        "O2V_MAX_NEIGHBOUR_SCORES",
+        minimum=1,
+        help="scores (instances x catalogue items x width) one neighbours request may compute",
     )
     # measured: where the front door runs the networks itself, it measures at load what a call
     # and a padded token cost each network here, and cuts a network's instances by length
     # where the padding saved pays for another call (server.frontdoor.cutting). off: one call per
     # network per execute (split only above network_max_batch_size), as with BLS.
-    call_cutting: str = setting("measured", "O2V_CALL_CUTTING", choices=("measured", "off"))
+    call_cutting: str = setting(
+        "measured",
+        "O2V_CALL_CUTTING",
+        choices=("measured", "off"),
+        help="measured: the front door cuts a network's calls by length where the padding saved pays for a call; off: one call per network per execute",
+    )
     # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
-    accelerator: str = setting("cuda", "O2V_ACCELERATOR", choices=("cuda", "tensorrt"))
-    tensorrt_fp16: bool = setting(False, "O2V_TENSORRT_FP16")
-    tensorrt_engine_cache: str = setting("", "O2V_TENSORRT_ENGINE_CACHE")  # engines kept here
+    accelerator: str = setting(
+        "cuda",
+        "O2V_ACCELERATOR",
+        choices=("cuda", "tensorrt"),
+        help="the ONNX models' GPU execution provider",
+    )
+    tensorrt_fp16: bool = setting(False, "O2V_TENSORRT_FP16", help="TensorRT in half precision")
+    tensorrt_engine_cache: str = setting(
+        "",
+        "O2V_TENSORRT_ENGINE_CACHE",
+        help="a folder where TensorRT engines are kept across restarts",
+    )  # engines kept here
     # A warm-up request per model instance, so the first user is not slow.
-    warmup: bool = setting(True, "O2V_WARMUP")
+    warmup: bool = setting(
+        True, "O2V_WARMUP", help="one warm-up request per model instance at load"
+    )
     # Triton's response cache on the front door (needs --cache-config on the server). It keys on
     # the body alone, not on the content_type / accept parameters: opt in where clients send
     # each body in one format. The launcher turns it on with O2V_RESPONSE_CACHE_BYTES.
-    response_cache: bool = setting(False)
+    response_cache: bool = setting(
+        False,
+        help="Triton's response cache on the front door (the launcher sets it from O2V_RESPONSE_CACHE_BYTES)",
+    )

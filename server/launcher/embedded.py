@@ -27,6 +27,7 @@ from contract.facts import FACTS_FILE
 from server.launcher.launch import DEFAULT_MODE, SAGEMAKER_PORT, SAGEMAKER_PORT_VARIABLE, Launch
 from server.launcher.plan import Plan, assemble, run, triton_process
 from server.launcher.process import TritonProcess
+from server.launcher.reference import plain
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only; beyond it, only the SageMaker adapter
 EMBEDDED_TRITON = "2.51.0"  # the release nvidia-pytriton 0.7.0 ships (docs/security.md)
@@ -163,7 +164,7 @@ class EmbeddedServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        description=__doc__, epilog=plain(), formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--model-repository", type=Path, default=PROJECT_ROOT / "model_repository")
     parser.add_argument(

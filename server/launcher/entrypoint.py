@@ -28,11 +28,15 @@ import sys
 from contract.errors import ServiceError
 from server.launcher.launch import Launch, installed_triton_version
 from server.launcher.plan import assemble, run
+from server.launcher.reference import plain
 
 
 def main(argv: list[str] | None = None) -> int:
     """The image's entrypoint: tritonserver (found on PATH), supervised."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--help"], ["-h"]):
+        print(f"{__doc__}\n{plain()}")
+        return 0
     sagemaker = bool(argv) and argv[0] == "serve"
     extra = tuple(argv[1:] if sagemaker else argv)
     try:

@@ -22,6 +22,7 @@ from server.common.settings import (
     env_texts,
     from_env,
     parse_setting,
+    documented,
     setting,
 )
 from server.launcher.configs import MODES, RECORD_FILE, refresh_configs
@@ -84,28 +85,87 @@ class Launch:
     """Everything a tritonserver start needs, whoever starts it; its fields with a variable are
     read from the environment by `server.common.settings` (one parser, one rule for each type)."""
 
-    model_repository: Path = setting(Path("model_repository"), "MODEL_REPOSITORY")
-    mode: str = DEFAULT_MODE  # INFERENCE_PREFERRED_MODE, see resolve_mode
-    http_port: int = setting(8000, "O2V_HTTP_PORT", minimum=1)
-    grpc_port: int = setting(8001, "O2V_GRPC_PORT", minimum=1)
-    metrics_port: int = setting(8002, "O2V_METRICS_PORT", minimum=1)
-    sagemaker_port: int | None = None  # SageMaker mode only: SAGEMAKER_BIND_TO_PORT
+    model_repository: Path = setting(
+        Path("model_repository"),
+        "MODEL_REPOSITORY",
+        help="the model repository served (the image: /models; SageMaker: /opt/ml/model when the model artifact holds one)",
+    )
+    mode: str = documented(
+        DEFAULT_MODE,
+        "INFERENCE_PREFERRED_MODE",
+        choices=MODES,
+        help="which network gets the GPU copies (--model-config-name); --mode wins over it",
+    )
+    http_port: int = setting(8000, "O2V_HTTP_PORT", minimum=1, help="Triton's HTTP port")
+    grpc_port: int = setting(8001, "O2V_GRPC_PORT", minimum=1, help="Triton's gRPC port")
+    metrics_port: int = setting(
+        8002, "O2V_METRICS_PORT", minimum=1, help="Triton's Prometheus metrics port"
+    )
+    # None: not SageMaker mode
+    sagemaker_port: int | None = documented(
+        None,
+        SAGEMAKER_PORT_VARIABLE,
+        minimum=1,
+        help=f"the SageMaker endpoint's port, {SAGEMAKER_PORT} where unset (SageMaker mode only: "
+        "the image's `serve`, the embedded server's --sagemaker)",
+    )
     host: str = "0.0.0.0"  # the image: every address; the embedded server: loopback
-    exit_timeout_secs: int = setting(DEFAULT_EXIT_TIMEOUT_SECS, "O2V_EXIT_TIMEOUT_SECS", minimum=0)
+    exit_timeout_secs: int = setting(
+        DEFAULT_EXIT_TIMEOUT_SECS,
+        "O2V_EXIT_TIMEOUT_SECS",
+        minimum=0,
+        help="how long a stop waits for requests in flight, in seconds",
+    )
     # Restarts of tritonserver after a dead stub within RESTART_WINDOW, before giving up.
-    max_restarts: int = setting(MAX_RESTARTS, "O2V_MAX_RESTARTS", minimum=0)
+    max_restarts: int = setting(
+        MAX_RESTARTS,
+        "O2V_MAX_RESTARTS",
+        minimum=0,
+        help="restarts of tritonserver after a dead stub or a stalled protocol within 10 minutes, before the launcher exits 3 (0: exit at the first, for the orchestrator to replace it)",
+    )
     admin_key: str = field(
-        default_factory=_random_key, repr=False, metadata={"env": "O2V_ADMIN_KEY"}
+        default_factory=_random_key,
+        repr=False,
+        metadata={
+            "env": "O2V_ADMIN_KEY",
+            "help": "opens the restricted APIs (logging, trace, shared memory, model repository) "
+            "to requests carrying `admin-key: <key>`; unset: a random key no one knows",
+        },
     )
     settings: ServingSettings | None = None  # None: the repository's configs as they are
-    python_shm_bytes: int = setting(DEFAULT_SHM_BYTES, "O2V_PYTHON_SHM_BYTES", minimum=1)
-    log_verbose: int = setting(0, "O2V_LOG_VERBOSE", minimum=0)
+    python_shm_bytes: int = setting(
+        DEFAULT_SHM_BYTES,
+        "O2V_PYTHON_SHM_BYTES",
+        minimum=1,
+        help="shared memory of each Python backend instance, in bytes",
+    )
+    log_verbose: int = setting(
+        0,
+        "O2V_LOG_VERBOSE",
+        minimum=0,
+        help="tritonserver's --log-verbose level (also shows the CUDA warnings hidden on a CPU host)",
+    )
     # Triton's local response cache; 0: off.
-    cache_bytes: int = setting(0, CACHE_VARIABLE, minimum=0)
+    cache_bytes: int = setting(
+        0,
+        CACHE_VARIABLE,
+        minimum=0,
+        help="size of Triton's response cache for the front door in bytes (0: off); it keys on the body alone, not on content_type / accept",
+    )
     cache_directory: Path | None = None  # where the cache library is, if not Triton's default
     # What /execution-parameters says in SageMaker mode; 0: derived from the host.
-    max_concurrent_transforms: int = setting(0, "O2V_MAX_CONCURRENT_TRANSFORMS", minimum=0)
-    max_payload_mb: int = setting(0, "O2V_MAX_PAYLOAD_IN_MB", minimum=0)
+    max_concurrent_transforms: int = setting(
+        0,
+        "O2V_MAX_CONCURRENT_TRANSFORMS",
+        minimum=0,
+        help="what /execution-parameters says for MaxConcurrentTransforms (0: two per network copy on GPUs, one per core on a CPU host)",
+    )
+    max_payload_mb: int = setting(
+        0,
+        "O2V_MAX_PAYLOAD_IN_MB",
+        minimum=0,
+        help="what /execution-parameters says for MaxPayloadInMB (0: 6, or less where the body limit is lower)",
+    )
     adapter: AdapterSettings = field(default_factory=AdapterSettings)  # O2V_HTTP_*, O2V_UPSTREAM_*
     probe: ProbeSettings = field(default_factory=ProbeSettings)  # O2V_PROBE_*
     extra_args: tuple[str, ...] = field(default=())

@@ -40,9 +40,24 @@ PROBE_REQUEST = orjson.dumps(
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    interval_s: float = setting(2.0, "O2V_PROBE_INTERVAL_S", minimum=0.0)  # 0: no probes
-    timeout_s: float = setting(5.0, "O2V_PROBE_TIMEOUT_S", minimum=0.1)
-    failures: int = setting(3, "O2V_PROBE_FAILURES", minimum=1)
+    interval_s: float = setting(
+        2.0,
+        "O2V_PROBE_INTERVAL_S",
+        minimum=0.0,
+        help="seconds between the supervisor's probes, one inference over HTTP and gRPC (0: off)",
+    )  # 0: no probes
+    timeout_s: float = setting(
+        5.0,
+        "O2V_PROBE_TIMEOUT_S",
+        minimum=0.1,
+        help="a probe not answered within this many seconds failed",
+    )
+    failures: int = setting(
+        3,
+        "O2V_PROBE_FAILURES",
+        minimum=1,
+        help="probes failed in a row before tritonserver is restarted",
+    )
 
 
 def http_inference(port: int, timeout: float) -> None:

@@ -52,24 +52,66 @@ class AdapterSettings:
     """The SageMaker endpoint's limits and timeouts (environment variables in the README)."""
 
     # Headers and body of one request must arrive within this (slow or stalled peers: 408).
-    read_timeout_s: float = setting(30.0, "O2V_HTTP_READ_TIMEOUT_S", minimum=0.1)
+    read_timeout_s: float = setting(
+        30.0,
+        "O2V_HTTP_READ_TIMEOUT_S",
+        minimum=0.1,
+        help="a request's head and body must arrive within this many seconds (else 408)",
+    )
     # An idle keep-alive connection is closed after this; above the 60 s that load balancers
     # commonly keep theirs, so the balancer, not we, closes first.
-    keep_alive_s: float = setting(75.0, "O2V_HTTP_KEEP_ALIVE_S", minimum=0.1)
-    max_header_bytes: int = setting(64 * 1024, "O2V_HTTP_MAX_HEADER_BYTES", minimum=1024)
+    keep_alive_s: float = setting(
+        75.0,
+        "O2V_HTTP_KEEP_ALIVE_S",
+        minimum=0.1,
+        help="an idle keep-alive connection is closed after this many seconds",
+    )
+    max_header_bytes: int = setting(
+        64 * 1024,
+        "O2V_HTTP_MAX_HEADER_BYTES",
+        minimum=1024,
+        help="largest request head in bytes (else 431)",
+    )
     # Requests in flight at once; beyond it a request gets 503 (overloaded) at once.
-    max_concurrency: int = setting(256, "O2V_HTTP_MAX_CONCURRENCY", minimum=1)
+    max_concurrency: int = setting(
+        256,
+        "O2V_HTTP_MAX_CONCURRENCY",
+        minimum=1,
+        help="invocations in flight at once; beyond it 503 with Retry-After",
+    )
     # Triton must answer an invocation within this (504 past it). SageMaker's own limit on a
     # real-time invocation is 60 s.
-    upstream_timeout_s: float = setting(60.0, "O2V_UPSTREAM_TIMEOUT_S", minimum=0.1)
-    upstream_connections: int = setting(64, "O2V_UPSTREAM_CONNECTIONS", minimum=1)
-    max_connections: int = setting(4096, "O2V_HTTP_MAX_CONNECTIONS", minimum=1)
+    upstream_timeout_s: float = setting(
+        60.0,
+        "O2V_UPSTREAM_TIMEOUT_S",
+        minimum=0.1,
+        help="Triton must answer an invocation within this many seconds (else 504)",
+    )
+    upstream_connections: int = setting(
+        64, "O2V_UPSTREAM_CONNECTIONS", minimum=1, help="connections from the endpoint to Triton"
+    )
+    max_connections: int = setting(
+        4096,
+        "O2V_HTTP_MAX_CONNECTIONS",
+        minimum=1,
+        help="open client connections; beyond it 503 at once",
+    )
     # A peer that reads nothing of its answer for this long is cut off and its answer freed.
-    write_timeout_s: float = setting(30.0, "O2V_HTTP_WRITE_TIMEOUT_S", minimum=0.1)
+    write_timeout_s: float = setting(
+        30.0,
+        "O2V_HTTP_WRITE_TIMEOUT_S",
+        minimum=0.1,
+        help="a peer that reads nothing of its answer for this many seconds is cut off",
+    )
     # Neighbours requests in flight at once; beyond it 503 at once. A maximal one costs the
     # front door about 0.47 s on 2 cores (docs/security.md), so a request queued behind them
     # waits at most about this many times that.
-    max_neighbour_requests: int = setting(4, "O2V_HTTP_MAX_NEIGHBOUR_REQUESTS", minimum=1)
+    max_neighbour_requests: int = setting(
+        4,
+        "O2V_HTTP_MAX_NEIGHBOUR_REQUESTS",
+        minimum=1,
+        help="neighbours requests in flight at once; beyond it 503 with Retry-After",
+    )
 
 
 @dataclass(frozen=True)
@@ -232,7 +274,9 @@ class Adapter:
     def _check(self, head: Head) -> str:
         route = _route(head.path)
         if head.method == "CONNECT":
-            raise errors.ServiceError(errors.METHOD_NOT_ALLOWED, "CONNECT: this is not a proxy", close=True)
+            raise errors.ServiceError(
+                errors.METHOD_NOT_ALLOWED, "CONNECT: this is not a proxy", close=True
+            )
         if route is None:
             raise errors.ServiceError(
                 errors.NOT_FOUND,

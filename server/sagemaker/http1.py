@@ -139,7 +139,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         if len(self.server.connections) >= self.limits.max_connections:
-            answer = self._error(errors.OVERLOADED, f"{self.limits.max_connections} connections open already "
+            answer = self._error(
+                errors.OVERLOADED,
+                f"{self.limits.max_connections} connections open already "
                 "(O2V_HTTP_MAX_CONNECTIONS): retry shortly",
             )
             transport.writelines(_encode(answer, False, True))
@@ -434,7 +436,9 @@ class _Connection(asyncio.Protocol):
             return
         if self.message is not None:  # a request began and did not finish arriving
             self._refuse(
-                self._error(errors.REQUEST_TIMEOUT, f"the request did not arrive within {self.limits.read_timeout_s:g} s "
+                self._error(
+                    errors.REQUEST_TIMEOUT,
+                    f"the request did not arrive within {self.limits.read_timeout_s:g} s "
                     "(O2V_HTTP_READ_TIMEOUT_S)",
                 )
             )

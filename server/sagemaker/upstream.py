@@ -117,7 +117,7 @@ class Upstream:
             except asyncio.TimeoutError:
                 raise ServiceError(
                     UPSTREAM_TIMEOUT,
-                    f"no connection to the model server came free within {timeout:g} s"
+                    f"no connection to the model server came free within {timeout:g} s",
                 ) from None
         else:
             await self.slots.acquire()
@@ -136,7 +136,9 @@ class Upstream:
             )
             return await self._send(connection[1], parts, deadline)
         except asyncio.TimeoutError:
-            raise ServiceError(UPSTREAM_TIMEOUT, f"the model server did not answer within {timeout:g} s") from None
+            raise ServiceError(
+                UPSTREAM_TIMEOUT, f"the model server did not answer within {timeout:g} s"
+            ) from None
         finally:
             self.slots.release()
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -133,3 +137,40 @@ def test_a_release_that_bounds_http_input_gets_the_front_doors_body_limit(tmp_pa
     assert f"--http-max-input-size={limit}" in image
     embedded = tritonserver_args(Launch.from_env({}, triton_version="2.51.0"), tmp_path)
     assert not [a for a in embedded if a.startswith("--http-max-input-size")]  # 2.51 has none
+
+
+def test_docs_configuration_is_what_the_settings_declare():
+    """docs/configuration.md is generated; a setting changed without it fails here."""
+    from server.launcher import reference
+
+    assert reference.DOCUMENT.read_text() == reference.markdown(), (
+        "docs/configuration.md is stale: run python -m server.launcher.reference"
+    )
+
+
+def test_every_setting_has_its_help_and_both_mains_list_every_variable():
+    from server.launcher import reference
+
+    variables = reference.every_variable()
+    assert {"INFERENCE_PREFERRED_MODE", "O2V_CALL_CUTTING", "O2V_SPINNING"} <= variables
+    assert "O2V_MAX_CONCURRENT_TRANSFORMS" in variables and "O2V_MAX_PAYLOAD_IN_MB" in variables
+    for _, cls, _ in reference.GROUPS:
+        for row in reference.settings(cls):
+            assert row[5].strip(), f"{row[0] or row[1]} has no help"
+    for main in (["server", "--help"], ["server.launcher.entrypoint", "--help"]):
+        shown = subprocess.run(
+            [sys.executable, "-m", *main], capture_output=True, text=True, check=True
+        ).stdout
+        assert all(name in shown for name in variables), main
+
+
+def test_the_docs_name_no_variable_the_settings_lack():
+    """A variable in the README or docs/ that no setting declares is a typo or a removed
+    setting: either way the docs are wrong."""
+    from server.launcher import reference
+
+    known = reference.every_variable()
+    root = reference.DOCUMENT.parent.parent
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        named = set(re.findall(r"\bO2V_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+        assert named <= known, f"{path.name} names unknown settings {sorted(named - known)}"
