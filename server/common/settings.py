@@ -169,29 +169,41 @@ class ServingSettings:
         help="copies of the front door (0: one per two cores, at most 16)",
     )  # 0: from the host
     # Where the front door runs the networks: bls (calls to enc0/enc1/pair), in_process (the same
-    # ONNX files in the front door's process), auto: decided by server.launcher.host for the machine.
+    # ONNX files in the front door's process), auto: decided by server.launcher.host for the
+    # machine.
     networks: str = setting(
         "auto",
         "O2V_NETWORKS",
         choices=("auto", "bls", "in_process"),
-        help="how the front door runs the networks: bls (calls to enc0 / enc1 / pair), in_process (ONNX Runtime in its own process), auto (bls on a GPU or with the C++ ONNX Runtime backend, in_process otherwise)",
+        help=(
+            "how the front door runs the networks: bls (calls to enc0 / enc1 / pair), "
+            "in_process (ONNX Runtime in its own process), auto (bls on a GPU or with the C++ "
+            "ONNX Runtime backend, in_process otherwise)"
+        ),
     )
     intra_op_thread_count: int = setting(
         0,
         minimum=0,
-        help="ONNX Runtime's threads per session (0: its default, every core; shared among the front door's copies where they run the networks)",
+        help=(
+            "ONNX Runtime's threads per session (0: its default, every core; shared among the "
+            "front door's copies where they run the networks)"
+        ),
     )  # 0: ONNX Runtime's default (all cores)
     inter_op_thread_count: int = setting(
         0, minimum=0, help="ONNX Runtime's inter-op threads (0: its default)"
     )
     # Whether ONNX Runtime's idle threads spin, waiting for the next operator: auto decides per
-    # network by how long one of its runs takes (server.common.onnx_sessions.SPIN_ABOVE_S). Read by the
+    # network by how long one of its runs takes (server.common.onnx_sessions.SPIN_ABOVE_S). Read by
+    # the
     # front door's own sessions and the embedded server's ONNX Runtime backend.
     spinning: str = setting(
         "auto",
         "O2V_SPINNING",
         choices=SPINNING,
-        help="whether ONNX Runtime's idle threads spin waiting for work (auto: for networks whose run is short)",
+        help=(
+            "whether ONNX Runtime's idle threads spin waiting for work (auto: for networks "
+            "whose run is short)"
+        ),
     )
     max_body_bytes: int = setting(
         DEFAULT_MAX_BODY_BYTES, minimum=1, help="largest request body in bytes (else 413)"
@@ -221,7 +233,10 @@ class ServingSettings:
         "measured",
         "O2V_CALL_CUTTING",
         choices=("measured", "off"),
-        help="measured: the front door cuts a network's calls by length where the padding saved pays for a call; off: one call per network per execute",
+        help=(
+            "measured: the front door cuts a network's calls by length where the padding "
+            "saved pays for a call; off: one call per network per execute"
+        ),
     )
     # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
     accelerator: str = setting(
@@ -245,5 +260,8 @@ class ServingSettings:
     # each body in one format. The launcher turns it on with O2V_RESPONSE_CACHE_BYTES.
     response_cache: bool = setting(
         False,
-        help="Triton's response cache on the front door (the launcher sets it from O2V_RESPONSE_CACHE_BYTES)",
+        help=(
+            "Triton's response cache on the front door (the launcher sets it from "
+            "O2V_RESPONSE_CACHE_BYTES)"
+        ),
     )

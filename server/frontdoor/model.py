@@ -3,8 +3,10 @@
 The UINT8 input `body` holds the request's body as raw bytes (a raw HTTP body reaches it too; a
 request may carry several, one per zero-padded row: contract/body.py); the request parameters
 `content_type` and `accept` carry the media types. Parsing and formatting live in
-`server.frontdoor.payload`, routing and batching in `server.frontdoor.dispatch`; this file only moves tensors. The
-networks run one of two ways, as the config's `networks` parameter says (server.launcher.host decides it
+`server.frontdoor.payload`, routing and batching in `server.frontdoor.dispatch`; this file only
+moves tensors. The
+networks run one of two ways, as the config's `networks` parameter says (server.launcher.host
+decides it
 for the machine): `bls`, calls to the enc0 / enc1 / pair models, or `in_process`, the same ONNX
 files run by ONNX Runtime in this process.
 
@@ -76,7 +78,8 @@ def _bls_search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _in_process(repository: Path, params: dict):
-    """The networks run by ONNX Runtime in this process (a server.frontdoor.dispatch Runner); None (so
+    """The networks run by ONNX Runtime in this process (a server.frontdoor.dispatch Runner); None
+    (so
     BLS) where this Python has no onnxruntime, as in the NGC image, whose configs a copied
     repository may carry."""
     try:

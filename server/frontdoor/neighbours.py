@@ -2,7 +2,8 @@
 (`neighbours=k` on the content type, server.frontdoor.payload) searched in the catalogue index
 (contract.neighbours), their answers replaced by the k best items.
 
-The embeddings come from the same enc0 calls as every other in0 (server.frontdoor.dispatch); the search
+The embeddings come from the same enc0 calls as every other in0 (server.frontdoor.dispatch); the
+search
 is one more network, `neighbours`, called with the queries of every asking request of an
 `execute` at once, cut at contract.neighbours.MAX_SCORES_PER_CALL scores a call.
 """
@@ -63,7 +64,8 @@ def search(
     searcher: Searcher,
     max_batch_size: int,
 ) -> list:
-    """`answers` (server.frontdoor.dispatch.scatter's) with each asking request's embeddings replaced
+    """`answers` (server.frontdoor.dispatch.scatter's) with each asking request's embeddings
+    replaced
     by its k nearest items, best first. A failed search fails the requests that asked."""
     asking = [r for r, request in enumerate(requests) if request.k and isinstance(answers[r], list)]
     if not asking:

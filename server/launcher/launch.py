@@ -19,10 +19,10 @@ from contract.facts import FACTS_FILE
 from contract.names import FRONT_DOOR
 from server.common.settings import (
     ServingSettings,
+    documented,
     env_texts,
     from_env,
     parse_setting,
-    documented,
     setting,
 )
 from server.launcher.configs import MODES, RECORD_FILE, refresh_configs
@@ -88,7 +88,10 @@ class Launch:
     model_repository: Path = setting(
         Path("model_repository"),
         "MODEL_REPOSITORY",
-        help="the model repository served (the image: /models; SageMaker: /opt/ml/model when the model artifact holds one)",
+        help=(
+            "the model repository served (the image: /models; SageMaker: /opt/ml/model when "
+            "the model artifact holds one)"
+        ),
     )
     mode: str = documented(
         DEFAULT_MODE,
@@ -121,7 +124,11 @@ class Launch:
         MAX_RESTARTS,
         "O2V_MAX_RESTARTS",
         minimum=0,
-        help="restarts of tritonserver after a dead stub or a stalled protocol within 10 minutes, before the launcher exits 3 (0: exit at the first, for the orchestrator to replace it)",
+        help=(
+            "restarts of tritonserver after a dead stub or a stalled protocol within 10 "
+            "minutes, before the launcher exits 3 (0: exit at the first, for the orchestrator "
+            "to replace it)"
+        ),
     )
     admin_key: str = field(
         default_factory=_random_key,
@@ -143,14 +150,19 @@ class Launch:
         0,
         "O2V_LOG_VERBOSE",
         minimum=0,
-        help="tritonserver's --log-verbose level (also shows the CUDA warnings hidden on a CPU host)",
+        help=(
+            "tritonserver's --log-verbose level (also shows the CUDA warnings hidden on a CPU host)"
+        ),
     )
     # Triton's local response cache; 0: off.
     cache_bytes: int = setting(
         0,
         CACHE_VARIABLE,
         minimum=0,
-        help="size of Triton's response cache for the front door in bytes (0: off); it keys on the body alone, not on content_type / accept",
+        help=(
+            "size of Triton's response cache for the front door in bytes (0: off); it keys on "
+            "the body alone, not on content_type / accept"
+        ),
     )
     cache_directory: Path | None = None  # where the cache library is, if not Triton's default
     # What /execution-parameters says in SageMaker mode; 0: derived from the host.
@@ -158,13 +170,19 @@ class Launch:
         0,
         "O2V_MAX_CONCURRENT_TRANSFORMS",
         minimum=0,
-        help="what /execution-parameters says for MaxConcurrentTransforms (0: two per network copy on GPUs, one per core on a CPU host)",
+        help=(
+            "what /execution-parameters says for MaxConcurrentTransforms (0: two per network "
+            "copy on GPUs, one per core on a CPU host)"
+        ),
     )
     max_payload_mb: int = setting(
         0,
         "O2V_MAX_PAYLOAD_IN_MB",
         minimum=0,
-        help="what /execution-parameters says for MaxPayloadInMB (0: 6, or less where the body limit is lower)",
+        help=(
+            "what /execution-parameters says for MaxPayloadInMB (0: 6, or less where the body "
+            "limit is lower)"
+        ),
     )
     adapter: AdapterSettings = field(default_factory=AdapterSettings)  # O2V_HTTP_*, O2V_UPSTREAM_*
     probe: ProbeSettings = field(default_factory=ProbeSettings)  # O2V_PROBE_*
@@ -274,7 +292,8 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
             args.append(f"--cache-directory={launch.cache_directory}")
         args.append(f"--cache-config=local,size={launch.cache_bytes}")
     if launch.sagemaker_port:
-        # Triton stays on loopback; the SageMaker adapter (server.sagemaker.adapter) faces the caller.
+        # Triton stays on loopback; the SageMaker adapter (server.sagemaker.adapter) faces the
+        # caller.
         args += [
             "--http-address=127.0.0.1",
             f"--http-port={launch.http_port}",

@@ -2,7 +2,8 @@
 
 The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose config says
 `backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It is as strict as
-the C++ backend at load (server/onnxruntime_backend/graph_checks.py: names, types, dims and the batch dimension
+the C++ backend at load (server/onnxruntime_backend/graph_checks.py: names, types, dims and the
+batch dimension
 against the graph) and follows it where it matters: it runs `<version>/model.onnx` (or the
 config's `default_model_filename`), honours the instance kind and device id (CUDA provider on a
 GPU instance when ONNX Runtime has it), and reads `intra_op_thread_count` /

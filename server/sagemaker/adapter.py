@@ -9,7 +9,8 @@
     GET  /execution-parameters         what a Batch Transform job uses when it sets nothing
 
 `Adapter` is the contract's logic; HTTP/1.1 itself (framing, keep-alive, pipelining,
-100-continue, HEAD, Upgrade, limits and timeouts) is server/sagemaker/http1.py's. The adapter knows no
+100-continue, HEAD, Upgrade, limits and timeouts) is server/sagemaker/http1.py's. The adapter knows
+no
 format: each body goes to the front door through Triton's HTTP API on loopback
 (server/sagemaker/upstream.py: the body as the front door's UINT8 input, the media types as request
 parameters, the answer as a raw binary output), and the front door's answer or error comes back
@@ -224,7 +225,8 @@ class Adapter:
     request from its head alone, so a refusal (404, 405, 406, 413, 415, 501, 503) goes out
     before a byte of its body is read; `respond` answers an admitted request with its body.
 
-    `healthy`, when given, is the supervisor's view (server.launcher.process): False while tritonserver
+    `healthy`, when given, is the supervisor's view (server.launcher.process): False while
+    tritonserver
     or a model's stub is dead, so /ping says 503 at once rather than after a timeout."""
 
     def __init__(

@@ -1,6 +1,7 @@
-"""The README's commands, run as written, so the README cannot drift from the product.
+"""The commands of the README and of docs/*.md, run as written, so the documentation cannot
+drift from the product.
 
-Every ```bash and ```python block of README.md carries a marker on the line before it:
+Every ```bash and ```python block of README.md and docs/*.md carries a marker on the line before it:
 `<!-- readme-test: server -->` (run against the embedded server on the README's ports,
 8000/8001/8002), `<!-- readme-test: sagemaker -->` (against `--sagemaker` on 8080), or
 `<!-- readme-test: skip (why) -->` for what needs a GPU, Docker, AWS or minutes. A block
@@ -25,26 +26,29 @@ from tests.helpers import free_port
 
 pytestmark = pytest.mark.local  # starts servers of its own, on fixed ports
 
-README = PROJECT_ROOT / "README.md"
+DOCUMENTS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!-- readme-test: (server|sagemaker|skip \(.+\)) -->")
 
 
-def blocks() -> list[tuple[int, str, str, str]]:
-    """(line, language, marker, code) of every bash and python block."""
-    found, lines = [], README.read_text().splitlines()
-    for number, line in enumerate(lines):
-        if line in ("```bash", "```python"):
-            end = lines.index("```", number + 1)
-            previous = lines[number - 1] if number else ""
-            match = MARKER.fullmatch(previous.strip())
-            kind = match[1] if match else ""
-            found.append((number + 1, line[3:], kind, "\n".join(lines[number + 1 : end])))
+def blocks() -> list[tuple[str, str, str, str]]:
+    """(where, language, marker, code) of every bash and python block of every document."""
+    found = []
+    for document in DOCUMENTS:
+        lines = document.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line in ("```bash", "```python"):
+                end = lines.index("```", number + 1)
+                previous = lines[number - 1] if number else ""
+                match = MARKER.fullmatch(previous.strip())
+                kind = match[1] if match else ""
+                where = f"{document.relative_to(PROJECT_ROOT)} line {number + 1}"
+                found.append((where, line[3:], kind, "\n".join(lines[number + 1 : end])))
     return found
 
 
 def test_every_block_says_whether_it_is_run():
     unmarked = [line for line, _, kind, _ in blocks() if not kind]
-    assert not unmarked, f"README blocks without a readme-test marker, at lines {unmarked}"
+    assert not unmarked, f"blocks without a readme-test marker: {unmarked}"
     assert sum(kind in ("server", "sagemaker") for _, _, kind, _ in blocks()) >= 8
 
 
@@ -89,7 +93,7 @@ def launched(request, demo_repository, tmp_path_factory):
 
 def test_the_readme_commands_run_as_written(launched):
     ran = 0
-    for line, language, kind, code in blocks():
+    for where, language, kind, code in blocks():
         if kind != launched:
             continue
         command = ["bash", "-euo", "pipefail", "-c", code]
@@ -99,7 +103,6 @@ def test_the_readme_commands_run_as_written(launched):
             command, cwd=PROJECT_ROOT, capture_output=True, timeout=600, env=dict(os.environ)
         )
         output = result.stdout.decode(errors="replace")
-        where = f"README.md line {line}"
         assert result.returncode == 0, f"{where}: {result.stderr.decode()[-2000:]}"
         assert output.strip(), f"{where}: printed nothing"
         assert '"error"' not in output, f"{where}: {output[:500]}"

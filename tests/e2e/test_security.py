@@ -9,7 +9,8 @@ Where they are sent:
   elsewhere, the image's for example);
 * Triton's own ports: the `server` fixture (`--server-url` / `--grpc-url` for the image). A
   trigger that kills the release under test (Triton 2.51, the embedded server's) is not sent
-  there, with the reason said: those ports never leave loopback (server.launcher.launch.check_exposure).
+  there, with the reason said: those ports never leave loopback
+  (server.launcher.launch.check_exposure).
 """
 
 from __future__ import annotations
