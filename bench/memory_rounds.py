@@ -99,7 +99,7 @@ def main() -> None:
     print(f"maximal bodies (enc0, pairs): {sizes}")
     with embedded_server(args.repository, "memory_rounds") as server:
         host, port = server.http_url.split(":")
-        group = server.launcher.process.pid
+        group = server.process.pid
         before = snapshot(group)
         print("start   " + "  ".join(f"{k} {v:.0f}" for k, v in before.items()))
         previous = before["group"]

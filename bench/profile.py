@@ -33,7 +33,7 @@ from server.launcher.process import free_port, group_members
 
 def front_door_stub(server: EmbeddedServer) -> int:
     """The pid of the front door's Python stub (its command line names the model)."""
-    for pid in group_members(server.launcher.process.pid):
+    for pid in group_members(server.process.pid):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:

@@ -340,7 +340,7 @@ def _failure(server: TritonProcess, probe: Probe | None) -> str | None:
     if not server.running:
         # Killed by a signal: Triton 2.51 aborts (a boost lock_exception in the Python
         # backend) when a stub is killed in the middle of an execute, as a dead stub.
-        return f"tritonserver was killed (signal {-server.launcher.process.returncode})"
+        return f"tritonserver was killed (signal {-server.process.returncode})"
     dead = server.dead_stubs()
     if dead:
         stubs = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
@@ -381,10 +381,8 @@ async def supervise(
                 await asyncio.wait_for(stopping.wait(), timeout=WATCH_SECONDS)
             if stopping.is_set():
                 break
-            if not server.running and server.launcher.process.returncode >= 0:
-                code = (
-                    server.launcher.process.returncode
-                )  # its own decision: the caller's to act on
+            if not server.running and server.process.returncode >= 0:
+                code = server.process.returncode  # its own decision: the caller's to act on
                 print(f"tritonserver exited with code {code}", flush=True)
                 return code or 1
             failure = _failure(server, probe)

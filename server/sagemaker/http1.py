@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
@@ -176,7 +176,7 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable.clear()  # the peer does not read: stop reading its requests too
-        self.write_deadline = self.loop.time() + self.limits.write_timeout_s
+        self.write_deadline = self.server.clock() + self.limits.write_timeout_s
         self._pause()
 
     def resume_writing(self) -> None:
@@ -422,7 +422,7 @@ class _Connection(asyncio.Protocol):
 
     def _arm(self, seconds: float, reading: bool) -> None:
         self.reading = reading
-        self.deadline = self.loop.time() + seconds
+        self.deadline = self.server.clock() + seconds
 
     def _disarm(self) -> None:
         self.reading, self.deadline = False, None
@@ -449,8 +449,10 @@ class _Connection(asyncio.Protocol):
 class Server:
     """The listening socket and its connections."""
 
-    def __init__(self, app: Application, limits: Limits):
+    def __init__(self, app: Application, limits: Limits, clock: Callable[[], float] | None = None):
         self.app, self.limits = app, limits
+        # Deadlines are read from this clock (the loop's; a test's virtual one)
+        self.clock = clock or asyncio.get_running_loop().time
         self.connections: set[_Connection] = set()
         self.stopping = False
         self.listener: asyncio.AbstractServer | None = None
@@ -460,16 +462,19 @@ class Server:
         """Closes what is past its deadline, SWEEP_S at a time: one float per connection to
         set on each request instead of a timer to schedule and cancel (measured: the timers
         were a tenth of the adapter's CPU)."""
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_S)
-            now = loop.time()
-            for connection in [c for c in self.connections if c.deadline and c.deadline < now]:
-                connection.expired()
-            for connection in [
-                c for c in self.connections if c.write_deadline and c.write_deadline < now
-            ]:
-                connection.stalled()
+            self.check_deadlines()
+
+    def check_deadlines(self) -> None:
+        """One sweep: every connection past its read, idle, linger or write deadline."""
+        now = self.clock()
+        for connection in [c for c in self.connections if c.deadline and c.deadline < now]:
+            connection.expired()
+        for connection in [
+            c for c in self.connections if c.write_deadline and c.write_deadline < now
+        ]:
+            connection.stalled()
 
     def close(self) -> None:
         """Stops listening and closes every connection (answers in flight are the app's to

@@ -78,7 +78,7 @@ def _wait_ready(servers: list[SageMakerServer], timeout: float = 120) -> None:
     while waiting:
         assert time.monotonic() < deadline, "the SageMaker endpoints were not ready in time"
         for server in list(waiting):
-            assert server.launcher.process.poll() is None, server.log.read_text()[-2000:]
+            assert server.process.poll() is None, server.log.read_text()[-2000:]
             try:
                 with urllib.request.urlopen(f"{server.url}/ping", timeout=2) as response:
                     server.pings.append(response.status)
@@ -103,8 +103,8 @@ def sagemaker_servers(demo_repository, tmp_path_factory):
         yield servers
     finally:
         for server in servers:
-            server.launcher.process.terminate()
-            assert server.launcher.process.wait(60) == 0
+            server.process.terminate()
+            assert server.process.wait(60) == 0
 
 
 @pytest.fixture(scope="module")
@@ -300,9 +300,7 @@ def test_boto3_errors_carry_the_front_doors_message(sagemaker, runtime):
 
 
 def _tritonserver_of(server: SageMakerServer) -> int:
-    children = Path(
-        f"/proc/{server.launcher.process.pid}/task/{server.launcher.process.pid}/children"
-    )
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
     for pid in children.read_text().split():
         if Path(f"/proc/{pid}/comm").read_text().strip() == "tritonserver":
             return int(pid)
