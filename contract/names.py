@@ -30,7 +30,7 @@ JSON = "application/json"
 JSONLINES = "application/jsonlines"
 
 # Instances in one request, all bodies together. The hosted real-time endpoint takes at most
-# 6 MB a request; this caps one request near 0.13 s of front-door time on one core
-# (docs/robustness.md). Clients pack Batch Transform requests under it.
+# 6 MB a request; this bounds one request's front-door time (docs/robustness.md). Clients
+# pack Batch Transform requests under it.
 DEFAULT_MAX_INSTANCES = 10_000
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024

@@ -57,9 +57,9 @@ DEFAULT_MAX_K = 100
 # request over
 # it is refused with its numbers, before anything runs (docs/security.md).
 DEFAULT_MAX_NEIGHBOURS = 100_000
-# Scores one request may have computed (instances x items x the similarity's width): its work.
-# 2^30 took 0.46 s on 2 cores (the demo's `model` catalogue: 2,532 queries of 2,000 items x
-# 212), so that requests queued behind neighbour requests wait at most that long for each.
+# Scores one request may have computed (instances x items x the similarity's width): its work,
+# so that requests queued behind neighbour requests wait a bounded time for each
+# (docs/security.md has what 2^30 costs).
 DEFAULT_MAX_NEIGHBOUR_SCORES = 1 << 30
 DEFAULT_MAX_ITEMS = 10_000_000
 # Floats one call holds at most (queries x items x the similarity's width): 64 MB, so a

@@ -16,11 +16,9 @@ from contract.neighbours import ITEMS_OUTPUT, NEIGHBOURS_MODEL, QUERY_INPUT, SCO
 from server.common.settings import SPINNING
 
 # `auto` spins a network's threads where one run of a sequence of 64 tokens takes this long.
-# There a run is many operators of real work, and handing each one to sleeping threads cost a
-# wake-up per operator: the realistic model (hcnn, enc_dim 512, ~1.5 ms) answered 12-19%
-# slower at c1 with the threads asleep, the same at c16. Where runs are short (the demo model,
-# ~20 us) the threads spin on between runs, through the front door's own work around them:
-# up to 20% of its c16 throughput on 2 cores (docs/performance.md).
+# There a run is many operators of real work, and handing each one to sleeping threads costs a
+# wake-up per operator; where runs are short the threads would spin on between runs, through
+# the front door's own work around them (both measured in docs/performance.md).
 SPIN_ABOVE_S = 0.5e-3
 
 
@@ -85,11 +83,10 @@ def _session(
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-# ONNX Runtime's CPU arena keeps the peak of every call for good: after maximal requests it
-# held ~410 MB of the front door's ~545 MB. Turning it off cost ~10% of the served throughput
-# (make perf, gRPC: 720-750 / 1,420-1,530 req/s at c1 / c16 against 819-821 / 1,530-1,640),
-# so the arena stays and a big call gives its chunks back when it ends (then server.common.memory
-# trims the heap): in process, 6 maximal requests in a row left 142-151 MB, against 544.
+# ONNX Runtime's CPU arena keeps the peak of every call for good, most of the front door's
+# memory after maximal requests; turning it off costs served throughput (docs/robustness.md),
+# so the arena stays and a big call gives its chunks back when it ends (then
+# server.common.memory trims the heap).
 SHRINK_ABOVE_ELEMENTS = 1 << 16
 _SHRINK = ort.RunOptions()
 _SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")

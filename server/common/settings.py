@@ -137,28 +137,23 @@ class ServingSettings:
         "O2V_GPU_COPIES",
         minimum=1,
         help="copies per GPU of the network INFERENCE_PREFERRED_MODE prefers",
-    )  # preferred network, per GPU
+    )
     cpu_copies: int = setting(
         1, minimum=1, help="copies of every ONNX model outside the preferred mode"
-    )  # every ONNX model outside the preferred mode
-    network_max_batch_size: int = setting(
-        4096, minimum=1, help="instances per call to a network"
-    )  # instances per call to a network
-    # Padded tokens per call (a call of one sequence may pass it): bounds a call's activations,
-    # 65,536 x enc_dim 512 x 4 bytes = 128 MB a layer for the realistic model.
+    )
+    network_max_batch_size: int = setting(4096, minimum=1, help="instances per call to a network")
+    # bounds a call's activations: tokens x enc_dim x 4 bytes a layer
     network_max_batch_tokens: int = setting(
         65_536,
         minimum=1,
         help="padded tokens per call to a network (a call of one sequence may pass it)",
     )
     # No waiting: the front door already batches, and requests queue while an instance is busy
-    # (docs/performance.md: 0 beat 200/500 µs on the realistic model).
+    # (docs/performance.md compares delays).
     network_queue_delay_us: int = setting(
         0, minimum=0, help="the networks' dynamic batching delay in microseconds"
     )
-    front_door_max_batch_size: int = setting(
-        64, minimum=1, help="requests per front door execute"
-    )  # requests per front door execute
+    front_door_max_batch_size: int = setting(64, minimum=1, help="requests per front door execute")
     front_door_queue_delay_us: int = setting(
         0, minimum=0, help="the front door's dynamic batching delay in microseconds"
     )
@@ -167,10 +162,8 @@ class ServingSettings:
         "O2V_FRONT_DOOR_COPIES",
         minimum=0,
         help="copies of the front door (0: one per two cores, at most 16)",
-    )  # 0: from the host
-    # Where the front door runs the networks: bls (calls to enc0/enc1/pair), in_process (the same
-    # ONNX files in the front door's process), auto: decided by server.launcher.host for the
-    # machine.
+    )
+    # auto is decided for the machine by server.launcher.host.resolve
     networks: str = setting(
         "auto",
         "O2V_NETWORKS",
@@ -188,14 +181,12 @@ class ServingSettings:
             "ONNX Runtime's threads per session (0: its default, every core; shared among the "
             "front door's copies where they run the networks)"
         ),
-    )  # 0: ONNX Runtime's default (all cores)
+    )
     inter_op_thread_count: int = setting(
         0, minimum=0, help="ONNX Runtime's inter-op threads (0: its default)"
     )
-    # Whether ONNX Runtime's idle threads spin, waiting for the next operator: auto decides per
-    # network by how long one of its runs takes (server.common.onnx_sessions.SPIN_ABOVE_S). Read by
-    # the
-    # front door's own sessions and the embedded server's ONNX Runtime backend.
+    # auto decides per network by how long one of its runs takes (onnx_sessions.SPIN_ABOVE_S);
+    # read by the front door's own sessions and by the stand-in backend
     spinning: str = setting(
         "auto",
         "O2V_SPINNING",
@@ -210,25 +201,23 @@ class ServingSettings:
     )
     max_instances: int = setting(
         DEFAULT_MAX_INSTANCES, minimum=1, help="instances per request, all bodies together"
-    )  # per request, all bodies
-    # neighbours (instances x k) per request, all bodies: what one answer may weigh
+    )
+    # what one answer may weigh, all bodies together
     max_neighbours: int = setting(
         DEFAULT_MAX_NEIGHBOURS,
         "O2V_MAX_NEIGHBOURS",
         minimum=1,
         help="neighbours (instances x k) one request may ask for",
     )
-    # scores computed (instances x catalogue items x width) per request: what a search may cost
+    # what one search may cost, all bodies together
     max_neighbour_scores: int = setting(
         DEFAULT_MAX_NEIGHBOUR_SCORES,
         "O2V_MAX_NEIGHBOUR_SCORES",
         minimum=1,
         help="scores (instances x catalogue items x width) one neighbours request may compute",
     )
-    # measured: where the front door runs the networks itself, it measures at load what a call
-    # and a padded token cost each network here, and cuts a network's instances by length
-    # where the padding saved pays for another call (server.frontdoor.cutting). off: one call per
-    # network per execute (split only above network_max_batch_size), as with BLS.
+    # only where the front door runs the networks itself: it measures at load what a call and a
+    # padded token cost each network here (server.frontdoor.cutting); BLS calls are never cut
     call_cutting: str = setting(
         "measured",
         "O2V_CALL_CUTTING",
@@ -250,14 +239,13 @@ class ServingSettings:
         "",
         "O2V_TENSORRT_ENGINE_CACHE",
         help="a folder where TensorRT engines are kept across restarts",
-    )  # engines kept here
-    # A warm-up request per model instance, so the first user is not slow.
+    )
+    # so that the first user is not slow
     warmup: bool = setting(
         True, "O2V_WARMUP", help="one warm-up request per model instance at load"
     )
-    # Triton's response cache on the front door (needs --cache-config on the server). It keys on
-    # the body alone, not on the content_type / accept parameters: opt in where clients send
-    # each body in one format. The launcher turns it on with O2V_RESPONSE_CACHE_BYTES.
+    # Needs --cache-config on the server. It keys on the body alone, not on the content_type /
+    # accept parameters: opt in where clients send each body in one format.
     response_cache: bool = setting(
         False,
         help=(

@@ -5,10 +5,9 @@ as a real token; a call also costs a fixed amount (ONNX Runtime's dispatch, the 
 slicing around it). `CallCost` holds the two prices for one network on this host, measured when
 the front door loads (`measure`); `cut` sorts the instances by length and places the cuts that
 minimise `calls x call + padded tokens x token` (exactly, below the batch size cap: cuts between
-equal lengths never pay; a group above the cap is split in length order). A 1 MB body
-of 3-29-token lines is cut in a call per length (padding 1.81x -> 1.00x of the real tokens);
-a request of three short instances stays one call, because a second call costs more than the
-padding it saves (docs/performance.md).
+equal lengths never pay; a group above the cap is split in length order). A big body of
+mixed lengths is cut in a call per length; a request of three short instances stays one call,
+because a second call costs more than the padding it saves (docs/performance.md).
 """
 
 from __future__ import annotations

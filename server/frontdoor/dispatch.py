@@ -237,7 +237,7 @@ def measure_costs(
 ) -> dict[str, CallCost]:
     """Each network's call cost on this host, through `run` and the front door's own work
     around a call (plan, scatter): the lowest of `rounds` measurements taken in turn, since a
-    busy host only ever adds to a call (0.04 s for the demo model here). `skip`: networks
+    busy host only ever adds to a call. `skip`: networks
     whose calls are never cut (the encoders with flat forms)."""
 
     def call_for(route: _Route, rows: int, tokens: int):

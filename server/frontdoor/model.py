@@ -11,8 +11,8 @@ for the machine): `bls`, calls to the enc0 / enc1 / pair models, or `in_process`
 files run by ONNX Runtime in this process.
 
 `execute` is synchronous and so are its BLS calls: the Python backend runs one `execute` of a
-non-decoupled model at a time even when it is a coroutine, and the coroutine path cost about
-0.4 ms per request (docs/performance.md). The price: when one batch needs several networks
+non-decoupled model at a time even when it is a coroutine, and the coroutine path costs more
+per request (docs/performance.md). The price: when one batch needs several networks
 (embeddings and pairs together), their calls run one after the other.
 
 Every request is judged alone: whatever goes wrong with one becomes that request's error (400

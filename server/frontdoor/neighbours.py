@@ -50,8 +50,8 @@ class Index:
 
     def answer(self, scores: np.ndarray, items: np.ndarray) -> orjson.Fragment:
         """One query's neighbours, written as JSON at once: its k dicts live only while it is
-        written, so a request's memory is about its answer's bytes (measured in
-        docs/security.md: Python objects for a whole answer took ten times that)."""
+        written, so a request's memory is about its answer's bytes (Python objects for a whole
+        answer took many times that: docs/security.md)."""
         ids = self.ids
         entries = [{"id": ids[i], "score": s} for i, s in zip(items.tolist(), scores, strict=True)]
         return orjson.Fragment(orjson.dumps(entries, option=orjson.OPT_SERIALIZE_NUMPY))

@@ -9,8 +9,8 @@ that answers none of `failures` probes in a row, each within `timeout_s`, is rep
 (`stalled`) and the supervisor restarts tritonserver (server.launcher.process.supervise). A failed
 probe also makes the SageMaker endpoint's /ping say 503 until one succeeds (`answering`).
 
-enc0, not the front door: the front door's queue is the clients' (32 requests of 100,000
-neighbours each queued 22 s here, and a probe behind them restarted a busy, healthy server),
+enc0, not the front door: the front door's queue is the clients' (a probe queued behind
+maximal neighbours requests once restarted a busy, healthy server: docs/security.md),
 while enc0 answers one token at once wherever it runs (in process, its own Triton model is
 idle; behind BLS, it batches the front door's calls). What is probed is the protocol and
 Triton's request path, which is what stalled.

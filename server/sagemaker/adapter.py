@@ -104,9 +104,8 @@ class AdapterSettings:
         minimum=0.1,
         help="a peer that reads nothing of its answer for this many seconds is cut off",
     )
-    # Neighbours requests in flight at once; beyond it 503 at once. A maximal one costs the
-    # front door about 0.47 s on 2 cores (docs/security.md), so a request queued behind them
-    # waits at most about this many times that.
+    # Neighbours requests in flight at once; beyond it 503 at once: a request queued behind
+    # them waits at most about this many maximal searches (docs/security.md).
     max_neighbour_requests: int = setting(
         4,
         "O2V_HTTP_MAX_NEIGHBOUR_REQUESTS",

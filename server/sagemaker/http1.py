@@ -1,10 +1,9 @@
 """The SageMaker endpoint's HTTP/1.1 server: asyncio protocols on uvloop, httptools' parser.
 
-Written here, not taken from uvicorn or granian, for a measured reason (docs/robustness.md,
-"The SageMaker adapter's HTTP server"): on the whole path with Triton working behind it,
-uvicorn kept 0.66-0.82 of the direct throughput and embedded granian 0.57-0.67, where this keeps
-about 1.0; per request it costs half of uvicorn's CPU. What HTTP/1.1 asks of a server facing
-clients, proxies and hostile peers is each tested in tests/unit/test_http1.py:
+Written here, not taken from uvicorn or granian, because both cost more CPU per request and
+each failed cases below that only patches to their protocol internals would fix
+(docs/decisions.md). What HTTP/1.1 asks of a server facing clients, proxies and hostile peers
+is each tested in tests/unit/test_http1.py (deadlines on virtual time: test_http1_timing.py):
 
 * timeouts: a request's head and body must arrive within `read_timeout_s` from its first byte
   (and a new connection's first byte within the same), an idle keep-alive connection closes
@@ -190,7 +189,7 @@ class _Connection(asyncio.Protocol):
         self.write_deadline = None
         self.transport.abort()
         # after connection_lost (scheduled by abort) has dropped the answers: their pages go
-        # back to the system, not only to the heap (8 such peers held 942 MB before)
+        # back to the system, not only to the heap (docs/security.md)
         self.loop.call_soon(release_memory)
 
     def data_received(self, data: bytes) -> None:
@@ -460,8 +459,8 @@ class Server:
 
     async def sweep(self) -> None:
         """Closes what is past its deadline, SWEEP_S at a time: one float per connection to
-        set on each request instead of a timer to schedule and cancel (measured: the timers
-        were a tenth of the adapter's CPU)."""
+        set on each request instead of a timer to schedule and cancel, which cost a share of
+        the adapter's CPU (docs/robustness.md)."""
         while True:
             await asyncio.sleep(SWEEP_S)
             self.check_deadlines()

@@ -165,7 +165,7 @@ class Upstream:
             connection.deadline = None
             self.busy.discard(connection)
             # An idle connection must not keep its last answer alive (its chunks and the
-            # waiter's joined copy): they held 58 MB of the adapter's 193 after big answers.
+            # waiter's joined copy): big answers would stay in memory (docs/security.md).
             connection.waiter, connection.body = None, []
         if keep_alive and connection.usable:
             self._put(connection)
