@@ -33,6 +33,7 @@ import orjson
 
 from bench.load import wait_for
 from bench.local import RUNS, arguments
+from bench.timing import repeat, timed
 from client.batching import MB, pack
 from contract.facts import Facts
 from contract.names import ENCODER_OUTPUT, FRONT_DOOR, JSONLINES
@@ -140,11 +141,8 @@ def served(http: str, grpc: str, body: bytes, rounds: int = 7) -> dict[str, dict
     for protocol, url in (("http", http), ("grpc", grpc)):
         with Client(url, protocol) as client:
             client.invoke(body, JSONLINES)
-            before, times = stats(), []
-            for _ in range(rounds):
-                start = time.perf_counter()
-                client.invoke(body, JSONLINES)
-                times.append((time.perf_counter() - start) * 1e3)
+            before = stats()
+            times = [s * 1e3 for s in repeat(lambda: client.invoke(body, JSONLINES), rounds)]
             after = stats()
         n = after["n"] - before["n"]
         triton = {k: (after[k] - before[k]) / n / 1e6 for k in TRITON_STEPS}
@@ -170,9 +168,8 @@ def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float
     times: dict[str, list[float]] = {}
 
     def step(name, f, *a):
-        start = time.perf_counter()
-        out = f(*a)
-        times.setdefault(name, []).append((time.perf_counter() - start) * 1e3)
+        took, out = timed(f, *a)
+        times.setdefault(name, []).append(took * 1e3)
         return out
 
     for _ in range(rounds):

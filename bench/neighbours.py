@@ -37,6 +37,7 @@ import torch
 from bench.load import _load
 from bench.local import RUNS, arguments
 from bench.suite import _fresh_repository
+from bench.timing import repeat
 from client.api import Client
 from contract.names import JSONLINES
 from contract.neighbours import NEIGHBOURS_MODEL, Catalogue
@@ -281,11 +282,7 @@ def _search_alone(repository: Path) -> list[float]:
     for batch in (1, 16):
         query = np.random.default_rng(0).random((batch, dim), dtype=np.float32)
         session.run(None, {"query": query})
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            session.run(None, {"query": query})
-            times.append(time.perf_counter() - start)
+        times = repeat(lambda query=query: session.run(None, {"query": query}), rounds=3)
         found.append(min(times) * 1e3)
     return found
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 
+from bench.timing import rate
 from contract.errors import ServiceError
 from contract.facts import Facts
 from contract.names import ENCODER_MODELS, JSON, PAIR_MODEL
@@ -113,16 +114,10 @@ def best_batch_rate(
     call: Callable[[int], None], sizes: Sequence[int], seconds: float
 ) -> tuple[int, float]:
     """(batch size, requests per second) of the fastest batch size."""
-    import time
-
     best = (sizes[0], 0.0)
     for size in sizes:
         call(size)  # warm-up
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            call(size)
-            done += size
-        rate = done / (time.perf_counter() - start)
-        if rate > best[1]:
-            best = (size, rate)
+        per_second = rate(lambda size=size: call(size), seconds, per_call=size)
+        if per_second > best[1]:
+            best = (size, per_second)
     return best

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -47,6 +47,7 @@ from bench.load import (
 from bench.peers import Pipeline, best_batch_rate, torch_runner
 from bench.realistic import REALISTIC, TOKENS_PER_SEQUENCE
 from bench.report import plot, report, server_profile
+from bench.timing import repeat
 from contract.example import DOC_EXAMPLE
 from contract.names import FRONT_DOOR, JSON
 from server.common.onnx_sessions import network_runner
@@ -223,12 +224,8 @@ BATCH_SIZES = (1, 8, 32, 128, 512)
 
 def single_request_ms(pipeline: Pipeline, bodies: list[bytes], seconds: float = 1.0) -> float:
     """Median time of one request in process (parse, run, format), bodies cycled."""
-    times, stop, i = [], time.perf_counter() + seconds, 0
-    while time.perf_counter() < stop or len(times) < 20:
-        start = time.perf_counter()
-        pipeline.answer(bodies[i % len(bodies)])
-        times.append(time.perf_counter() - start)
-        i += 1
+    cycle = itertools.cycle(bodies)
+    times = repeat(lambda: pipeline.answer(next(cycle)), seconds=seconds, at_least=20)
     return float(np.median(times)) * 1e3
 
 
