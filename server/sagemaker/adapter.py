@@ -50,7 +50,7 @@ PING_TIMEOUT_S = 1.5  # SageMaker hosting wants /ping answered within 2 s
 
 @dataclass(frozen=True)
 class AdapterSettings:
-    """The SageMaker endpoint's limits and timeouts (environment variables in the README)."""
+    """The SageMaker endpoint's limits and timeouts (docs/configuration.md)."""
 
     # Headers and body of one request must arrive within this (slow or stalled peers: 408).
     read_timeout_s: float = setting(
