@@ -1,6 +1,7 @@
 """The import graph between the project's top-level packages, checked against the layers.
 
-    python -m bench.imports          # prints package -> packages it imports, and any breach
+    python -m bench.imports          # prints unit -> units it imports, and any breach
+    python -m bench.imports --may A B   # may module A import module B? (exit 0 or 1)
 
 Every import counts, at module level or inside a function. The layers, bottom up:
 
@@ -137,15 +138,20 @@ def breaches(edges: dict[str, set[str]]) -> list[str]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--may"] and len(argv) == 3:  # python -m bench.imports --may A B
+        allowed = _allowed(argv[1], argv[2])
+        print(f"{argv[1]} may {'' if allowed else 'not '}import {argv[2]}")
+        return 0 if allowed else 1
     edges = graph()
-    packages: dict[str, set[str]] = defaultdict(set)
+    units: dict[str, set[str]] = defaultdict(set)
     for module, targets in edges.items():
         for target in targets:
-            if target.split(".")[0] != module.split(".")[0]:
-                packages[module.split(".")[0]].add(target.split(".")[0])
-    for package in PACKAGES:
-        print(f"{package:17} -> {', '.join(sorted(packages[package])) or '(nothing of ours)'}")
+            if unit(target) != unit(module):
+                units[unit(module)].add(unit(target))
+    for name in ALLOWED:
+        print(f"{name:27} -> {', '.join(sorted(units[name])) or '(nothing of ours)'}")
     problems = breaches(edges)
     for problem in problems:
         print(f"BREACH {problem}")
