@@ -2,7 +2,7 @@
 
     python -m bench.neighbours [--part movielens,million] [--seconds 10] [--out runs/bench]
 
-movielens (needs ../shared/data): the model of docs/serving-your-model.md (trained by its flow, once, into
+movielens (needs ../shared/data): docs/serving-your-model.md's model (its flow, once, into
 runs/ml), exported with `--catalogue vocabulary` (all 1,682 movies), served by the embedded
 server once per similarity. Every user of the held-out ratings asks for the whole catalogue
 ranked (`neighbours=1682`) through client.api over HTTP; printed:
@@ -156,7 +156,8 @@ def movielens(out: Path) -> list[str]:
     counts = np.bincount([m for _, m, _ in train], minlength=MOVIES + 1)
     popular = [int(m) for m in np.argsort(-counts, kind="stable") if m]
     lines = [
-        f"MovieLens 100k, serving-your-model.md's model ({checkpoint_path}), catalogue `vocabulary` "
+        f"MovieLens 100k, serving-your-model.md's model ({checkpoint_path}), "
+        "catalogue `vocabulary` "
         f"({MOVIES} movies); {len(users)} users with held-out ratings of 4-5 "
         f"({sum(map(len, liked.values()))} of them); training movies left out of each ranking.",
         "",

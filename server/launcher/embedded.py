@@ -25,7 +25,7 @@ from pathlib import Path
 from contract.errors import MISCONFIGURED, ServiceError
 from contract.facts import FACTS_FILE
 from server.launcher.launch import DEFAULT_MODE, SAGEMAKER_PORT, SAGEMAKER_PORT_VARIABLE, Launch
-from server.launcher.plan import Plan, assemble, run, triton_process
+from server.launcher.plan import Plan, assemble, serve, triton_process
 from server.launcher.process import TritonProcess
 from server.launcher.reference import plain
 
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("extra", nargs="*", help="more tritonserver options, after --")
     args = parser.parse_args(argv)
-    try:
+
+    def make() -> Plan:
         launch = Launch.from_env(
             os.environ,
             args.model_repository,
@@ -204,11 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             extra_args=tuple(args.extra),
             triton_version=EMBEDDED_TRITON,
         )
-        plan = EmbeddedServer(launch=launch).prepare()
-    except (ServiceError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return run(plan)
+        return EmbeddedServer(launch=launch).prepare()
+
+    return serve(make)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,8 @@ from __future__ import annotations
 import os
 import sys
 
-from contract.errors import ServiceError
 from server.launcher.launch import Launch, installed_triton_version
-from server.launcher.plan import assemble, run
+from server.launcher.plan import Plan, assemble, serve
 from server.launcher.reference import plain
 
 
@@ -42,19 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sagemaker = bool(argv) and argv[0] == "serve"
     extra = tuple(argv[1:] if sagemaker else argv)
-    try:
+
+    def make() -> Plan:
         launch = Launch.from_env(
             os.environ,
             sagemaker=sagemaker,
             extra_args=extra,
             triton_version=installed_triton_version(),
         )
-        binary = os.environ.get("TRITONSERVER", "tritonserver")
-        plan = assemble(launch, binary, None, os.environ)
-    except (ServiceError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return run(plan)
+        return assemble(launch, os.environ.get("TRITONSERVER", "tritonserver"), None, os.environ)
+
+    return serve(make)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ which learns what it needs (body limit, host) from the plan, not by looking agai
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,3 +165,14 @@ def run(plan: Plan) -> int:
     except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def serve(make: Callable[[], Plan]) -> int:
+    """A main's end: the plan `make` assembles, run; exit 2 with the reason where it cannot be
+    assembled (a setting, a port, a missing model)."""
+    try:
+        plan = make()
+    except (ServiceError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return run(plan)
