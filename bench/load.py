@@ -7,6 +7,7 @@ and then every concurrency of the sweep, and returns one `Row` per concurrency.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -41,31 +42,48 @@ class Workload:
     instances: int  # per body
 
 
-async def _load(
-    url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
+async def load(
+    url: str,
+    bodies: list[bytes],
+    headers: dict,
+    concurrency: int,
+    seconds: float = 0.0,
+    requests: int = 0,
+    failures: list[int] | None = None,
 ) -> tuple[list[float], float]:
+    """The one network load generator: `concurrency` clients POST `bodies` (cycled) to `url`
+    for `seconds`, or until `requests` are sent; (each answered request's latency, the wall
+    time). A status other than 200 raises, or is appended to `failures` where one is given."""
     import aiohttp
 
     latencies: list[float] = []
+    sent = itertools.count()
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         stop = time.perf_counter() + seconds
 
-        async def worker(k: int) -> None:
-            i = k
-            while time.perf_counter() < stop:
+        def more() -> int | None:
+            index = next(sent)
+            if requests:
+                return index if index < requests else None
+            return index if time.perf_counter() < stop else None
+
+        async def worker() -> None:
+            while (index := more()) is not None:
                 start = time.perf_counter()
                 async with session.post(
-                    url, data=bodies[i % len(bodies)], headers=headers
+                    url, data=bodies[index % len(bodies)], headers=headers
                 ) as response:
                     await response.read()
                     if response.status != 200:
-                        raise RuntimeError(f"{url}: HTTP {response.status}")
+                        if failures is None:
+                            raise RuntimeError(f"{url}: HTTP {response.status}")
+                        failures.append(response.status)
+                        continue
                 latencies.append(time.perf_counter() - start)
-                i += concurrency
 
         begin = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         return latencies, time.perf_counter() - begin
 
 
@@ -73,7 +91,7 @@ def load_once(
     url: str, headers: dict, workload: Workload, concurrency: int, seconds: float
 ) -> float:
     """Requests per second at one concurrency (a sweep's probe)."""
-    latencies, took = asyncio.run(_load(url, workload.bodies, headers, concurrency, seconds))
+    latencies, took = asyncio.run(load(url, workload.bodies, headers, concurrency, seconds))
     return len(latencies) / took
 
 
@@ -87,9 +105,9 @@ def loadgen(
     concurrencies: tuple[int, ...] = CONCURRENCIES,
 ) -> list[Row]:
     rows = []
-    asyncio.run(_load(url, workload.bodies, headers, 4, 1.0))  # warm-up
+    asyncio.run(load(url, workload.bodies, headers, 4, 1.0))  # warm-up
     for concurrency in concurrencies:
-        latencies, took = asyncio.run(_load(url, workload.bodies, headers, concurrency, seconds))
+        latencies, took = asyncio.run(load(url, workload.bodies, headers, concurrency, seconds))
         lat = np.array(latencies) * 1e3
         rows.append(
             Row(

@@ -1,10 +1,10 @@
 """Memory under maximal requests: a high-water mark or a leak? Rounds of maximal requests.
 
-    python -m bench.memory_rounds [--rounds 3] [--requests 200] [--threads 8]
+    python -m bench.memory_rounds [--rounds 3] [--requests 200] [--clients 8]
 
 Starts the embedded server, then sends `--rounds` rounds of `--requests` maximal requests
 (10,000 instances, just under the 16 MB body limit; enc0 and pair alternating) from
-`--threads` threads over HTTP, and after each round (and `--settle` seconds of quiet) prints
+`--clients` concurrent clients over HTTP (bench.load), and after each round (and `--settle` seconds of quiet) prints
 the resident memory of the server's process group, of tritonserver and of each stub, and the
 size of the stubs' shared-memory regions. A leak grows every round; a high-water mark stops
 growing after the first. RSS counts a shared-memory page in every process that touched it,
@@ -13,14 +13,14 @@ as the issue's figures did.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import os
-import threading
 import time
 from pathlib import Path
 
 import orjson
 
+from bench.load import load
 from bench.local import arguments, embedded_server
 from contract.names import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES
 from server.launcher.process import group_members, stubs_of
@@ -60,52 +60,33 @@ def snapshot(group: int) -> dict[str, float]:
     return out
 
 
-def round_of(host: str, port: int, bodies: list[bytes], requests: int, threads: int) -> int:
+def round_of(url: str, bodies: list[bytes], requests: int, clients: int) -> int:
     """Sends `requests` maximal requests; returns how many were not answered 200."""
-    counter, failed, lock = iter(range(requests)), [0], threading.Lock()
-
-    def worker() -> None:
-        connection = http.client.HTTPConnection(host, port, timeout=300)
-        headers = {"Inference-Header-Content-Length": "0"}
-        while True:
-            with lock:
-                index = next(counter, None)
-            if index is None:
-                return
-            connection.request("POST", "/v2/models/object2vec/infer", bodies[index % 2], headers)
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                with lock:
-                    failed[0] += 1
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return failed[0]
+    failures: list[int] = []
+    headers = {"Inference-Header-Content-Length": "0"}
+    asyncio.run(load(url, bodies, headers, clients, requests=requests, failures=failures))
+    return len(failures)
 
 
 def main() -> None:
     parser = arguments(__doc__, seconds=0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--settle", type=float, default=10.0)
     args = parser.parse_args()
     bodies = maximal_bodies()
     sizes = ", ".join(f"{len(b) / 2**20:.1f} MB" for b in bodies)
     print(f"maximal bodies (enc0, pairs): {sizes}")
     with embedded_server(args.repository, "memory_rounds") as server:
-        host, port = server.http_url.split(":")
+        url = f"http://{server.http_url}/v2/models/object2vec/infer"
         group = server.process.pid
         before = snapshot(group)
         print("start   " + "  ".join(f"{k} {v:.0f}" for k, v in before.items()))
         previous = before["group"]
         for number in range(1, args.rounds + 1):
             started = time.monotonic()
-            failed = round_of(host, int(port), bodies, args.requests, args.threads)
+            failed = round_of(url, bodies, args.requests, args.clients)
             took = time.monotonic() - started
             time.sleep(args.settle)
             now = snapshot(group)

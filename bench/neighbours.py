@@ -34,7 +34,7 @@ import onnxruntime as ort
 import orjson
 import torch
 
-from bench.load import _load
+from bench.load import load
 from bench.local import RUNS, arguments
 from bench.suite import _fresh_repository
 from bench.timing import repeat
@@ -259,10 +259,10 @@ def million(out: Path, seconds: float, items: int = 1_000_000) -> list[str]:
         alone = _search_alone(repository)
         with _server(repository, out / f"neighbours-1m-{similarity}.log") as server:
             url = f"http://{server.http_url}/v2/models/object2vec/infer"
-            asyncio.run(_load(url, bodies, headers, 2, 1.0))  # warm-up
+            asyncio.run(load(url, bodies, headers, 2, 1.0))  # warm-up
             row = [f"`{similarity}`", f"{built:.0f}", " / ".join(f"{a:.1f}" for a in alone)]
             for concurrency in (1, 16):
-                latencies, took = asyncio.run(_load(url, bodies, headers, concurrency, seconds))
+                latencies, took = asyncio.run(load(url, bodies, headers, concurrency, seconds))
                 lat = np.array(latencies) * 1e3
                 row += [
                     f"{len(lat) / took:,.1f}",
