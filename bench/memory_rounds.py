@@ -4,11 +4,11 @@
 
 Starts the embedded server, then sends `--rounds` rounds of `--requests` maximal requests
 (10,000 instances, just under the 16 MB body limit; enc0 and pair alternating) from
-`--clients` concurrent clients over HTTP (bench.load), and after each round (and `--settle` seconds of quiet) prints
-the resident memory of the server's process group, of tritonserver and of each stub, and the
-size of the stubs' shared-memory regions. A leak grows every round; a high-water mark stops
-growing after the first. RSS counts a shared-memory page in every process that touched it,
-as the issue's figures did.
+`--clients` concurrent clients over HTTP (bench.load), and after each round (and `--settle`
+seconds of quiet) prints the resident memory of the server's process group, of tritonserver
+and of each stub, and the size of the stubs' shared-memory regions. A leak grows every round;
+a high-water mark stops growing after the first. RSS counts a shared-memory page in every
+process that touched it, as the issue's figures did.
 """
 
 from __future__ import annotations
