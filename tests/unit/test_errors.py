@@ -3,7 +3,7 @@
 import pytest
 
 from contract import errors
-from contract.media import negotiate
+from contract.media import decide, negotiate
 from contract.names import JSON, JSONLINES
 
 
@@ -69,3 +69,62 @@ def test_the_error_body_is_read_back_by_every_reader():
 )
 def test_accept_negotiation(accept, preferred, answer):
     assert negotiate(accept, preferred) == answer
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accept", "body", "request_type", "answer"),
+    [
+        ("application/json", None, b"", JSON, JSON),
+        ("application/x-ndjson; charset=UTF-8", None, b"", JSONLINES, JSONLINES),
+        ("application/json", "application/jsonlines", b"", JSON, JSONLINES),
+        (None, None, b'{"instances": [{"in0": [1]}]}', JSON, JSON),
+        (None, None, b'{"in0": [1]}\n{"in0": [2]}\n', JSONLINES, JSONLINES),
+        ("", "application/json", b'{"in0": [1]}', JSONLINES, JSON),
+    ],
+)
+def test_both_media_types_are_decided_in_one_place(
+    content_type, accept, body, request_type, answer
+):
+    decided = decide(content_type, accept, body)
+    assert (decided.request, decided.answer) == (request_type, answer)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accept", "kind", "words"),
+    [
+        ("text/csv", None, errors.UNSUPPORTED_MEDIA_TYPE, "unsupported content type 'text/csv'"),
+        ("application/json", "text/html", errors.NOT_ACCEPTABLE, "unsupported accept type"),
+        ("application/json; neighbors=5", None, errors.BAD_REQUEST, "unknown content type"),
+        ("application/json; charset=latin-1", None, errors.BAD_REQUEST, "charset=latin-1"),
+    ],
+)
+def test_media_types_the_service_does_not_speak_are_service_errors(
+    content_type, accept, kind, words
+):
+    with pytest.raises(errors.ServiceError) as raised:
+        decide(content_type, accept, b"{}")
+    assert raised.value.kind is kind and words in raised.value.message
+
+
+def test_the_content_type_parameters_are_read_once():
+    decided = decide("application/jsonlines; infer_max_seqlens=5,3; neighbours=10", None, b"")
+    assert decided.parameters == {"infer_max_seqlens": "5,3", "neighbours": "10"}
+
+
+def test_an_error_keeps_its_kind_and_headers_where_it_happened():
+    error = errors.ServiceError(errors.OVERLOADED, "busy", close=True, retry_after="1")
+    placed = error.within("body 2 of 3")
+    assert placed.kind is errors.OVERLOADED and placed.close
+    assert placed.message == "body 2 of 3: busy" and placed.headers == {"retry_after": "1"}
+
+
+def test_the_sagemaker_mapping_writes_status_error_type_and_headers():
+    from server.sagemaker.adapter import error_answer
+
+    answer = error_answer(
+        errors.ServiceError(errors.METHOD_NOT_ALLOWED, "GET /invocations", allow="POST")
+    )
+    headers = dict(answer.headers)
+    assert answer.status == 405 and headers[b"allow"] == b"POST"
+    assert headers[b"x-amzn-errortype"] == b"ValidationError"
+    assert errors.message_of(answer.body, 405) == "GET /invocations"
