@@ -2,12 +2,11 @@
 
     python -m bench.ray_peer MODEL_REPOSITORY --port 8100
 
-One replica (ONNX Runtime on every core, the same CPU budget as Triton's) answers the hosted
-format on POST /invocations: each request is parsed by the front door's own module
+One replica (ONNX Runtime on every core, the same CPU budget as Triton's) answers the hosted format
+on POST /invocations: each request is parsed by the front door's own module
 (server.frontdoor.payload), the parsed requests of one @serve.batch batch are routed and run
-together
-(server.frontdoor.dispatch, the same ONNX files) and each answer is formatted as the front door
-does.
+together (server.frontdoor.dispatch, the same ONNX files) and each answer is formatted as the front
+door does.
 POST /configure?max_batch_size=N&wait_s=S changes the batching in place (the benchmark's sweep).
 SIGTERM or SIGINT shuts Serve and Ray down.
 """

@@ -14,7 +14,9 @@ requests is the decision already made.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import orjson
 
@@ -113,10 +115,11 @@ class Media:
 
     request: str  # the body's type: JSON or JSONLINES
     answer: str  # the answer's
-    parameters: dict[str, str] = field(default_factory=dict)  # the content type's, checked
+    parameters: Mapping[str, str] = field(default_factory=dict)  # the content type's, checked
 
 
-def read_content_type(header: str) -> tuple[str, dict[str, str]]:
+@functools.lru_cache(maxsize=1024)  # read by the endpoint at admission, then per body
+def read_content_type(header: str) -> tuple[str, Mapping[str, str]]:
     """'application/json; infer_max_seqlens=50,20' -> ('application/json', {...}), or the
     caller's error (415 for a type not ours, 400 for a parameter or charset we cannot use)."""
     kind, *params = (part.strip() for part in header.split(";"))
@@ -139,7 +142,7 @@ def read_content_type(header: str) -> tuple[str, dict[str, str]]:
     charset = values.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise ServiceError(BAD_REQUEST, f"charset={charset}: bodies are JSON, which is UTF-8")
-    return media_type, values
+    return media_type, MappingProxyType(values)  # shared by the cache: read-only
 
 
 def answer_type(accept: str | None, request: str) -> str:

@@ -52,10 +52,9 @@ CATALOGUE_PARAMETER = "catalogue"
 SIMILARITIES = ("model", "dot", "cosine", "euclidean")
 
 DEFAULT_MAX_K = 100
-# Neighbours one request may ask for (instances x k, all its bodies): about 4 MB of answer, and
-# as much memory in the front door while it is formatted (server/frontdoor/neighbours.py). A
-# request over
-# it is refused with its numbers, before anything runs (docs/security.md).
+# Neighbours one request may ask for (instances x k, all its bodies): about 4 MB of answer, and as
+# much memory in the front door while it is formatted (server/frontdoor/neighbours.py). A request
+# over it is refused with its numbers, before anything runs (docs/security.md).
 DEFAULT_MAX_NEIGHBOURS = 100_000
 # Scores one request may have computed (instances x items x the similarity's width): its work,
 # so that requests queued behind neighbour requests wait a bounded time for each

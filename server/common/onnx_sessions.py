@@ -101,10 +101,9 @@ def run(session: ort.InferenceSession, outputs: list[str], feed: dict) -> list:
 
 class Networks:
     """enc0, enc1 and pair of a repository in this process, as server.frontdoor.dispatch calls them
-    (a
-    Runner), with the flat forms export wrote (contract.flat): `flat` maps an encoder to its
-    separator, and `flat_name(model)` is what a call to its flat form is named; `search` is
-    the catalogue index's exact search where the repository has one (a server.frontdoor.neighbours
+    (a Runner), with the flat forms export wrote (contract.flat): `flat` maps an encoder to its
+    separator, and `flat_name(model)` is what a call to its flat form is named; `search` is the
+    catalogue index's exact search where the repository has one (a server.frontdoor.neighbours
     Searcher), else None."""
 
     def __init__(self, repository: Path, *options, providers: list | None = None):

@@ -1,8 +1,9 @@
 """Every serving setting, typed, with one parser: the config CLI, the launchers and the
 benchmarks all read settings through this module.
 
-A setting is a dataclass field whose metadata says how it is written outside Python: its
-environment variable (`env`), its lowest value (`minimum`) or its choices (`choices`).
+A setting is a dataclass field made by `setting`, whose metadata says everything about it once:
+its environment variable, its lowest value or its choices, and its help (docs/configuration.md
+and every --help are generated from them: server.launcher.reference).
 `parse_setting` turns one text into one value with the same rules everywhere (booleans:
 true/false, 1/0, yes/no), and says what is wrong with a text it refuses.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_args, get_type_hints
 
 from contract.errors import MISCONFIGURED, ServiceError
 from contract.names import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INSTANCES
@@ -32,28 +33,26 @@ def setting(
     minimum: float | None = None,
     choices: tuple[str, ...] | None = None,
     help: str = "",  # noqa: A002 - argparse's word for it
+    read_by: str = "",
 ):
     """A dataclass field that is a setting: everything said about it is said here, once
-    (docs/configuration.md and every --help are generated from it)."""
-    metadata = {"env": env, "minimum": minimum, "choices": choices, "help": help}
+    (docs/configuration.md and every --help are generated from it). `read_by` names the code
+    that reads a variable with a rule of its own (a precedence, a mode it applies in): then
+    `from_env` leaves it alone, and it is documented all the same."""
+    metadata = {
+        "env": None if read_by else env,
+        "variable": env,
+        "minimum": minimum,
+        "choices": choices,
+        "help": help,
+    }
     return field(default=default, metadata=metadata)
 
 
-def documented(
-    default: Any,
-    variable: str,
-    minimum: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    help: str = "",  # noqa: A002
-):
-    """A setting whose variable its own code reads (a precedence rule, a mode it applies in):
-    documented like the others, not read by `from_env`."""
-    metadata = {"variable": variable, "minimum": minimum, "choices": choices, "help": help}
-    return field(default=default, metadata=metadata)
-
-
-def _kind(cls: type, name: str) -> type:
+def kind_of(cls: type, name: str) -> type:
+    """The type a setting's text is parsed to (`int | None` -> int; str where unknown)."""
     hint = get_type_hints(cls)[name]
+    hint = next((a for a in get_args(hint) if a is not type(None)), hint)
     return hint if isinstance(hint, type) else str
 
 
@@ -61,7 +60,7 @@ def parse_setting(cls: type, name: str, text: str, label: str | None = None) -> 
     """The value of setting `name` of `cls` from its text; ServiceError when it is not one."""
     spec = {f.name: f for f in fields(cls)}[name]
     label = label or spec.metadata.get("env") or name
-    kind = _kind(cls, name)
+    kind = kind_of(cls, name)
     text = text.strip()
     if kind is bool:
         if text.lower() not in _TRUE + _FALSE:
@@ -118,7 +117,7 @@ def add_arguments(parser, cls: type) -> None:
             except ServiceError as error:
                 raise ValueError(str(error)) from None
 
-        convert.__name__ = _kind(cls, f.name).__name__
+        convert.__name__ = kind_of(cls, f.name).__name__
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             type=convert,

@@ -3,11 +3,10 @@
 An instance with only `in0` goes to enc0, only `in1` to enc1, both to the pair network. All
 instances of all requests of one front door `execute` that go to the same network are gathered
 (server.frontdoor.ragged: one flat array per input), cut into calls where the network's measured
-costs
-say so (server.frontdoor.cutting; otherwise one call, split only above the row and token limits),
-padded (or, for an encoder with a flat form, laid back to back: contract.flat), and the answers
-are scattered back to their requests in order. Padding never changes an
-answer (the encoders mask it), so an instance's answer does not depend on its batch-mates.
+costs say so (server.frontdoor.cutting; otherwise one call, split only above the row and token
+limits), padded (or, for an encoder with a flat form, laid back to back: contract.flat), and the
+answers are scattered back to their requests in order. Padding never changes an answer (the encoders
+mask it), so an instance's answer does not depend on its batch-mates.
 """
 
 from __future__ import annotations
@@ -133,9 +132,8 @@ def plan(
         lengths = np.stack([c.lengths for c in columns], axis=1)
         cost = costs.get(route.model) if costs else None
         for rows in cut(lengths, max_batch_size, cost, max_batch_tokens):
-            # Tokens were truncated at parse time; padding only fills up to the longest. The
-            # rows of a call are in ascending order (server.frontdoor.cutting): all of them, in
-            # order.
+            # Tokens were truncated at parse time; padding only fills up to the longest. The rows of
+            # a call are in ascending order (server.frontdoor.cutting): all of them, in order.
             whole = len(rows) == count
             feed = {
                 name: (column if whole else column.take(rows)).padded()

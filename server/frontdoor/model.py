@@ -4,11 +4,9 @@ The UINT8 input `body` holds the request's body as raw bytes (a raw HTTP body re
 request may carry several, one per zero-padded row: contract/body.py); the request parameters
 `content_type` and `accept` carry the media types. Parsing and formatting live in
 `server.frontdoor.payload`, routing and batching in `server.frontdoor.dispatch`; this file only
-moves tensors. The
-networks run one of two ways, as the config's `networks` parameter says (server.launcher.host
-decides it
-for the machine): `bls`, calls to the enc0 / enc1 / pair models, or `in_process`, the same ONNX
-files run by ONNX Runtime in this process.
+moves tensors. The networks run one of two ways, as the config's `networks` parameter says
+(server.launcher.host decides it for the machine): `bls`, calls to the enc0 / enc1 / pair models, or
+`in_process`, the same ONNX files run by ONNX Runtime in this process.
 
 `execute` is synchronous and so are its BLS calls: the Python backend runs one `execute` of a
 non-decoupled model at a time even when it is a coroutine, and the coroutine path costs more
@@ -57,9 +55,8 @@ def _bls_outputs(model: str, feed: dict, outputs: tuple[str, ...]) -> list[np.nd
         model_name=model,
         inputs=[pb_utils.Tensor(name, array) for name, array in feed.items()],
         requested_output_names=list(outputs),
-        parameters={
-            IN_FLIGHT_PARAMETER: True
-        },  # served while a stop drains (server/common/drain.py)
+        # served while a stop drains (server/common/drain.py)
+        parameters={IN_FLIGHT_PARAMETER: True},
     ).exec()
     if response.has_error():
         raise RuntimeError(f"{model}: {response.error().message()}")
@@ -79,8 +76,7 @@ def _bls_search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _in_process(repository: Path, params: dict):
     """The networks run by ONNX Runtime in this process (a server.frontdoor.dispatch Runner); None
-    (so
-    BLS) where this Python has no onnxruntime, as in the NGC image, whose configs a copied
+    (so BLS) where this Python has no onnxruntime, as in the NGC image, whose configs a copied
     repository may carry."""
     try:
         from server.common.onnx_sessions import network_runner

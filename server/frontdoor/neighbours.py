@@ -3,8 +3,7 @@
 (contract.neighbours), their answers replaced by the k best items.
 
 The embeddings come from the same enc0 calls as every other in0 (server.frontdoor.dispatch); the
-search
-is one more network, `neighbours`, called with the queries of every asking request of an
+search is one more network, `neighbours`, called with the queries of every asking request of an
 `execute` at once, cut at contract.neighbours.MAX_SCORES_PER_CALL scores a call.
 """
 
@@ -65,8 +64,7 @@ def search(
     max_batch_size: int,
 ) -> list:
     """`answers` (server.frontdoor.dispatch.scatter's) with each asking request's embeddings
-    replaced
-    by its k nearest items, best first. A failed search fails the requests that asked."""
+    replaced by its k nearest items, best first. A failed search fails the requests that asked."""
     asking = [r for r, request in enumerate(requests) if request.k and isinstance(answers[r], list)]
     if not asking:
         return answers

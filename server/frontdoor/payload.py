@@ -11,7 +11,7 @@ for that request alone.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -151,7 +151,7 @@ def request_options(parameters: object) -> tuple[str | None, str | None]:
     return values[0], values[1]
 
 
-def _neighbours(params: dict[str, str], limits: Limits) -> int:
+def _neighbours(params: Mapping[str, str], limits: Limits) -> int:
     """k of `neighbours=k` (0: not asked), checked against the server's catalogue index."""
     asked, named = params.get(K_PARAMETER), params.get(CATALOGUE_PARAMETER)
     if asked is None:

@@ -19,7 +19,6 @@ from contract.facts import FACTS_FILE
 from contract.names import FRONT_DOOR
 from server.common.settings import (
     ServingSettings,
-    documented,
     env_texts,
     from_env,
     parse_setting,
@@ -66,14 +65,11 @@ def resolve_mode(mode: str | None, env: Mapping[str, str] = os.environ) -> str:
 def settings_from_env(env: Mapping[str, str]) -> ServingSettings | None:
     """Config settings asked for by O2V_* variables, or None when none is set (then the
     repository's configs are served as they are)."""
-    try:
-        cache = env.get(CACHE_VARIABLE, "").strip()
-        cache_bytes = parse_setting(Launch, "cache_bytes", cache) if cache else 0
-        if not env_texts(ServingSettings, env) and not cache_bytes:
-            return None
-        return replace(from_env(ServingSettings, env), response_cache=cache_bytes > 0)
-    except ServiceError as error:
-        raise ServiceError(MISCONFIGURED, str(error)) from None
+    cache = env.get(CACHE_VARIABLE, "").strip()
+    cache_bytes = parse_setting(Launch, "cache_bytes", cache) if cache else 0
+    if not env_texts(ServingSettings, env) and not cache_bytes:
+        return None
+    return replace(from_env(ServingSettings, env), response_cache=cache_bytes > 0)
 
 
 def _random_key() -> str:
@@ -93,11 +89,12 @@ class Launch:
             "the model artifact holds one)"
         ),
     )
-    mode: str = documented(
+    mode: str = setting(
         DEFAULT_MODE,
         "INFERENCE_PREFERRED_MODE",
         choices=MODES,
         help="which network gets the GPU copies (--model-config-name); --mode wins over it",
+        read_by="resolve_mode",
     )
     http_port: int = setting(8000, "O2V_HTTP_PORT", minimum=1, help="Triton's HTTP port")
     grpc_port: int = setting(8001, "O2V_GRPC_PORT", minimum=1, help="Triton's gRPC port")
@@ -105,12 +102,13 @@ class Launch:
         8002, "O2V_METRICS_PORT", minimum=1, help="Triton's Prometheus metrics port"
     )
     # None: not SageMaker mode
-    sagemaker_port: int | None = documented(
+    sagemaker_port: int | None = setting(
         None,
         SAGEMAKER_PORT_VARIABLE,
         minimum=1,
         help=f"the SageMaker endpoint's port, {SAGEMAKER_PORT} where unset (SageMaker mode only: "
         "the image's `serve`, the embedded server's --sagemaker)",
+        read_by="Launch.from_env",
     )
     host: str = "0.0.0.0"  # the image: every address; the embedded server: loopback
     exit_timeout_secs: int = setting(
@@ -135,6 +133,7 @@ class Launch:
         repr=False,
         metadata={
             "env": "O2V_ADMIN_KEY",
+            "variable": "O2V_ADMIN_KEY",
             "help": "opens the restricted APIs (logging, trace, shared memory, model repository) "
             "to requests carrying `admin-key: <key>`; unset: a random key no one knows",
         },
@@ -207,20 +206,17 @@ class Launch:
         if sagemaker and (SAGEMAKER_REPOSITORY / FACTS_FILE).exists():
             # SageMaker unpacks the model artifact here; it wins over a baked-in repository.
             repository = repository or SAGEMAKER_REPOSITORY
-        try:
-            launch = replace(
-                from_env(cls, env),
-                adapter=from_env(AdapterSettings, env),
-                probe=from_env(ProbeSettings, env),
-            )
-            port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
-            sagemaker_port = (
-                parse_setting(cls, "http_port", port, label=SAGEMAKER_PORT_VARIABLE)
-                if port
-                else SAGEMAKER_PORT
-            )
-        except ServiceError as error:
-            raise ServiceError(MISCONFIGURED, str(error)) from None
+        launch = replace(
+            from_env(cls, env),
+            adapter=from_env(AdapterSettings, env),
+            probe=from_env(ProbeSettings, env),
+        )
+        port = env.get(SAGEMAKER_PORT_VARIABLE, "").strip()
+        sagemaker_port = (
+            parse_setting(cls, "http_port", port, label=SAGEMAKER_PORT_VARIABLE)
+            if port
+            else SAGEMAKER_PORT
+        )
         values = {
             "mode": resolve_mode(overrides.pop("mode", None), env),
             "settings": settings_from_env(env),

@@ -1,11 +1,15 @@
 """A tritonserver start, assembled once and then run: the one path both mains take.
 
-    plan = assemble(launch, binary, backend_directory, env)   # every decision, in this order:
-        exposure      which addresses this release may listen on (server.launcher.launch)
-        host          cores, GPUs, backends: detected once (server.launcher.host)
-        repository    its configs brought up to date for that host (server.launcher.configs)
-        command       tritonserver's arguments
-    sys.exit(run(plan))                                        # supervised until a signal
+    sys.exit(serve(lambda: assemble(launch, binary, backend_directory, env)))
+
+`assemble` makes every decision once, in this order:
+
+    exposure      which addresses this release may listen on (server.launcher.launch)
+    host          cores, GPUs, backends: detected once (server.launcher.host)
+    repository    its configs brought up to date for that host (server.launcher.configs)
+    command       tritonserver's arguments
+
+and `serve` runs the plan, supervised until a signal, or exits 2 saying why it cannot.
 
 `run` starts tritonserver (server.launcher.process), the probe that checks it answers
 (server.launcher.probe) and, in SageMaker mode, the endpoint in front (server.sagemaker),
@@ -148,31 +152,24 @@ def sagemaker_front_end(plan: Plan, process: TritonProcess, probe: Probe) -> Fro
 def run(plan: Plan) -> int:
     """Supervises tritonserver (and the SageMaker endpoint) until a signal or its end."""
     launch = plan.launch
-    try:
-        process = triton_process(plan)
-        # gRPC is probed where Triton opens it (not behind the SageMaker endpoint)
-        grpc_port = None if launch.sagemaker_port else launch.grpc_port
-        probe = Probe(launch.http_port, grpc_port, launch.probe)
-        front_end = None
-        if launch.sagemaker_port:
-            check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
-            front_end = sagemaker_front_end(plan, process, probe)
-        return uvloop.run(
-            supervise(
-                process, banner(launch), front_end, max_restarts=launch.max_restarts, probe=probe
-            )
-        )
-    except ServiceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    process = triton_process(plan)
+    # gRPC is probed where Triton opens it (not behind the SageMaker endpoint)
+    grpc_port = None if launch.sagemaker_port else launch.grpc_port
+    probe = Probe(launch.http_port, grpc_port, launch.probe)
+    front_end = None
+    if launch.sagemaker_port:
+        check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
+        front_end = sagemaker_front_end(plan, process, probe)
+    return uvloop.run(
+        supervise(process, banner(launch), front_end, max_restarts=launch.max_restarts, probe=probe)
+    )
 
 
 def serve(make: Callable[[], Plan]) -> int:
     """A main's end: the plan `make` assembles, run; exit 2 with the reason where it cannot be
-    assembled (a setting, a port, a missing model)."""
+    assembled or started (a setting, a port, a missing model or binary)."""
     try:
-        plan = make()
+        return run(make())
     except (ServiceError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return run(plan)

@@ -15,9 +15,8 @@ import argparse
 import sys
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
-from typing import get_type_hints
 
-from server.common.settings import ServingSettings
+from server.common.settings import ServingSettings, kind_of
 from server.launcher.launch import Launch
 from server.launcher.probe import ProbeSettings
 from server.sagemaker.adapter import AdapterSettings
@@ -51,17 +50,10 @@ GROUPS = (
 )
 
 
-def variable(spec: Field) -> str | None:
-    return spec.metadata.get("env") or spec.metadata.get("variable")
-
-
-def _default(cls: type, spec: Field) -> str:
-    if spec.default is not MISSING:
-        value = spec.default
-    elif spec.default_factory is not MISSING and spec.name != "admin_key":
-        value = spec.default_factory()
-    else:
-        return "(none)"
+def _default(spec: Field) -> str:
+    if spec.default is MISSING:
+        return "(generated at start)"  # a default_factory: a fresh value each start
+    value = spec.default
     if value is None or value == "":
         return "(none)"
     if isinstance(value, bool):
@@ -78,22 +70,17 @@ def _bounds(spec: Field) -> str:
 
 def settings(cls: type) -> list[tuple[str, str, str, str, str, str]]:
     """(variable, option, type, default, bounds, help) of every documented setting of `cls`."""
-    hints = get_type_hints(cls)
     rows = []
     for spec in fields(cls):
         if "help" not in spec.metadata:
             continue  # not a setting: state the launcher fills in
-        hint = hints[spec.name]
-        kind = getattr(hint, "__name__", None) or str(hint).split(" | ")[0]
-        if kind not in ("int", "float", "str", "bool", "Path"):
-            kind = "int" if "int" in str(hint) else "str"
         option = "--" + spec.name.replace("_", "-") if cls is ServingSettings else ""
         rows.append(
             (
-                variable(spec) or "",
+                spec.metadata.get("variable") or "",
                 option,
-                kind,
-                _default(cls, spec),
+                kind_of(cls, spec.name).__name__,
+                _default(spec),
                 _bounds(spec),
                 spec.metadata["help"],
             )

@@ -82,9 +82,8 @@ def _compare_dims(
 
 def check_config(config: dict, graph_inputs: Sequence, graph_outputs: Sequence) -> None:
     """Raises a MISCONFIGURED ServiceError where the C++ backend would refuse `config` (Triton's
-    config as
-    JSON, as a Python model's `initialize` receives it) for a graph whose inputs and outputs
-    are ONNX Runtime's NodeArg lists (`session.get_inputs()`, `get_outputs()`)."""
+    config as JSON, as a Python model's `initialize` receives it) for a graph whose inputs and
+    outputs are ONNX Runtime's NodeArg lists (`session.get_inputs()`, `get_outputs()`)."""
     model = config.get("name", "?")
     batch = int(config.get("max_batch_size", 0))
     inputs = {arg.name: arg for arg in graph_inputs}

@@ -1,13 +1,12 @@
 """An ONNX Runtime backend written in Python, served under the backend name `onnxruntime`.
 
-The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose config says
-`backend: "onnxruntime"` runs on this file (Triton's Python-based backends). It is as strict as
-the C++ backend at load (server/onnxruntime_backend/graph_checks.py: names, types, dims and the
-batch dimension
-against the graph) and follows it where it matters: it runs `<version>/model.onnx` (or the
-config's `default_model_filename`), honours the instance kind and device id (CUDA provider on a
-GPU instance when ONNX Runtime has it), and reads `intra_op_thread_count` /
-`inter_op_thread_count` (and `spinning`, server.common.onnx_sessions) from the model's parameters.
+The embedded tritonserver has no C++ ONNX Runtime backend, so a model whose config says `backend:
+"onnxruntime"` runs on this file (Triton's Python-based backends). It is as strict as the C++
+backend at load (server/onnxruntime_backend/graph_checks.py: names, types, dims and the batch
+dimension against the graph) and follows it where it matters: it runs `<version>/model.onnx` (or the
+config's `default_model_filename`), honours the instance kind and device id (CUDA provider on a GPU
+instance when ONNX Runtime has it), and reads `intra_op_thread_count` / `inter_op_thread_count` (and
+`spinning`, server.common.onnx_sessions) from the model's parameters.
 
 Ragged batching as the C++ backend does it (backend_input_collector.cc): an input with
 `allow_ragged_batch` is every request's elements concatenated into one 1-D tensor, and each

@@ -8,14 +8,13 @@
                                        client with `endpoint_url=` works unchanged
     GET  /execution-parameters         what a Batch Transform job uses when it sets nothing
 
-`Adapter` is the contract's logic; HTTP/1.1 itself (framing, keep-alive, pipelining,
-100-continue, HEAD, Upgrade, limits and timeouts) is server/sagemaker/http1.py's. The adapter knows
-no
-format: each body goes to the front door through Triton's HTTP API on loopback
+`Adapter` is the contract's logic; HTTP/1.1 itself (framing, keep-alive, pipelining, 100-continue,
+HEAD, Upgrade, limits and timeouts) is server/sagemaker/http1.py's. The adapter knows no format:
+each body goes to the front door through Triton's HTTP API on loopback
 (server/sagemaker/upstream.py: the body as the front door's UINT8 input, the media types as request
-parameters, the answer as a raw binary output), and the front door's answer or error comes back
-as it is. Every error is one of contract/errors.py's kinds: its status, its `x-amzn-ErrorType`
-(so boto3's ClientError names it and carries the message), its JSON body.
+parameters, the answer as a raw binary output), and the front door's answer or error comes back as
+it is. Every error is one of contract/errors.py's kinds: its status, its `x-amzn-ErrorType` (so
+boto3's ClientError names it and carries the message), its JSON body.
 """
 
 from __future__ import annotations
@@ -225,8 +224,8 @@ class Adapter:
     before a byte of its body is read; `respond` answers an admitted request with its body.
 
     `healthy`, when given, is the supervisor's view (server.launcher.process): False while
-    tritonserver
-    or a model's stub is dead, so /ping says 503 at once rather than after a timeout."""
+    tritonserver or a model's stub is dead, so /ping says 503 at once rather than after a
+    timeout."""
 
     def __init__(
         self,

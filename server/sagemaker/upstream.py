@@ -1,9 +1,8 @@
 """Keep-alive HTTP/1.1 connections from the SageMaker adapter to Triton's HTTP API on loopback.
 
-Bounded (at most `size` connections; a request waits for one within its deadline), timed (a
-request that Triton does not answer within `timeout` seconds fails with an UPSTREAM_TIMEOUT
-ServiceError and its
-connection is closed, so a late answer never reaches the next request), and clean (a connection
+Bounded (at most `size` connections; a request waits for one within its deadline), timed (a request
+that Triton does not answer within `timeout` seconds fails with an UPSTREAM_TIMEOUT ServiceError and
+its connection is closed, so a late answer never reaches the next request), and clean (a connection
 Triton closed is never handed out again; one idle for `idle_timeout` seconds is closed).
 
 The client side is written on httptools, the parser the adapter's server side already ships with:

@@ -1,10 +1,9 @@
 """Processes behave: the launcher, as `docker stop`, Kubernetes and Ctrl-C treat it.
 
-Each test starts the real launcher (`python -m server`, or the image's entrypoint
-`python -m server.launcher.entrypoint` on the same binary) and checks that a signal at any moment
-ends
-everything with exit 0, and that nothing is left: no process of the server's group, no shared
-memory region it held.
+Each test starts the real launcher (`python -m server`, or the image's entrypoint `python -m
+server.launcher.entrypoint` on the same binary) and checks that a signal at any moment ends
+everything with exit 0, and that nothing is left: no process of the server's group, no shared memory
+region it held.
 """
 
 from __future__ import annotations
