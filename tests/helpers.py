@@ -5,6 +5,7 @@ Tests import this module and `conftest` fixtures, never each other.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -274,11 +275,13 @@ class Launcher:
         """tritonserver's pid: the launcher's child, leader of its own process group."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            # Any of the launcher's threads may have started it (a restart).
+            # Any of the launcher's threads may have started it (a restart); a short-lived
+            # child of another kind is not it.
             tasks = Path(f"/proc/{self.process.pid}/task").glob("*/children")
-            pids = [p for task in tasks for p in task.read_text().split()]
-            if pids:
-                return int(pids[0])
+            for pid in (int(p) for task in tasks for p in task.read_text().split()):
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{pid}/exe").resolve().name == "tritonserver":
+                        return pid
             time.sleep(0.05)
         raise AssertionError("the launcher started no server")
 

@@ -4,12 +4,13 @@ of the largest request it ever served (bench/memory_rounds.py measures it)."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 # Requests carrying more than this are followed by a trim (about a millisecond; a small
 # request never pays it).
 RELEASE_ABOVE_BYTES = 1 << 20
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None)
+# The process's own symbols, libc's among them: ctypes.util.find_library would run
+# `ldconfig -p` as a child process at import (in the launcher and in every stub).
+_LIBC = ctypes.CDLL(None)
 
 
 def release_memory() -> None:
