@@ -226,6 +226,15 @@ class ServingSettings:
             "saved pays for a call; off: one call per network per execute"
         ),
     )
+    metrics_interval_s: float = setting(
+        1.0,
+        "O2V_METRICS_INTERVAL_S",
+        minimum=0.0,
+        help=(
+            "seconds between the front door's metric updates on Triton's /metrics "
+            "(docs/metrics.md; 0: its metrics off)"
+        ),
+    )
     # GPU settings of the ONNX models; the CUDA provider is the C++ backend's default on a GPU.
     accelerator: str = setting(
         "cuda",

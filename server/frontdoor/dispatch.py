@@ -62,6 +62,9 @@ class Call:
     members: list[tuple[int, int]]  # (request, instance) per output row
     separator: int = 0  # > 0: the encoder's flat form (contract.flat) with this separator
     sequences: Ragged | None = None  # a flat call's sequences, to cut it per request
+    network: str = ""  # the network it runs: enc0 | enc1 | pair (for the metrics)
+    tokens: int = 0  # real tokens sent
+    positions: int = 0  # positions computed: padding and separators included
 
 
 def _gather(requests: list[ParsedRequest]):
@@ -97,7 +100,19 @@ Costs = Mapping[str, CallCost] | None
 
 def _flat_call(route: _Route, column: Ragged, separator: int, members) -> Call:
     feed = flat_layout(column.ids, column.lengths, separator)
-    return Call(flat_name(route.model), feed, route.output, route.key, members, separator, column)
+    tokens = int(column.lengths.sum())
+    return Call(
+        flat_name(route.model),
+        feed,
+        route.output,
+        route.key,
+        members,
+        separator,
+        column,
+        network=route.model,
+        tokens=tokens,
+        positions=tokens + separator * len(column),
+    )
 
 
 def plan(
@@ -135,12 +150,25 @@ def plan(
             # Tokens were truncated at parse time; padding only fills up to the longest. The rows of
             # a call are in ascending order (server.frontdoor.cutting): all of them, in order.
             whole = len(rows) == count
+            taken = [column if whole else column.take(rows) for column in columns]
             feed = {
-                name: (column if whole else column.take(rows)).padded()
-                for name, column in zip(route.inputs, columns, strict=True)
+                name: column.padded() for name, column in zip(route.inputs, taken, strict=True)
             }
             members = _members(request_of, instance_of, rows)
-            calls.append(Call(route.model, feed, route.output, route.key, members))
+            tokens = sum(int(column.lengths.sum()) for column in taken)
+            positions = sum(array.size for array in feed.values())
+            calls.append(
+                Call(
+                    route.model,
+                    feed,
+                    route.output,
+                    route.key,
+                    members,
+                    network=route.model,
+                    tokens=tokens,
+                    positions=positions,
+                )
+            )
     return calls
 
 

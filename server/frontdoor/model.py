@@ -25,6 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from contract import errors
+from contract import metrics as m
 from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
@@ -40,9 +41,19 @@ from server.common.drain import IN_FLIGHT_PARAMETER, Gate, refusals
 from server.common.memory import RELEASE_ABOVE_BYTES, release_memory
 from server.common.tensors import read_tensor
 from server.frontdoor.dispatch import measure_costs, plan, run_calls, scatter
+from server.frontdoor.metrics import (
+    NoRecord,
+    Publisher,
+    Record,
+    Stages,
+    TritonSink,
+    asked,
+    count_calls,
+)
 from server.frontdoor.neighbours import Index, search
 from server.frontdoor.payload import (
     Limits,
+    ParsedRequest,
     format_response,
     parse_bodies,
     request_options,
@@ -92,14 +103,26 @@ def _bodies(request) -> np.ndarray:
     return read_tensor(tensor, BODY_INPUT, rank=2)  # [bodies, longest]
 
 
-def _failure(error: BaseException) -> "pb_utils.InferenceResponse":
+def _service_error(error: BaseException) -> errors.ServiceError:
+    if isinstance(error, errors.ServiceError):
+        return error
+    # Ours, not the caller's: one line for the caller, the details in the server's log.
+    pb_utils.Logger.log_error(f"object2vec: {type(error).__name__}: {error}")
+    message = f"internal error: {type(error).__name__}: {str(error)[:200]}"
+    return errors.ServiceError(errors.SERVER_FAULT, message)
+
+
+def _failure(error: BaseException, record: Record) -> "pb_utils.InferenceResponse":
     """The one place a front door error becomes Triton's."""
-    if not isinstance(error, errors.ServiceError):
-        # Ours, not the caller's: one line for the caller, the details in the server's log.
-        pb_utils.Logger.log_error(f"object2vec: {type(error).__name__}: {error}")
-        message = f"internal error: {type(error).__name__}: {str(error)[:200]}"
-        error = errors.ServiceError(errors.SERVER_FAULT, message)
+    error = _service_error(error)
+    record.count(m.REQUESTS, (error.kind.name,))
     return pb_utils.InferenceResponse(error=errors.triton_error(pb_utils, error))
+
+
+def _outcome(record: Record, request: ParsedRequest, outcome: str) -> None:
+    """A parsed request's instances, by what they asked, and how they ended."""
+    for what, count in asked(request.routes, request.k):
+        record.count(m.INSTANCES, (what, outcome), count)
 
 
 class TritonPythonModel:
@@ -136,17 +159,34 @@ class TritonPythonModel:
             for model, cost in self.costs.items():
                 pb_utils.Logger.log_info(f"object2vec: a call to {model} costs {cost}")
         self.gate = Gate.from_env(args["model_instance_name"])
+        # metrics on Triton's /metrics (server.frontdoor.metrics); interval 0: none
+        interval = float(params.get("metrics_interval_s", 0))
+        self.publisher = Publisher(TritonSink(pb_utils), interval) if interval > 0 else None
+        if self.publisher:
+            self.publisher.sink.add(*_COPIES, 1)
+
+    def finalize(self) -> None:
+        if self.publisher:
+            self.publisher.sink.add(*_COPIES, -1)
+            self.publisher.stop()
 
     def execute(self, requests: list) -> list:
+        record = Record() if self.publisher else _NOTHING
         with self.gate.busy():
             if self.gate.refusing():  # a stop began: retry elsewhere (server/common/drain.py)
-                return refusals(pb_utils, len(requests))
-            responses = self._execute(requests)
-            if self.received > RELEASE_ABOVE_BYTES:
-                release_memory()  # the parsed instances of a big request are gone now
-            return responses
+                record.count(m.DRAIN_REFUSALS, (), len(requests))
+                record.count(m.REQUESTS, (errors.OVERLOADED.name,), len(requests))
+                responses = refusals(pb_utils, len(requests))
+            else:
+                responses = self._execute(requests, record)
+                if self.received > RELEASE_ABOVE_BYTES:
+                    release_memory()  # the parsed instances of a big request are gone now
+        if self.publisher:
+            self.publisher.tally.add(record)
+        return responses
 
-    def _execute(self, requests: list) -> list:
+    def _execute(self, requests: list, record: Record) -> list:
+        stages = Stages(record)
         responses: list = [None] * len(requests)
         self.received = 0
         parsed, spans = [], []  # spans: (request index, its first parsed body, body count)
@@ -155,19 +195,16 @@ class TritonPythonModel:
                 bodies = _bodies(request)
                 self.received += bodies.nbytes
                 content_type, accept = request_options(request.parameters())
-                mine = parse_bodies(decode_bodies(bodies), content_type, accept, self.limits)
+                decoded = decode_bodies(bodies)
+                record.count(m.BODY_BYTES, ("in",), sum(map(len, decoded)))
+                mine = parse_bodies(decoded, content_type, accept, self.limits)
             except Exception as error:  # noqa: BLE001 - this request's error, no one else's
-                responses[index] = _failure(error)
+                responses[index] = _failure(error, record)
                 continue
             spans.append((index, len(parsed), len(mine)))
             parsed.extend(mine)
-        try:
-            calls = plan(parsed, self.max_batch_size, self.costs, self.max_batch_tokens, self.flat)
-            answers = scatter(parsed, *run_calls(calls, self.run))
-            if self.index is not None:
-                answers = search(parsed, answers, self.index, self.search, self.max_batch_size)
-        except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
-            answers = [error] * len(parsed)
+        stages.lap("parse")
+        answers = self._answers(parsed, stages, record) if parsed else []
         for index, first, count in spans:
             mine = answers[first : first + count]
             failed = next((a for a in mine if isinstance(a, BaseException)), None)
@@ -181,5 +218,34 @@ class TritonPythonModel:
                 output = pb_utils.Tensor(RESPONSE_OUTPUT, np.array(rows, dtype=np.object_))
                 responses[index] = pb_utils.InferenceResponse([output])
             except Exception as error:  # noqa: BLE001
-                responses[index] = _failure(error)
+                error = _service_error(error)
+                responses[index] = _failure(error, record)
+                outcome = error.kind.name
+            else:
+                outcome = m.ANSWERED
+                record.count(m.REQUESTS, (outcome,))
+                record.count(m.BODY_BYTES, ("out",), sum(len(row[0]) for row in rows))
+            for request in parsed[first : first + count]:
+                _outcome(record, request, outcome)
+        stages.lap("format")
+        stages.end(len(requests))
         return responses
+
+    def _answers(self, parsed: list[ParsedRequest], stages: Stages, record: Record) -> list:
+        """Each parsed request's answers, or the error that failed it."""
+        try:
+            calls = plan(parsed, self.max_batch_size, self.costs, self.max_batch_tokens, self.flat)
+            stages.lap("plan")
+            count_calls(record, calls)
+            answers = scatter(parsed, *run_calls(calls, self.run))
+            stages.lap("networks")
+            if self.index is not None and any(p.k for p in parsed):
+                answers = search(parsed, answers, self.index, self.search, self.max_batch_size)
+                stages.lap("neighbours")
+            return answers
+        except Exception as error:  # noqa: BLE001 - a fault of ours: the parsed ones get it
+            return [error] * len(parsed)
+
+
+_NOTHING = NoRecord()
+_COPIES = (m.COPIES.name, m.COPIES, (), ())

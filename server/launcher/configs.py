@@ -207,6 +207,7 @@ def front_door_config(settings: ServingSettings) -> Config:
                 "network_max_batch_size": settings.network_max_batch_size,
                 "network_max_batch_tokens": settings.network_max_batch_tokens,
                 "call_cutting": settings.call_cutting,
+                "metrics_interval_s": settings.metrics_interval_s,
                 "networks": settings.networks,
                 # in_process: the front door's own ONNX Runtime sessions
                 "intra_op_thread_count": settings.intra_op_thread_count,

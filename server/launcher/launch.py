@@ -289,12 +289,13 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
         args.append(f"--cache-config=local,size={launch.cache_bytes}")
     if launch.sagemaker_port:
         # Triton stays on loopback; the SageMaker adapter (server.sagemaker.adapter) faces the
-        # caller.
+        # caller, and its GET /metrics carries Triton's.
         args += [
             "--http-address=127.0.0.1",
             f"--http-port={launch.http_port}",
             "--allow-grpc=false",
-            "--allow-metrics=false",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={launch.metrics_port}",
         ]
     else:
         args += [

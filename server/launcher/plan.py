@@ -85,7 +85,7 @@ def triton_process(plan: Plan) -> TritonProcess:
     """The process for a plan: its ports checked, readiness on Triton's HTTP health."""
     launch = plan.launch
     if launch.sagemaker_port:
-        host, ports = "127.0.0.1", {"HTTP": launch.http_port}
+        host, ports = "127.0.0.1", {"HTTP": launch.http_port, "metrics": launch.metrics_port}
     else:
         host = launch.host
         ports = {"HTTP": launch.http_port, "gRPC": launch.grpc_port}
@@ -106,7 +106,7 @@ def banner(launch: Launch) -> str:
     if launch.sagemaker_port:
         urls = (
             f"  SageMaker http://{here}:{launch.sagemaker_port}/invocations "
-            "(/ping, /execution-parameters)\n"
+            "(/ping, /execution-parameters, /metrics)\n"
         )
     else:
         urls = (
@@ -144,6 +144,7 @@ def sagemaker_front_end(plan: Plan, process: TritonProcess, probe: Probe) -> Fro
             parameters,
             launch.adapter,
             healthy=lambda: process.running and not process.dead_stubs() and probe.answering(),
+            triton_metrics_url=f"http://127.0.0.1:{launch.metrics_port}/metrics",
         )
 
     return start

@@ -7,6 +7,7 @@
     POST /endpoints/<name>/invocations the runtime API's path: boto3's `sagemaker-runtime`
                                        client with `endpoint_url=` works unchanged
     GET  /execution-parameters         what a Batch Transform job uses when it sets nothing
+    GET  /metrics                      the endpoint's metrics, then Triton's (docs/metrics.md)
 
 `Adapter` is the contract's logic; HTTP/1.1 itself (framing, keep-alive, pipelining, 100-continue,
 HEAD, Upgrade, limits and timeouts) is server/sagemaker/http1.py's. The adapter knows no format:
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -40,6 +42,8 @@ from contract.neighbours import K_PARAMETER
 from server.common.settings import setting
 from server.sagemaker import http1
 from server.sagemaker.http1 import Answer, Head
+from server.sagemaker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.sagemaker.metrics import EndpointMetrics
 from server.sagemaker.upstream import Upstream
 
 MB = 1024 * 1024
@@ -206,7 +210,7 @@ def _route(path: str) -> str | None:
         path.startswith("/endpoints/") and path.endswith("/invocations") and path.count("/") == 3
     ):
         return "invocations"
-    if path in ("/ping", "/execution-parameters"):
+    if path in ("/ping", "/execution-parameters", "/metrics"):
         return path[1:]
     return None
 
@@ -215,6 +219,7 @@ _METHODS = {
     "invocations": ("POST",),
     "ping": ("GET", "HEAD"),
     "execution-parameters": ("GET", "HEAD"),
+    "metrics": ("GET", "HEAD"),
 }
 
 
@@ -234,8 +239,10 @@ class Adapter:
         parameters: ExecutionParameters,
         settings: AdapterSettings | None = None,
         healthy: Callable[[], bool] | None = None,
+        triton_metrics_url: str | None = None,
     ):
         self.settings = settings or AdapterSettings()
+        self.metrics = EndpointMetrics(lambda: self.in_flight, _route, triton_metrics_url)
         host, _, port = triton_url.removeprefix("http://").rstrip("/").partition(":")
         self.upstream = Upstream(host, int(port), self.settings.upstream_connections)
         self.max_body_bytes = max_body_bytes
@@ -258,6 +265,7 @@ class Adapter:
             asks = route == "invocations" and _asks_neighbours(head)
             limit = self.settings.max_neighbour_requests
             if asks and self.neighbours_in_flight >= limit:
+                self.metrics.refused("concurrency")
                 raise errors.ServiceError(
                     errors.OVERLOADED,
                     f"{limit} neighbours requests in flight already "
@@ -297,6 +305,7 @@ class Adapter:
         if route != "invocations":
             return route
         if self.in_flight >= self.settings.max_concurrency:
+            self.metrics.refused("concurrency")
             raise errors.ServiceError(
                 errors.OVERLOADED,
                 f"{self.settings.max_concurrency} requests in flight already "
@@ -307,6 +316,7 @@ class Adapter:
         _check_encoding(headers)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            self.metrics.refused("body_bytes")
             raise self._too_large()
         # The media types are refused here, before the body is read; decided with it (respond)
         content_type = _text(headers.get(b"content-type"))
@@ -332,6 +342,8 @@ class Adapter:
             return await self.ping()
         if route == "execution-parameters":
             return _answer(200, self.parameters.as_json(), JSON)
+        if route == "metrics":
+            return _answer(200, await self.metrics.exposition(), METRICS_CONTENT_TYPE)
         try:
             return await self.invocations(head, body)
         except errors.ServiceError as refusal:
@@ -370,12 +382,18 @@ class Adapter:
             ).encode()
         )
         timeout = self.settings.upstream_timeout_s
+        started = time.perf_counter()
         try:
             status, length, raw = await self.upstream.request([request_head, header, body], timeout)
         except OSError as error:
             raise errors.ServiceError(
                 errors.OVERLOADED, f"the model server is not reachable: {error}"
             ) from None
+        except errors.ServiceError as error:
+            if error.kind is errors.UPSTREAM_TIMEOUT:
+                self.metrics.upstream_timeouts.inc()
+            raise
+        self.metrics.upstream.observe(time.perf_counter() - started)
         if status != 200:
             # The front door's own words: 400 the caller's, 503 draining (server/common/drain.py).
             raise errors.ServiceError(errors.of_http(status), errors.message_of(raw, status))
@@ -433,11 +451,12 @@ async def start_adapter(
     parameters: ExecutionParameters,
     settings: AdapterSettings | None = None,
     healthy: Callable[[], bool] | None = None,
+    triton_metrics_url: str | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Serves the adapter on host:port; returns what stops it: new requests get 503 while
     those in flight finish, then every connection is closed."""
     settings = settings or AdapterSettings()
-    adapter = Adapter(triton_url, max_body_bytes, parameters, settings, healthy)
+    adapter = Adapter(triton_url, max_body_bytes, parameters, settings, healthy, triton_metrics_url)
     limits = http1.Limits(
         read_timeout_s=settings.read_timeout_s,
         keep_alive_s=settings.keep_alive_s,
@@ -446,7 +465,7 @@ async def start_adapter(
         max_connections=settings.max_connections,
         write_timeout_s=settings.write_timeout_s,
     )
-    server = await http1.serve(adapter, host, port, limits)
+    server = await http1.serve(adapter, host, port, limits, adapter.metrics)
 
     async def stop() -> None:
         await adapter.drain()

@@ -67,6 +67,19 @@ class Application(Protocol):
     def error_answer(self, error: errors.ServiceError) -> Answer: ...
 
 
+class Observer:
+    """What the server tells whoever counts (server.sagemaker.metrics): this one counts nothing."""
+
+    def sent(self, path: str | None, status: int) -> None:
+        """An answer written, to a request for `path` (None: its head never arrived)."""
+
+    def refused(self, limit: str) -> None:
+        """A request or connection refused over a limit (contract.metrics.LIMITS)."""
+
+    def slow_peer(self) -> None:
+        """A connection aborted: its peer did not read the answer in time."""
+
+
 @dataclass(frozen=True)
 class Limits:
     read_timeout_s: float
@@ -114,7 +127,7 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        # Answers in request order: an Answer ready, or (Head, body) to respond to.
+        # In request order: (head, an Answer ready or a body to respond to, close, head_only)
         self.queue: collections.deque = collections.deque()
         self.worker: asyncio.Task | None = None
         self.message: _Message | None = None  # a request begun and not yet complete
@@ -138,12 +151,14 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         if len(self.server.connections) >= self.limits.max_connections:
+            self.server.observer.refused("connections")
             answer = self._error(
                 errors.OVERLOADED,
                 f"{self.limits.max_connections} connections open already "
                 "(O2V_HTTP_MAX_CONNECTIONS): retry shortly",
             )
             transport.writelines(_encode(answer, False, True))
+            self.server.observer.sent(None, answer.status)
             transport.close()
             self.done_reading = True
             return
@@ -161,9 +176,9 @@ class _Connection(asyncio.Protocol):
             self.message = None
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()  # the request being answered is the app's to count off
-        for item, _, _ in self.queue:
+        for head, item, _, _ in self.queue:
             if not isinstance(item, Answer):
-                self.app.abandon(item[0])  # admitted, never to be answered
+                self.app.abandon(head)  # admitted, never to be answered
         self.queue.clear()
 
     def eof_received(self) -> bool:
@@ -187,6 +202,7 @@ class _Connection(asyncio.Protocol):
         """The peer read nothing of our answer for write_timeout_s: closing would wait for it
         forever with the answer in memory, so the connection is aborted."""
         self.write_deadline = None
+        self.server.observer.slow_peer()
         self.transport.abort()
         # after connection_lost (scheduled by abort) has dropped the answers: their pages go
         # back to the system, not only to the heap (docs/security.md)
@@ -258,6 +274,7 @@ class _Connection(asyncio.Protocol):
             return
         message.size += len(body)
         if message.size > self.limits.max_body_bytes:
+            self.server.observer.refused("body_bytes")
             message.refused = True
             self.app.abandon(message.head)
             self._refuse(self.app.too_large())
@@ -273,7 +290,8 @@ class _Connection(asyncio.Protocol):
             return
         self._disarm()
         body = message.chunks[0] if len(message.chunks) == 1 else b"".join(message.chunks)
-        self._enqueue((message.head, body), not message.keep_alive, message.head.method == "HEAD")
+        head = message.head
+        self._enqueue(head, body, not message.keep_alive, head.method == "HEAD")
 
     # -- the rest
     def _feed(self, data: bytes) -> None:
@@ -285,6 +303,7 @@ class _Connection(asyncio.Protocol):
                 data = self._without_upgrade(data[upgrade.args[0] :])
             except httptools.HttpParserError as error:
                 if not self.done_reading:
+                    self.server.observer.refused("malformed")
                     message = f"malformed HTTP request: {error}"
                     self._refuse(self._error(errors.BAD_REQUEST, message))
                 return
@@ -313,6 +332,7 @@ class _Connection(asyncio.Protocol):
 
     def _check_head_size(self) -> None:
         if self.head_bytes > self.limits.max_header_bytes and not self.done_reading:
+            self.server.observer.refused("head_bytes")
             message = (
                 f"request head over {self.limits.max_header_bytes} bytes "
                 "(O2V_HTTP_MAX_HEADER_BYTES)"
@@ -334,12 +354,13 @@ class _Connection(asyncio.Protocol):
                 if not self.message.refused:
                     self.app.abandon(self.message.head)
                 self.message.refused = True
-        self._enqueue(answer, answer.close, head_only)
+        self._enqueue(head, answer, answer.close, head_only)
 
-    def _enqueue(self, item, close: bool, head_only: bool) -> None:
-        self.queue.append((item, close, head_only))
+    def _enqueue(self, head: Head | None, item: Answer | bytes, close: bool, head_only: bool):
+        """`item`: an answer ready, or the body of a request to respond to."""
+        self.queue.append((head, item, close, head_only))
         if not isinstance(item, Answer):
-            self.queued_bytes += len(item[1])
+            self.queued_bytes += len(item)
         if close:
             self.done_reading = True
         if self._too_far_ahead:
@@ -349,11 +370,11 @@ class _Connection(asyncio.Protocol):
 
     async def _answer_all(self) -> None:
         while self.queue:
-            item, close, head_only = self.queue.popleft()
+            head, item, close, head_only = self.queue.popleft()
             if isinstance(item, Answer):
                 answer = item
             else:
-                head, body = item
+                body = item
                 self.queued_bytes -= len(body)
                 try:
                     answer = await self.app.respond(head, body)
@@ -365,6 +386,7 @@ class _Connection(asyncio.Protocol):
             if self.transport.is_closing():
                 return
             self.transport.writelines(_encode(answer, head_only, close))
+            self.server.observer.sent(head.path if head is not None else None, answer.status)
             if close:
                 self._linger()
                 return
@@ -434,6 +456,7 @@ class _Connection(asyncio.Protocol):
         if self.done_reading:  # an answer that closes is on its way
             return
         if self.message is not None:  # a request began and did not finish arriving
+            self.server.observer.refused("read_timeout")
             self._refuse(
                 self._error(
                     errors.REQUEST_TIMEOUT,
@@ -448,8 +471,15 @@ class _Connection(asyncio.Protocol):
 class Server:
     """The listening socket and its connections."""
 
-    def __init__(self, app: Application, limits: Limits, clock: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        app: Application,
+        limits: Limits,
+        clock: Callable[[], float] | None = None,
+        observer: Observer | None = None,
+    ):
         self.app, self.limits = app, limits
+        self.observer = observer or Observer()
         # Deadlines are read from this clock (the loop's; a test's virtual one)
         self.clock = clock or asyncio.get_running_loop().time
         self.connections: set[_Connection] = set()
@@ -487,8 +517,10 @@ class Server:
             connection.transport.close()
 
 
-async def serve(app: Application, host: str, port: int, limits: Limits) -> Server:
-    server = Server(app, limits)
+async def serve(
+    app: Application, host: str, port: int, limits: Limits, observer: Observer | None = None
+) -> Server:
+    server = Server(app, limits, observer=observer)
     loop = asyncio.get_running_loop()
     server.listener = await loop.create_server(
         lambda: _Connection(server), host, port, reuse_address=True, backlog=1024

@@ -72,7 +72,7 @@ def launched(request, demo_repository, tmp_path_factory):
     args = [sys.executable, "-m", "server", "--model-repository", str(demo_repository)]
     env = dict(os.environ)
     if kind == "sagemaker":
-        args += ["--sagemaker", "--http-port", str(free_port())]
+        args += ["--sagemaker", "--http-port", str(free_port()), "--metrics-port", str(free_port())]
         env["SAGEMAKER_BIND_TO_PORT"] = "8080"
     log = tmp_path_factory.mktemp("readme") / f"{kind}.log"
     process = subprocess.Popen(

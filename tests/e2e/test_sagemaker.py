@@ -62,6 +62,8 @@ def _launch(repository: Path, log: Path, env: dict | None = None) -> SageMakerSe
             str(repository),
             "--http-port",
             str(triton_port),
+            "--metrics-port",
+            str(free_port()),
         ],
         cwd=PROJECT_ROOT,
         env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), **(env or {})},
