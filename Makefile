@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint bench bench-export perf clean
+.PHONY: install demo serve test lint bench bench-export perf clean prometheus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ demo: install
 serve: demo
 	$(PY) -m server
 
-test: install
+# Prometheus evaluates the autoscaling rule and the dashboard in tests/e2e/test_metrics.py:
+# Debian's package, installed like every other dependency (as root, as CI runs).
+prometheus:
+	@command -v prometheus >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }; }
+
+test: install prometheus
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

@@ -251,15 +251,15 @@ class Launcher:
     """A launcher process and what it started."""
 
     def __init__(self, args: list[str], log: Path, env: dict | None = None):
-        self.http_port = free_port()
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.args = [
             *args,
             "--http-port",
             str(self.http_port),
             "--grpc-port",
-            str(free_port()),
+            str(self.grpc_port),
             "--metrics-port",
-            str(free_port()),
+            str(self.metrics_port),
         ]
         self.log = log
         self.process = subprocess.Popen(

@@ -168,7 +168,10 @@ class Publisher:
 
 # Published at zero from the start: what the autoscaling rule and the dashboard's first panels read
 _STARTING_SERIES = (
-    (m.REQUESTS, (m.ANSWERED,)),
+    *((m.REQUESTS, (outcome,)) for outcome in m.OUTCOMES),
+    *((m.INSTANCES, (asked, m.ANSWERED)) for asked in m.ASKED),
+    *((metric, (network,)) for metric in (m.TOKENS, m.POSITIONS) for network in m.NETWORKS),
+    *((m.BODY_BYTES, (direction,)) for direction in m.DIRECTIONS),
     (m.EXECUTE_DURATION, ()),
     (m.REQUEST_DURATION, ()),
     (m.DRAIN_REFUSALS, ()),

@@ -194,9 +194,9 @@ class TritonPythonModel:
             try:
                 bodies = _bodies(request)
                 self.received += bodies.nbytes
-                content_type, accept = request_options(request.parameters())
                 decoded = decode_bodies(bodies)
                 record.count(m.BODY_BYTES, ("in",), sum(map(len, decoded)))
+                content_type, accept = request_options(request.parameters())
                 mine = parse_bodies(decoded, content_type, accept, self.limits)
             except Exception as error:  # noqa: BLE001 - this request's error, no one else's
                 responses[index] = _failure(error, record)
