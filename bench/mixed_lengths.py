@@ -1,6 +1,9 @@
 """Mixed lengths: the front door against a naive one-request-at-a-time service, side by side.
 
-    python -m bench.mixed_lengths [--seconds 10] [--models demo,realistic]
+    python -m bench.mixed_lengths [--seconds 10] [--models demo,realistic] [--metrics-cost]
+
+`--metrics-cost`: instead, the front door with its metrics on (the default) against the same
+server with them off (O2V_METRICS_INTERVAL_S=0), alternating the same way (docs/metrics.md).
 
 Workloads: one body of three `in0` instances, 80, 50 and 20 tokens for the realistic model
 (hcnn, enc_dim 512, 4 layers: milliseconds of compute per instance), the documentation's 20, 19
@@ -14,6 +17,7 @@ its own plan for 1 and for 16 requests batched (its measured call costs, server.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +113,35 @@ def measure(repository: Path, workload: Workload, seconds: float, rounds: int, l
 
 FRONT_DOOR_ROW = "front door (Triton HTTP, raw body)"
 NAIVE_ROW = "naive FastAPI + ONNX Runtime"
+METRICS_OFF_ROW = "front door, metrics off"
+METRICS_ON_ROW = "front door, metrics on"
+
+
+def measure_metrics_cost(
+    repository: Path, workload: Workload, seconds: float, rounds: int, logs: Path
+):
+    """{metrics off, on: [(c1 row, c16 row) per round]}: two servers up, alternating. Each
+    writes its configs into the repository before it loads, off first: on is what stays."""
+    found: dict[str, list] = {METRICS_OFF_ROW: [], METRICS_ON_ROW: []}
+    model = workload.name
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for system, interval in ((METRICS_OFF_ROW, 0.0), (METRICS_ON_ROW, 1.0)):
+            log = stack.enter_context(open(logs / f"metrics-{model}-{interval:g}.log", "w"))
+            server = EmbeddedServer(
+                repository,
+                http_port=free_port(),
+                grpc_port=free_port(),
+                metrics_port=free_port(),
+                settings=ServingSettings(metrics_interval_s=interval),
+            )
+            stack.enter_context(server.start(stdout=log))
+            urls[system] = f"http://{server.http_url}/v2/models/object2vec/infer"
+        for _ in range(rounds):
+            for system, url in urls.items():
+                rows = loadgen(url, TRITON_RAW, workload, system, model, seconds, (1, 16))
+                found[system].append(rows)
+    return found
 
 
 def _median(rows: list, concurrency: int, field: str) -> float:
@@ -120,6 +153,7 @@ def main() -> None:
     parser.add_argument("--models", default="demo,realistic")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RUNS / "bench")
+    parser.add_argument("--metrics-cost", action="store_true", help="metrics on against off")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -133,7 +167,8 @@ def main() -> None:
         repository, _ = build_model(model, args.out / "models", ServingSettings())
         vocab = Facts.load(repository).vocab_sizes[0]
         workload = Workload(model, bodies(model, vocab), 1)
-        found = measure(repository, workload, args.seconds, args.rounds, args.out)
+        how = measure_metrics_cost if args.metrics_cost else measure
+        found = how(repository, workload, args.seconds, args.rounds, args.out)
         rate = {}
         for system, rows in found.items():
             rate[system] = [_median(rows, c, "instances_per_s") for c in (0, 1)]
@@ -142,19 +177,22 @@ def main() -> None:
                 f" | {rate[system][1]:,.0f} | {_median(rows, 1, 'p50_ms'):.2f}"
                 f" | {_median(rows, 1, 'p99_ms'):.2f} |"
             )
-        ours, theirs = rate[FRONT_DOOR_ROW], rate[NAIVE_ROW]
+        base, new = (
+            (METRICS_OFF_ROW, METRICS_ON_ROW) if args.metrics_cost else (NAIVE_ROW, FRONT_DOOR_ROW)
+        )
+        ours, theirs = rate[new], rate[base]
+        label = "metrics on / off" if args.metrics_cost else "front door / naive"
         lines.append(
-            f"| {model} | **front door / naive** | {ours[0] / theirs[0]:.2f}x | "
-            f"| {ours[1] / theirs[1]:.2f}x | | |"
+            f"| {model} | **{label}** | {ours[0] / theirs[0]:.3f}x | "
+            f"| {ours[1] / theirs[1]:.3f}x | | |"
         )
         for name, ratio in token_ratios(repository, workload.bodies[0]).items():
             ratios_lines.append(f"| {model} | {name} | {ratio:.2f} |")
-    report = (
-        "\n".join(lines)
-        + "\n\nTokens computed per real token:\n\n| model | how | ratio |\n|---|---|---|\n"
-    )
-    report += "\n".join(ratios_lines) + "\n"
-    (args.out / "mixed_lengths.md").write_text(report)
+    report = "\n".join(lines) + "\n"
+    if not args.metrics_cost:
+        report += "\nTokens computed per real token:\n\n| model | how | ratio |\n|---|---|---|\n"
+        report += "\n".join(ratios_lines) + "\n"
+    (args.out / ("metrics_cost.md" if args.metrics_cost else "mixed_lengths.md")).write_text(report)
     print(report)
 
 

@@ -151,9 +151,7 @@ def plan(
             # a call are in ascending order (server.frontdoor.cutting): all of them, in order.
             whole = len(rows) == count
             taken = [column if whole else column.take(rows) for column in columns]
-            feed = {
-                name: column.padded() for name, column in zip(route.inputs, taken, strict=True)
-            }
+            feed = {name: column.padded() for name, column in zip(route.inputs, taken, strict=True)}
             members = _members(request_of, instance_of, rows)
             tokens = sum(int(column.lengths.sum()) for column in taken)
             positions = sum(array.size for array in feed.values())

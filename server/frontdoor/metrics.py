@@ -73,9 +73,7 @@ class Tally:
             for metric, labels, value, times in record.observations:
                 buckets = self._histograms.get((metric, labels))
                 if buckets is None:
-                    buckets = self._histograms[(metric, labels)] = _Buckets(
-                        len(metric.buckets) + 1
-                    )
+                    buckets = self._histograms[(metric, labels)] = _Buckets(len(metric.buckets) + 1)
                 buckets.counts[bisect_left(metric.buckets, value)] += times
                 buckets.sum += value * times
                 buckets.count += times

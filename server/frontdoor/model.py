@@ -18,6 +18,7 @@ when the caller is at fault, 500 with a one-line message when we are), and the o
 same `execute` are answered.
 """
 
+import contextvars
 import json
 from pathlib import Path
 
@@ -59,15 +60,21 @@ from server.frontdoor.payload import (
     request_options,
 )
 
+# The trace of the execute's first request: a call serves many requests and can have one
+# parent, so with tracing on (O2V_TRACE_MODE) the network calls show under that request.
+_TRACE: contextvars.ContextVar = contextvars.ContextVar("trace", default=None)
+
 
 def _bls_outputs(model: str, feed: dict, outputs: tuple[str, ...]) -> list[np.ndarray]:
     """One BLS call to an ONNX network."""
+    trace = _TRACE.get()
     response = pb_utils.InferenceRequest(
         model_name=model,
         inputs=[pb_utils.Tensor(name, array) for name, array in feed.items()],
         requested_output_names=list(outputs),
         # served while a stop drains (server/common/drain.py)
         parameters={IN_FLIGHT_PARAMETER: True},
+        **({"trace": trace} if trace is not None else {}),
     ).exec()
     if response.has_error():
         raise RuntimeError(f"{model}: {response.error().message()}")
@@ -187,6 +194,7 @@ class TritonPythonModel:
 
     def _execute(self, requests: list, record: Record) -> list:
         stages = Stages(record)
+        _TRACE.set(requests[0].trace())
         responses: list = [None] * len(requests)
         self.received = 0
         parsed, spans = [], []  # spans: (request index, its first parsed body, body count)

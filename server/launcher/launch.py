@@ -153,6 +153,25 @@ class Launch:
             "tritonserver's --log-verbose level (also shows the CUDA warnings hidden on a CPU host)"
         ),
     )
+    # Triton's request tracing (docs/metrics.md): the front door's network calls are children
+    # of the request they serve.
+    trace_mode: str = setting(
+        "off",
+        "O2V_TRACE_MODE",
+        choices=("off", "triton", "opentelemetry"),
+        help=(
+            "Triton's request tracing: triton (JSON to O2V_TRACE_TARGET, a file) or "
+            "opentelemetry (OTLP/HTTP to O2V_TRACE_TARGET, a collector's URL)"
+        ),
+    )
+    trace_target: str = setting(
+        "",
+        "O2V_TRACE_TARGET",
+        help="where traces go: a file (triton) or http://collector:4318/v1/traces (opentelemetry)",
+    )
+    trace_rate: int = setting(
+        1000, "O2V_TRACE_RATE", minimum=1, help="one request traced in this many"
+    )
     # Triton's local response cache; 0: off.
     cache_bytes: int = setting(
         0,
@@ -279,6 +298,7 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
         f"--http-restricted-api={restricted}",
         f"--grpc-restricted-protocol={restricted}",
     ]
+    args += trace_args(launch)
     if launch.release is not None and launch.release >= HTTP_INPUT_LIMIT_TRITON:
         limit = front_door_max_body(repository) + HTTP_HEADER_ROOM
         args.append(f"--http-max-input-size={limit}")
@@ -307,6 +327,28 @@ def tritonserver_args(launch: Launch, repository: Path) -> list[str]:
             f"--metrics-port={launch.metrics_port}",
         ]
     return args + list(launch.extra_args)
+
+
+def trace_args(launch: Launch) -> list[str]:
+    """tritonserver's --trace-config for the launch's tracing settings."""
+    if launch.trace_mode == "off":
+        return []
+    if not launch.trace_target:
+        raise ServiceError(
+            MISCONFIGURED, f"O2V_TRACE_MODE={launch.trace_mode} needs O2V_TRACE_TARGET"
+        )
+    where = "file" if launch.trace_mode == "triton" else "url"
+    args = [
+        f"--trace-config=mode={launch.trace_mode}",
+        f"--trace-config={launch.trace_mode},{where}={launch.trace_target}",
+        f"--trace-config=rate={launch.trace_rate}",
+        "--trace-config=level=TIMESTAMPS",
+    ]
+    if launch.trace_mode == "triton":
+        # each trace written as it ends (FILE.0, FILE.1, ...): 2.51 keeps unwritten ones in
+        # memory and a stop loses them
+        args.append("--trace-config=triton,log-frequency=1")
+    return args
 
 
 def loopback(host: str) -> bool:

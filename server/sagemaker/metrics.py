@@ -23,10 +23,9 @@ prometheus_client.disable_created_metrics()  # no `_created` series: Triton writ
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 TRITON_TIMEOUT_S = 2.0
 
+
 def _make(kind, metric: m.Metric, registry: CollectorRegistry, **extra):
-    return kind(
-        metric.name, metric.question, metric.labels, registry=registry, unit="", **extra
-    )
+    return kind(metric.name, metric.question, metric.labels, registry=registry, unit="", **extra)
 
 
 class EndpointMetrics:

@@ -407,6 +407,7 @@ def test_the_autoscaling_rule_gives_the_busy_share_prometheus_saw(server, promet
     busy = moved(before, after, "o2v_execute_duration_seconds_sum")
     copies = after[("o2v_front_door_copies", ())]
     expected = busy / 60 / copies
+    print(f"rule: {value:.4f}; busy {busy:.2f} s of 60 on {copies:g} copies: {expected:.4f}")
     assert expected > 0.1, f"the load kept the front door busy {busy:.1f} s of 60 only"
     assert value == pytest.approx(expected, rel=0.1), (value, expected)
     assert sample["metric"] == {"pod": "object2vec-0"}

@@ -20,6 +20,7 @@ from server.launcher.launch import (
     Launch,
     check_exposure,
     settings_from_env,
+    trace_args,
     tritonserver_args,
 )
 
@@ -174,3 +175,22 @@ def test_the_docs_name_no_variable_the_settings_lack():
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         named = set(re.findall(r"\bO2V_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
         assert named <= known, f"{path.name} names unknown settings {sorted(named - known)}"
+
+
+def test_tracing_settings_become_tritons_trace_config():
+    assert "--trace-config" not in " ".join(trace_args(Launch.from_env({})))
+    launch = Launch.from_env(
+        {
+            "O2V_TRACE_MODE": "opentelemetry",
+            "O2V_TRACE_TARGET": "http://collector:4318/v1/traces",
+            "O2V_TRACE_RATE": "10",
+        }
+    )
+    assert trace_args(launch) == [
+        "--trace-config=mode=opentelemetry",
+        "--trace-config=opentelemetry,url=http://collector:4318/v1/traces",
+        "--trace-config=rate=10",
+        "--trace-config=level=TIMESTAMPS",
+    ]
+    with pytest.raises(ServiceError, match="needs O2V_TRACE_TARGET"):
+        trace_args(Launch.from_env({"O2V_TRACE_MODE": "triton"}))
