@@ -8,8 +8,10 @@ dashboard's every query.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -27,6 +29,8 @@ from tritonclient.utils import InferenceServerException
 from contract import metrics as m
 from contract.flat import FLAT_FILE, SEPARATOR_KEY
 from server.launcher.embedded import PROJECT_ROOT
+from server.launcher.launch import front_door_max_body
+from server.launcher.process import group_members, stubs_of
 from tests.helpers import LAUNCHED, Launcher, free_port, infer, json_body
 
 pytestmark = pytest.mark.local  # starts servers (and a Prometheus) of its own
@@ -51,6 +55,7 @@ REFUSED = {
     "bad_request": (None, None, b'{"instances": [{"in0": "not ids"}]}'),
     "unsupported_media_type": ("text/csv", None, b"1,2,3"),
     "not_acceptable": (None, "text/html", json_body([{"in0": [1]}]).encode()),
+    "too_large": (None, None, None),  # a body one byte over the front door's limit
 }
 N, M = 3, 2  # requests of each kind asked, refused
 
@@ -164,6 +169,7 @@ def test_every_front_door_counter_moves_by_exactly_what_was_sent(server, demo_re
             answer = infer(server, protocol, body, content_type)
             sent, answered = sent + len(body), answered + len(answer)
     for content_type, accept, body in REFUSED.values():
+        body = body or b" " * (front_door_max_body(demo_repository) + 1)
         for _ in range(M):
             with pytest.raises(InferenceServerException):
                 infer(server, protocol, body, content_type, accept)
@@ -256,6 +262,8 @@ def test_the_sagemaker_endpoint_counts_each_answer_and_refusal_and_carries_trito
         head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n"
         assert _raw(sagemaker, head).startswith(b"HTTP/1.1 413")
         assert _raw(sagemaker, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
+        head = b"GET /ping HTTP/1.1\r\nX-Long: " + b"x" * 70_000 + b"\r\n\r\n"
+        assert _raw(sagemaker, head).startswith(b"HTTP/1.1 431")
         # a body that never finishes arriving: 408 after O2V_HTTP_READ_TIMEOUT_S
         head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"
         assert _raw(sagemaker, head).startswith(b"HTTP/1.1 408")
@@ -272,6 +280,8 @@ def test_the_sagemaker_endpoint_counts_each_answer_and_refusal_and_carries_trito
     assert endpoint("other", 400) == M  # the malformed request's head never arrived
     assert moved(before, after, "o2v_endpoint_refusals_total", limit="body_bytes") == M
     assert moved(before, after, "o2v_endpoint_refusals_total", limit="malformed") == M
+    assert moved(before, after, "o2v_endpoint_refusals_total", limit="head_bytes") == M
+    assert endpoint("other", 431) == M  # refused before its head was complete
     assert moved(before, after, "o2v_endpoint_refusals_total", limit="read_timeout") == M
     assert moved(before, after, "o2v_endpoint_upstream_duration_seconds_count") == 2 * N
     assert moved(before, after, "o2v_endpoint_upstream_timeouts_total") == 0
@@ -418,3 +428,39 @@ def test_the_autoscaling_rule_gives_the_busy_share_prometheus_saw(server, promet
         for target in panel.get("targets", []):
             expression = target["expr"].replace("$__rate_interval", "1m")
             assert prometheus.query(expression, at), (panel["title"], expression)
+
+
+def test_counters_restart_from_zero_with_tritonserver_and_prometheus_counts_across(
+    launched, server, prometheus
+):
+    """A dead stub makes the supervisor restart tritonserver: every counter starts again from
+    zero, and Prometheus takes the drop as a reset (docs/metrics.md). Last in this module: it
+    restarts the module's server."""
+    series = 'o2v_requests_total{outcome="answered",pod="object2vec-0"}'
+    time.sleep(2)
+    first = time.time()  # nothing reached the front door in the 2 s before
+    before = scrape(server.metrics_url)
+    body = json_body([{"in0": [1, 2, 3]}])
+    for _ in range(5):
+        infer(server, "http", body)
+    settled(server.metrics_url, before, "o2v_requests_total", 5, outcome="answered")
+    time.sleep(2)  # scraped by Prometheus
+    (stub,) = [
+        s for s in stubs_of(group_members(launched.server_pid())) if "object2vec" in s.instance
+    ]
+    os.kill(stub.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while launched.log.read_bytes().count(b"ready again") < 1:
+        assert time.monotonic() < deadline, "not restarted within 60 s"
+        time.sleep(0.1)
+    for _ in range(3):
+        infer(server, "http", body)
+    after = settled(server.metrics_url, {}, "o2v_requests_total", 3, outcome="answered")
+    assert after[("o2v_requests_total", (("outcome", "answered"),))] == 3  # from zero
+    time.sleep(3)
+    window = f"{time.time() - first + 1:.0f}s"  # from just before the first request
+    (resets,) = prometheus.query(f"resets({series}[{window}])", time.time())
+    assert float(resets["value"][1]) == 1
+    (increase,) = prometheus.query(f"increase({series}[{window}])", time.time())
+    # both sides of the reset (Prometheus extrapolates to the window's edges: a little more)
+    assert 5 + 3 <= float(increase["value"][1]) <= (5 + 3) * 1.25
