@@ -50,6 +50,7 @@ def movielens(
     per_user: int = 10,
     validation_fraction: float = 0.05,
     keep: int = 10,
+    validation_per_user: int = 0,
 ) -> dict[str, int]:
     """`in0=[user]`, `in1=[movie]`; label: the rating, or 1 if rating > 3 (classification).
 
@@ -59,19 +60,18 @@ def movielens(
     MovieLens' own `ua` split does, but never leaves a user fewer than `keep` training ratings:
     in `ua` every user keeps at least 10 (u.data users have 20 or more), while `ua.base` has
     users with only 10, whose few remaining ratings would make a different, colder test.
-    `split="random"` holds out a random `test_fraction` of all ratings. Returns the vocabulary
-    sizes to train with (largest id + 1).
+    `split="random"` holds out a random `test_fraction` of all ratings. `validation_per_user`
+    > 0: validation holds that many ratings of every user (with the same `keep`) instead of a
+    random fraction, so that it weighs users as a per-user test does: a random slice is mostly
+    the heaviest users', and a tuner choosing on it picks settings for them (export.tune).
+    Returns the vocabulary sizes to train with (largest id + 1).
     """
     ratings = np.loadtxt(ua_base, dtype=np.int64, usecols=(0, 1, 2))
     users, movies, stars = ratings.T
     labels = stars.astype(float) if task == "regression" else (stars > 3).astype(int)
     rng = np.random.default_rng(seed)
     if split == "per-user":
-        held = np.zeros(len(ratings), dtype=bool)
-        for user in np.unique(users):
-            rows = np.flatnonzero(users == user)
-            count = max(0, min(per_user, len(rows) - keep))
-            held[rng.choice(rows, size=count, replace=False)] = True
+        held = _per_user(users, np.ones(len(ratings), dtype=bool), per_user, keep, rng)
         parts = {"train": rng.permutation(np.flatnonzero(~held)), "test": np.flatnonzero(held)}
     elif split == "random":
         order = rng.permutation(len(ratings))
@@ -79,8 +79,15 @@ def movielens(
         parts = {"train": order[:cut], "test": order[cut:]}
     else:
         raise ValueError(f"split {split!r}: use per-user or random")
-    cut = int(len(parts["train"]) * (1 - validation_fraction))
-    parts["train"], parts["validation"] = parts["train"][:cut], parts["train"][cut:]
+    if validation_per_user:
+        training = np.zeros(len(ratings), dtype=bool)
+        training[parts["train"]] = True
+        held = _per_user(users, training, validation_per_user, keep, rng)
+        parts["validation"] = np.flatnonzero(held)
+        parts["train"] = parts["train"][~held[parts["train"]]]
+    else:
+        cut = int(len(parts["train"]) * (1 - validation_fraction))
+        parts["train"], parts["validation"] = parts["train"][:cut], parts["train"][cut:]
     for name, rows in parts.items():
         write_jsonlines(
             out / f"{name}.jsonl",
@@ -90,6 +97,16 @@ def movielens(
             ),
         )
     return {"enc0_vocab_size": int(users.max()) + 1, "enc1_vocab_size": int(movies.max()) + 1}
+
+
+def _per_user(users: np.ndarray, among: np.ndarray, count: int, keep: int, rng) -> np.ndarray:
+    """`count` random rows of every user among the rows `among`, never leaving a user fewer
+    than `keep` of them."""
+    held = np.zeros(len(users), dtype=bool)
+    for user in np.unique(users[among]):
+        rows = np.flatnonzero((users == user) & among)
+        held[rng.choice(rows, size=max(0, min(count, len(rows) - keep)), replace=False)] = True
+    return held
 
 
 def _read_sts(path: Path) -> list[tuple[float, str, str]]:
@@ -154,6 +171,13 @@ def main(argv: list[str] | None = None) -> None:
         help="per-user: the fewest training ratings a user keeps (10, as in MovieLens' ua split)",
     )
     ml.add_argument("--test-fraction", type=float, default=0.1)
+    ml.add_argument(
+        "--validation-per-user",
+        type=int,
+        default=0,
+        help="hold out this many ratings of every user for validation (0: a random 5%%); "
+        "what a tuner should choose on when the test split is per user",
+    )
     st = sub.add_parser("sts", help="STS Benchmark folder -> train/dev JSON Lines + vocab.json")
     st.add_argument("data_dir", type=Path)
     st.add_argument("out", type=Path)
@@ -175,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                 split=args.split,
                 per_user=args.per_user,
                 keep=args.keep,
+                validation_per_user=args.validation_per_user,
             )
         )
     else:

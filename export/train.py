@@ -10,6 +10,7 @@ import argparse
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,13 +162,16 @@ def train(
     validation_data: PairData | None = None,
     seed: int = 0,
     progress: bool = True,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    verbose: bool = True,
 ) -> tuple[Object2Vec, list[EpochReport]]:
     """Trains with the hosted optimizer settings and early stopping on the validation loss.
 
     Early stopping, as the hosted algorithm words it: training stops after
     `early_stopping_patience` consecutive epochs whose validation loss did not fall by more than
     `early_stopping_tolerance` (relative) from the epoch before; the best epoch's weights are
-    returned.
+    returned. `on_epoch` sees each epoch's report; what it raises ends training (a tuner's
+    pruning: export.tune).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -206,10 +210,13 @@ def train(
         reports.append(EpochReport(epoch, running / seen, validation))
         metrics = "  ".join(f"validation:{k}={v:.4f}" for k, v in validation.items())
         seconds = time.perf_counter() - started
-        print(
-            f"#epoch {epoch}: train:loss={running / seen:.4f}  {metrics}  ({seconds:.1f} s)",
-            flush=True,
-        )
+        if verbose:
+            print(
+                f"#epoch {epoch}: train:loss={running / seen:.4f}  {metrics}  ({seconds:.1f} s)",
+                flush=True,
+            )
+        if on_epoch is not None:
+            on_epoch(reports[-1])
         if not validation:
             continue
         loss_now = validation[loss_key]
@@ -225,11 +232,12 @@ def train(
         else:
             stale += 1
             if stale >= hp.early_stopping_patience:
-                print(
-                    f"early stopping after epoch {epoch}: best validation:{loss_key}="
-                    f"{best_loss:.4f}",
-                    flush=True,
-                )
+                if verbose:
+                    print(
+                        f"early stopping after epoch {epoch}: best validation:{loss_key}="
+                        f"{best_loss:.4f}",
+                        flush=True,
+                    )
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
