@@ -122,7 +122,7 @@ def search_space(assignments: dict[str, str], only: set[str] | None = None) -> d
         if name in fixed or name in space or (only is not None and name not in only):
             continue
         side, _, suffix = name.partition("_")
-        if suffix in _ONLY_FOR:
+        if side in ("enc0", "enc1") and suffix in _ONLY_FOR:
             network = assignments.get(f"{side}_network", known[f"{side}_network"].default)
             if network not in _ONLY_FOR[suffix]:
                 continue
@@ -151,7 +151,8 @@ class Study:
             direction=OBJECTIVES[self.objective][1],
             load_if_exists=True,
             sampler=optuna.samplers.TPESampler(n_startup_trials=5),
-            # From the third epoch on: a first epoch says little of where a slow learner ends.
+            # From the second epoch on, once three trials finished: a first epoch says little
+            # of where a slow learner ends.
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
         )
 
