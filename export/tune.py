@@ -53,6 +53,8 @@ OBJECTIVES = {  # hosted metric name -> (key in export.train.evaluate's answer, 
     "validation:cross_entropy": ("cross_entropy", "minimize"),
     "validation:mean_squared_error": ("mean_squared_error", "minimize"),
 }
+_COMPLETE = optuna.trial.TrialState.COMPLETE
+_COUNTED = (_COMPLETE, optuna.trial.TrialState.PRUNED)  # what the trial budget counts
 
 
 @dataclass(frozen=True)
@@ -284,10 +286,6 @@ def run(args: argparse.Namespace) -> optuna.Study:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.wait(args.minutes * 60 + 600)
     return optuna_study
-
-
-_COMPLETE = optuna.trial.TrialState.COMPLETE
-_COUNTED = (_COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def finish(study_folder: Path, optuna_study: optuna.Study) -> Path | None:

@@ -125,11 +125,12 @@ class TritonSink:
         if found is None:
             family = self._families.get(name)
             if family is None:
-                kind = self._pb.MetricFamily.GAUGE if metric.kind == "gauge" else None
-                family = self._families[name] = self._pb.MetricFamily(
+                kinds = self._pb.MetricFamily
+                family = self._families[name] = kinds(
                     name=name,
                     description=metric.question,
-                    kind=kind or self._pb.MetricFamily.COUNTER,
+                    # a histogram's series are counters too (contract.metrics)
+                    kind=kinds.GAUGE if metric.kind == "gauge" else kinds.COUNTER,
                 )
             found = self._series[key] = family.Metric(labels=dict(zip(names, values, strict=True)))
         return found

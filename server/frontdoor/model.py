@@ -166,6 +166,8 @@ class TritonPythonModel:
             for model, cost in self.costs.items():
                 pb_utils.Logger.log_info(f"object2vec: a call to {model} costs {cost}")
         self.gate = Gate.from_env(args["model_instance_name"])
+        # only calls to Triton carry a trace: in process, none is looked up
+        self.calls_triton = self.run is _bls or self.search is _bls_search
         # metrics on Triton's /metrics (server.frontdoor.metrics); interval 0: none
         interval = float(params.get("metrics_interval_s", 0))
         self.publisher = Publisher(TritonSink(pb_utils), interval) if interval > 0 else None
@@ -194,7 +196,8 @@ class TritonPythonModel:
 
     def _execute(self, requests: list, record: Record) -> list:
         stages = Stages(record)
-        _TRACE.set(requests[0].trace())
+        if self.calls_triton:
+            _TRACE.set(requests[0].trace())
         responses: list = [None] * len(requests)
         self.received = 0
         parsed, spans = [], []  # spans: (request index, its first parsed body, body count)

@@ -8,10 +8,12 @@ dashboard's every query.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -237,8 +239,6 @@ def _post(url: str, body: bytes, headers: dict) -> int:
 
 def _raw(url: str, data: bytes) -> bytes:
     """Bytes on a fresh connection, and whatever comes back before it closes."""
-    import socket
-
     host, port = urllib.parse.urlsplit(url).netloc.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(data)
@@ -437,8 +437,8 @@ def test_counters_restart_from_zero_with_tritonserver_and_prometheus_counts_acro
     zero, and Prometheus takes the drop as a reset (docs/metrics.md). Last in this module: it
     restarts the module's server."""
     series = 'o2v_requests_total{outcome="answered",pod="object2vec-0"}'
-    time.sleep(2)
-    first = time.time()  # nothing reached the front door in the 2 s before
+    time.sleep(3)
+    first = time.time()  # nothing reached the front door in the 3 s before
     before = scrape(server.metrics_url)
     body = json_body([{"in0": [1, 2, 3]}])
     for _ in range(5):
@@ -458,7 +458,8 @@ def test_counters_restart_from_zero_with_tritonserver_and_prometheus_counts_acro
     after = settled(server.metrics_url, {}, "o2v_requests_total", 3, outcome="answered")
     assert after[("o2v_requests_total", (("outcome", "answered"),))] == 3  # from zero
     time.sleep(3)
-    window = f"{time.time() - first + 1:.0f}s"  # from just before the first request
+    # from 2 s before the first request: a scrape of the quiet value is in it, however rounded
+    window = f"{math.ceil(time.time() - first) + 2}s"
     (resets,) = prometheus.query(f"resets({series}[{window}])", time.time())
     assert float(resets["value"][1]) == 1
     (increase,) = prometheus.query(f"increase({series}[{window}])", time.time())
