@@ -14,8 +14,10 @@ ranked (`neighbours=1682`) through client.api over HTTP; printed:
 million: the demo model with a catalogue of 1,000,000 documents of its topics; one in0 a
 request, `neighbours=10`, through Triton's HTTP port (a KServe binary request: the content
 type rides as a request parameter) at concurrency 1 and 16, for the `model` and the `dot`
-similarities: queries/s, p50 and p99; the served answers checked against a brute force on a
-few queries; and the search alone in ONNX Runtime (1 and 16 queries a call).
+similarities, each indexed without exclusions and with 1,000 (the default), where requests that
+exclude 100 ids each are also sent at c16: queries/s, p50 and p99; the served answers checked
+against a brute force on a few queries; and the search alone in ONNX Runtime (1 and 16 queries
+a call).
 Writes runs/bench/neighbours.md.
 """
 
@@ -162,11 +164,12 @@ def movielens(out: Path) -> list[str]:
         f"({sum(map(len, liked.values()))} of them); training movies left out of each ranking.",
         "",
         "| ranking | served = brute force (recall@10) | hit rate@10 | NDCG@10 | served "
-        "queries/s (1,682 ranked each) |",
-        "|---|---|---|---|---|",
+        "queries/s (1,682 ranked each) | served queries/s, top 10 excluding the user's "
+        "training movies (= the ranking less them) |",
+        "|---|---|---|---|---|---|",
     ]
     hr, ndcg = _ranking_quality({u: popular for u in users}, liked, seen)
-    lines.append(f"| popularity (ratings in training) | | {hr:.3f} | {ndcg:.3f} | |")
+    lines.append(f"| popularity (ratings in training) | | {hr:.3f} | {ndcg:.3f} | | |")
     repository = _fresh_repository(out / "neighbours" / "movielens")
     export(model, repository)
     for similarity in neighbours.SIMILARITIES:
@@ -181,6 +184,17 @@ def movielens(out: Path) -> list[str]:
                     found = client.neighbours([[u] for u in chunk], k=MOVIES)
                     ranked |= {u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)}
             rate = len(users) / (time.perf_counter() - start)
+            excluding, start = {}, time.perf_counter()
+            with Client(server.http_url, timeout=600) as client:
+                for first in range(0, len(users), 50):
+                    chunk = users[first : first + 50]
+                    history = [sorted(seen[u]) for u in chunk]
+                    found = client.neighbours([[u] for u in chunk], k=10, exclude=history)
+                    excluding |= {
+                        u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)
+                    }
+            excluding_rate = len(users) / (time.perf_counter() - start)
+        same = all(excluding[u] == [m for m in ranked[u] if m not in seen[u]][:10] for u in users)
         reference = _brute_force(model, users, similarity)
         recall = np.mean(
             [
@@ -193,7 +207,10 @@ def movielens(out: Path) -> list[str]:
             ]
         )
         hr, ndcg = _ranking_quality(ranked, liked, seen)
-        lines.append(f"| `{similarity}` | {recall:.3f} | {hr:.3f} | {ndcg:.3f} | {rate:,.0f} |")
+        lines.append(
+            f"| `{similarity}` | {recall:.3f} | {hr:.3f} | {ndcg:.3f} | {rate:,.0f} "
+            f"| {excluding_rate:,.0f} ({'=' if same else 'differs'}) |"
+        )
         print(lines[-1], flush=True)
     return lines
 
@@ -242,6 +259,14 @@ def million(out: Path, seconds: float, items: int = 1_000_000) -> list[str]:
         kserve_request(orjson.dumps({"in0": q}) + b"\n", f"{JSONLINES}; neighbours=10")
         for q in queries
     ]
+    # each query with a history of 100 catalogue ids to leave out
+    histories = [[f"doc-{i:05d}" for i in rng.choice(items, 100)] for _ in queries]
+    excluding = [
+        kserve_request(
+            orjson.dumps({"in0": q, "exclude": h}) + b"\n", f"{JSONLINES}; neighbours=10"
+        )
+        for q, h in zip(queries, histories, strict=True)
+    ]
     headers = {"Inference-Header-Content-Length": "512", "Content-Type": "application/octet-stream"}
     lines = [
         f"{items:,} documents of the demo model's topics (enc_dim 16); one in0 a request, "
@@ -249,25 +274,32 @@ def million(out: Path, seconds: float, items: int = 1_000_000) -> list[str]:
         "",
         "| similarity | build s | search alone, ms a call (1 / 16 queries) | queries/s c1 "
         "| p50 / p99 ms c1 | queries/s c16 | p50 / p99 ms c16 "
+        "| queries/s c16, each excluding 100 ids | p50 / p99 ms c16, excluding "
         "| served = brute force (recall@10, 8 queries) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for similarity in ("dot", "model"):
+    for similarity, max_exclude in (("dot", 0), ("dot", 1000), ("model", 0), ("model", 1000)):
         start = time.perf_counter()
-        neighbours.build(repository, source, similarity, progress=False)
+        neighbours.build(repository, source, similarity, progress=False, max_exclude=max_exclude)
         built = time.perf_counter() - start
         alone = _search_alone(repository)
+        runs = [(1, bodies), (16, bodies)] + ([(16, excluding)] if max_exclude else [])
         with _server(repository, out / f"neighbours-1m-{similarity}.log") as server:
             url = f"http://{server.http_url}/v2/models/object2vec/infer"
             asyncio.run(load(url, bodies, headers, 2, 1.0))  # warm-up
-            row = [f"`{similarity}`", f"{built:.0f}", " / ".join(f"{a:.1f}" for a in alone)]
-            for concurrency in (1, 16):
-                latencies, took = asyncio.run(load(url, bodies, headers, concurrency, seconds))
+            row = [
+                f"`{similarity}`, max_exclude {max_exclude}",
+                f"{built:.0f}",
+                " / ".join(f"{a:.1f}" for a in alone),
+            ]
+            for concurrency, sent in runs:
+                latencies, took = asyncio.run(load(url, sent, headers, concurrency, seconds))
                 lat = np.array(latencies) * 1e3
                 row += [
                     f"{len(lat) / took:,.1f}",
                     f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f}",
                 ]
+            row += [] if max_exclude else ["", ""]
             with Client(server.http_url, timeout=600) as client:
                 served = client.neighbours(queries[:8], k=10)
         row.append(f"{_recall(model, catalogue, queries[:8], served, similarity):.3f}")

@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 from contract import errors
 from contract.body import BODY_DATATYPE, encode_bodies
 from contract.names import BODY_INPUT, FRONT_DOOR, JSON, RESPONSE_OUTPUT
-from contract.neighbours import CATALOGUE_PARAMETER, K_PARAMETER
+from contract.neighbours import CATALOGUE_PARAMETER, EXCLUDE_KEY, K_PARAMETER
 
 PROTOCOLS = ("http", "grpc", "sagemaker")
 
@@ -181,6 +181,24 @@ def neighbours_type(k: int, catalogue: str | None = None, content_type: str = JS
     return f"{content_type}; {K_PARAMETER}={k}{named}"
 
 
+def _query_instances(
+    token_lists: Sequence[Sequence[int]], exclude: Sequence[Sequence[str | int]] | None
+) -> list[dict]:
+    """in0 instances, each with the catalogue ids its answer leaves out (its own list of
+    `exclude`, matched by position)."""
+    instances = _token_instances(token_lists, "in0")
+    if exclude is None:
+        return instances
+    if len(exclude) != len(instances):
+        raise ValueError(
+            f"exclude has {len(exclude)} lists for {len(instances)} sequences: give one each"
+        )
+    for instance, ids in zip(instances, exclude, strict=True):
+        if ids:
+            instance[EXCLUDE_KEY] = list(ids)
+    return instances
+
+
 def _neighbours(answer: bytes) -> list[list[Neighbour]]:
     return [
         [Neighbour(n["id"], n["score"]) for n in p["neighbours"]]
@@ -260,10 +278,15 @@ class Client(_Connection):
         return _column(self.invoke(instances_body(_pair_instances(pairs)), JSON, JSON), "scores")
 
     def neighbours(
-        self, token_lists: Sequence[Sequence[int]], k: int = 10, catalogue: str | None = None
+        self,
+        token_lists: Sequence[Sequence[int]],
+        k: int = 10,
+        catalogue: str | None = None,
+        exclude: Sequence[Sequence[str | int]] | None = None,
     ) -> list[list[Neighbour]]:
-        """For each in0, its k nearest items of the server's catalogue index, best first."""
-        body = instances_body(_token_instances(token_lists, "in0"))
+        """For each in0, its k nearest items of the server's catalogue index, best first;
+        `exclude[i]`: catalogue ids left out of in0 i's answer (a user's history)."""
+        body = instances_body(_query_instances(token_lists, exclude))
         return _neighbours(self.invoke(body, neighbours_type(k, catalogue), JSON))
 
     def is_ready(self) -> bool:
@@ -347,9 +370,13 @@ class AsyncClient(_Connection):
         return _column(await self.invoke(body, JSON, JSON), "scores")
 
     async def neighbours(
-        self, token_lists: Sequence[Sequence[int]], k: int = 10, catalogue: str | None = None
+        self,
+        token_lists: Sequence[Sequence[int]],
+        k: int = 10,
+        catalogue: str | None = None,
+        exclude: Sequence[Sequence[str | int]] | None = None,
     ) -> list[list[Neighbour]]:
-        body = instances_body(_token_instances(token_lists, "in0"))
+        body = instances_body(_query_instances(token_lists, exclude))
         return _neighbours(await self.invoke(body, neighbours_type(k, catalogue), JSON))
 
     async def is_ready(self) -> bool:

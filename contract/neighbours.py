@@ -7,14 +7,21 @@ An index lives in the model repository as one more Triton model, `neighbours`:
     neighbours/1/model.onnx     query [batch, enc_dim] -> scores, items [batch, max_k]: the
                                 catalogue's enc1 embeddings as a constant, every item scored
                                 (the pair head on every pair, or a matrix product), a TopK
-                                (exact search)
+                                (exact search); and deep_scores, deep_items [batch, depth],
+                                the same ranking max_exclude deeper (the TopK is computed once)
     neighbours/1/model.onnx.data  those embeddings (ONNX external data: no 2 GB limit)
     neighbours/1/ids.json       the catalogue's ids, in index order: `items` are rows of it
 
 A request asks for neighbours on its content type, as `infer_max_seqlens` is asked:
 `application/jsonlines; neighbours=10` (and `; catalogue=<name>`, the index's name, checked
-when given). Each instance then carries `in0` only and is answered
-`{"neighbours": [{"id": ..., "score": ...}, ...]}`, best first.
+when given). Each instance then carries `in0` (and may carry `exclude`, a list of catalogue ids
+to leave out, at most the index's max_exclude) and is answered
+`{"neighbours": [{"id": ..., "score": ...}, ...]}`, best first: the k best of what remains.
+
+Why the deeper outputs leave nothing out: an instance excludes at most max_exclude items, so
+after they are taken out of the best max_k + max_exclude, at least max_k remain, and they are
+the best of the catalogue without them. A request with no exclusions asks for `scores` and
+`items` only, so it carries no more than it did.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ NEIGHBOURS_MODEL = "neighbours"
 QUERY_INPUT = "query"
 SCORES_OUTPUT = "scores"
 ITEMS_OUTPUT = "items"
+DEEP_SCORES_OUTPUT = "deep_scores"
+DEEP_ITEMS_OUTPUT = "deep_items"
 CATALOGUE_FILE = "catalogue.json"
 ITEMS_FILE = "items.npz"
 IDS_FILE = "ids.json"
@@ -42,6 +51,8 @@ HEAD_INPUTS = ("in0", "in1")
 # The content type's parameters that ask for neighbours.
 K_PARAMETER = "neighbours"
 CATALOGUE_PARAMETER = "catalogue"
+# An instance's key: catalogue ids its answer leaves out (a user's history).
+EXCLUDE_KEY = "exclude"
 
 # How a score is computed from the query q (enc0 of in0) and an item's vector e (enc1):
 #   model      the pair network's own answer for (q, e): the regression value, or the expected
@@ -52,6 +63,10 @@ CATALOGUE_PARAMETER = "catalogue"
 SIMILARITIES = ("model", "dot", "cosine", "euclidean")
 
 DEFAULT_MAX_K = 100
+# Ids one instance may exclude: the TopK runs this much deeper (1,100 of a 1,000,000-item
+# catalogue's scores sorted instead of 100, a small part of scoring them: docs/neighbours.md).
+# MovieLens' most active user rated 737 of 1,682 movies.
+DEFAULT_MAX_EXCLUDE = 1000
 # Neighbours one request may ask for (instances x k, all its bodies): about 4 MB of answer, and as
 # much memory in the front door while it is formatted (server/frontdoor/neighbours.py). A request
 # over it is refused with its numbers, before anything runs (docs/security.md).
@@ -83,6 +98,8 @@ class Catalogue:
     # floats a call holds per query and item (1 for the vector similarities; the pair head's
     # widths for `model`): a call searches queries_per_call(items * width, ...) queries
     width: int = 1
+    # ids an instance may exclude; 0 for an index built before exclusions (rebuild it)
+    max_exclude: int = 0
 
     @staticmethod
     def folder(repository: Path) -> Path:
@@ -101,6 +118,11 @@ class Catalogue:
             return None
         raw = json.loads(path.read_text())
         return cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw})
+
+    @property
+    def depth(self) -> int:
+        """The deep outputs' width: the ranking max_exclude deeper than max_k."""
+        return min(self.items, self.max_k + self.max_exclude)
 
     @property
     def scores_per_query(self) -> int:

@@ -1,7 +1,8 @@
 """Build the nearest-neighbour index of a catalogue into the model repository.
 
     python -m export.neighbours CATALOGUE [--repository model_repository] [--similarity model]
-                                [--max-k 100] [--max-items 10000000] [--name NAME]
+                                [--max-k 100] [--max-exclude 1000] [--max-items 10000000]
+                                [--name NAME]
     python -m export.neighbours --rebuild     # the repository's catalogue, with its enc1 now
 
 CATALOGUE is a JSON Lines file of `{"id": ..., "in1": [...]}` (an id is a string or an
@@ -43,6 +44,9 @@ from contract.facts import Facts
 from contract.flat import FLAT_FILE, SEPARATOR_KEY, flat_layout
 from contract.names import ENCODER_INPUT, ENCODER_MODELS, ENCODER_OUTPUT, PAIR_MODEL
 from contract.neighbours import (
+    DEEP_ITEMS_OUTPUT,
+    DEEP_SCORES_OUTPUT,
+    DEFAULT_MAX_EXCLUDE,
     DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_K,
     HEAD_FILE,
@@ -213,35 +217,34 @@ def _head_width(head: onnx.ModelProto, dim: int) -> int:
 
 
 def search_graph(
-    vectors: np.ndarray, similarity: str, max_k: int, head: onnx.ModelProto | None = None
+    vectors: np.ndarray,
+    similarity: str,
+    max_k: int,
+    head: onnx.ModelProto | None = None,
+    max_exclude: int = 0,
 ) -> onnx.ModelProto:
     """query [batch, enc_dim] -> scores, items [batch, k]: exact search over `vectors`, best
     first, k = min(max_k, items). Every score is computed (a matrix product, or the pair head
-    on every pair for `model`), then TopK."""
+    on every pair for `model`), then TopK. With max_exclude, also deep_scores, deep_items
+    [batch, min(max_k + max_exclude, items)]: one TopK that deep, `scores` its first k."""
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity {similarity!r}: use one of {', '.join(SIMILARITIES)}")
     count, dim = vectors.shape
     k = min(max_k, count)
+    depth = min(max_k + max_exclude, count) if max_exclude else k
     vectors = vectors.astype(np.float32)
+    constants = [numpy_helper.from_array(np.array([depth], dtype=np.int64), "depth")]
     if similarity == "model":
         if head is None:
             raise ValueError("the model similarity needs the pair network's head")
         classes = head.graph.output[0].type.tensor_type.shape.dim[1].dim_value
-        nodes, constants = _head_nodes(head, count, dim, classes)
-        constants += [
-            numpy_helper.from_array(vectors, "catalogue"),
-            numpy_helper.from_array(np.array([k], dtype=np.int64), "k"),
-        ]
-        nodes.append(
-            helper.make_node("TopK", ["products", "k"], [SCORES_OUTPUT, ITEMS_OUTPUT], axis=1)
-        )
-        return _model(nodes, constants, dim, k)
+        nodes, head_constants = _head_nodes(head, count, dim, classes)
+        constants += [*head_constants, numpy_helper.from_array(vectors, "catalogue")]
+        nodes.append(helper.make_node("TopK", ["products", "depth"], ["top", "top_items"], axis=1))
+        return _model(nodes, constants, dim, k, depth, max_exclude > 0)
     if similarity == "cosine":  # items normalised once here, the query in the graph
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    constants = [
-        numpy_helper.from_array(np.ascontiguousarray(vectors.T), "catalogue"),
-        numpy_helper.from_array(np.array([k], dtype=np.int64), "k"),
-    ]
+    constants.append(numpy_helper.from_array(np.ascontiguousarray(vectors.T), "catalogue"))
     nodes, query = [], QUERY_INPUT
     if similarity == "cosine":
         constants.append(numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "eps"))
@@ -262,29 +265,56 @@ def search_graph(
         nodes += [
             helper.make_node("Mul", ["products", "two"], ["twice"]),
             helper.make_node("Sub", ["twice", "item_sq"], ["ranking"]),
-            helper.make_node("TopK", ["ranking", "k"], ["best", ITEMS_OUTPUT], axis=1),
+            helper.make_node("TopK", ["ranking", "depth"], ["best", "top_items"], axis=1),
             helper.make_node("ReduceSumSquare", [QUERY_INPUT], ["query_sq"], axes=[1], keepdims=1),
             helper.make_node("Sub", ["query_sq", "best"], ["squared"]),
             helper.make_node("Max", ["squared", "zero"], ["clipped"]),
             helper.make_node("Sqrt", ["clipped"], ["distance"]),
-            helper.make_node("Neg", ["distance"], [SCORES_OUTPUT]),
+            helper.make_node("Neg", ["distance"], ["top"]),
         ]
     else:
-        nodes.append(
-            helper.make_node("TopK", ["products", "k"], [SCORES_OUTPUT, ITEMS_OUTPUT], axis=1)
-        )
-    return _model(nodes, constants, dim, k)
+        nodes.append(helper.make_node("TopK", ["products", "depth"], ["top", "top_items"], axis=1))
+    return _model(nodes, constants, dim, k, depth, max_exclude > 0)
 
 
-def _model(nodes: list, constants: list, dim: int, k: int) -> onnx.ModelProto:
+def _model(
+    nodes: list, constants: list, dim: int, k: int, depth: int, deep: bool
+) -> onnx.ModelProto:
+    """The graph, its outputs from the ranking `top`, `top_items` [batch, depth]: scores and
+    items its first k, and (deep) the whole of it."""
+    outputs = [
+        helper.make_tensor_value_info(SCORES_OUTPUT, TensorProto.FLOAT, ["batch", k]),
+        helper.make_tensor_value_info(ITEMS_OUTPUT, TensorProto.INT64, ["batch", k]),
+    ]
+    if deep:
+        outputs += [
+            helper.make_tensor_value_info(DEEP_SCORES_OUTPUT, TensorProto.FLOAT, ["batch", depth]),
+            helper.make_tensor_value_info(DEEP_ITEMS_OUTPUT, TensorProto.INT64, ["batch", depth]),
+        ]
+        nodes += [
+            helper.make_node("Identity", ["top"], [DEEP_SCORES_OUTPUT]),
+            helper.make_node("Identity", ["top_items"], [DEEP_ITEMS_OUTPUT]),
+        ]
+    if depth > k:
+        constants += [
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "first"),
+            numpy_helper.from_array(np.array([k], dtype=np.int64), "k"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "columns"),
+        ]
+        nodes += [
+            helper.make_node("Slice", ["top", "first", "k", "columns"], [SCORES_OUTPUT]),
+            helper.make_node("Slice", ["top_items", "first", "k", "columns"], [ITEMS_OUTPUT]),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Identity", ["top"], [SCORES_OUTPUT]),
+            helper.make_node("Identity", ["top_items"], [ITEMS_OUTPUT]),
+        ]
     graph = helper.make_graph(
         nodes,
         NEIGHBOURS_MODEL,
         [helper.make_tensor_value_info(QUERY_INPUT, TensorProto.FLOAT, ["batch", dim])],
-        [
-            helper.make_tensor_value_info(SCORES_OUTPUT, TensorProto.FLOAT, ["batch", k]),
-            helper.make_tensor_value_info(ITEMS_OUTPUT, TensorProto.INT64, ["batch", k]),
-        ],
+        outputs,
         initializer=constants,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -300,6 +330,7 @@ def build(
     max_items: int = DEFAULT_MAX_ITEMS,
     name: str | None = None,
     progress: bool = True,
+    max_exclude: int = DEFAULT_MAX_EXCLUDE,
 ) -> Catalogue:
     """Indexes a catalogue (a JSON Lines path, or VOCABULARY) with the repository's enc1."""
     facts = Facts.load(repository)
@@ -313,12 +344,14 @@ def build(
     else:
         ids, tokens, lengths = read_catalogue(Path(catalogue), facts, max_items)
         name = name or Path(catalogue).stem
-    return _index(repository, name, ids, tokens, lengths, similarity, max_k, progress)
+    return _index(repository, name, ids, tokens, lengths, similarity, max_k, max_exclude, progress)
 
 
-def rebuild(repository: Path, progress: bool = True) -> Catalogue | None:
-    """The repository's index again, from its kept items, with the enc1 there now; None where
-    there is no index."""
+def rebuild(
+    repository: Path, progress: bool = True, max_exclude: int | None = None
+) -> Catalogue | None:
+    """The repository's index again, from its kept items, with the enc1 there now (and its
+    max_exclude unless given); None where there is no index."""
     old = Catalogue.load(repository)
     if old is None:
         return None
@@ -333,18 +366,21 @@ def rebuild(repository: Path, progress: bool = True) -> Catalogue | None:
         kept["lengths"],
         old.similarity,
         old.max_k,
+        old.max_exclude if max_exclude is None else max_exclude,
         progress,
     )
 
 
-def _index(repository, name, ids, tokens, lengths, similarity, max_k, progress) -> Catalogue:
+def _index(
+    repository, name, ids, tokens, lengths, similarity, max_k, max_exclude, progress
+) -> Catalogue:
     repository = Path(repository)
     vectors = encode(repository, tokens, lengths, progress)
     head, width = None, 1
     if similarity == "model":
         head = onnx.load(repository / PAIR_MODEL / "1" / HEAD_FILE)
         width = _head_width(head, int(vectors.shape[1]))
-    graph = search_graph(vectors, similarity, max_k, head)
+    graph = search_graph(vectors, similarity, max_k, head, max_exclude)
     catalogue = Catalogue(
         name=name,
         items=len(ids),
@@ -353,6 +389,7 @@ def _index(repository, name, ids, tokens, lengths, similarity, max_k, progress) 
         enc_dim=int(vectors.shape[1]),
         enc1_digest=enc1_digest(repository),
         width=width,
+        max_exclude=max_exclude,
     )
     # Written beside the target and swapped in whole, so a server never reads half an index.
     with tempfile.TemporaryDirectory(dir=repository) as staging:
@@ -396,6 +433,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-k", type=int, default=DEFAULT_MAX_K, help="most neighbours a request may ask"
     )
+    parser.add_argument(
+        "--max-exclude",
+        type=int,
+        default=None,
+        help=f"most catalogue ids an instance may exclude (default {DEFAULT_MAX_EXCLUDE}; with "
+        "--rebuild, the index's own)",
+    )
     parser.add_argument("--max-items", type=int, default=DEFAULT_MAX_ITEMS)
     parser.add_argument("--name", help="the catalogue's name (default: the file's stem)")
     args = parser.parse_args(argv)
@@ -403,9 +447,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"give a catalogue (a JSON Lines file or {VOCABULARY!r}), or --rebuild")
     if args.max_k < 1 or args.max_items < 1:
         parser.error("--max-k and --max-items are at least 1")
+    if args.max_exclude is not None and args.max_exclude < 0:
+        parser.error("--max-exclude is at least 0")
     try:
         if args.rebuild:
-            catalogue = rebuild(args.repository)
+            catalogue = rebuild(args.repository, max_exclude=args.max_exclude)
             if catalogue is None:
                 sys.exit(f"error: {args.repository} holds no catalogue index to rebuild")
         else:
@@ -416,12 +462,14 @@ def main(argv: list[str] | None = None) -> None:
                 args.max_k,
                 args.max_items,
                 args.name,
+                max_exclude=DEFAULT_MAX_EXCLUDE if args.max_exclude is None else args.max_exclude,
             )
     except (CatalogueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     print(
         f"{catalogue.name}: {catalogue.items} items, {catalogue.similarity} similarity, "
-        f"up to {catalogue.max_k} neighbours a query -> {Catalogue.folder(args.repository)}"
+        f"up to {catalogue.max_k} neighbours a query, excluding up to {catalogue.max_exclude} "
+        f"ids -> {Catalogue.folder(args.repository)}"
     )
 
 

@@ -193,18 +193,24 @@ def catalogue_scores(repository, queries: np.ndarray) -> tuple[list, np.ndarray]
     return ids, np.array(rows, dtype=np.float32)
 
 
-def check_neighbours(got: list, ids: list, scores: np.ndarray, k: int) -> None:
-    """`got` (an answer's neighbours of one query) is a top k of `scores`: k distinct items,
-    best first, each scored as the reference scores it, none below the k-th best reference
-    score (within float round-off, where items tie)."""
+def check_neighbours(got: list, ids: list, scores: np.ndarray, k: int, exclude=()) -> None:
+    """`got` (an answer's neighbours of one query) is a top k of `scores` without the items of
+    `exclude`: min(k, what remains) distinct items, best first, none excluded, each scored as
+    the reference scores it, none below the k-th best remaining reference score (within float
+    round-off, where items tie)."""
     position = {item: i for i, item in enumerate(ids)}
+    left_out = {position[item] for item in exclude}
+    remaining = np.delete(scores, sorted(left_out))
+    k = min(k, len(remaining))
     assert len(got) == k and len({n["id"] for n in got}) == k
+    assert not {position[n["id"]] for n in got} & left_out, "an excluded item was answered"
     served = np.array([n["score"] for n in got])
     assert np.all(np.diff(served) <= 1e-6), "best first"
     reference = scores[[position[n["id"]] for n in got]]
     np.testing.assert_allclose(served, reference, atol=1e-5, rtol=1e-5)
-    kth = np.sort(scores)[::-1][k - 1]
-    assert reference.min() >= kth - 1e-5
+    if k:
+        kth = np.sort(remaining)[::-1][k - 1]
+        assert reference.min() >= kth - 1e-5
 
 
 def small_model(**overrides) -> Object2Vec:

@@ -12,7 +12,14 @@ import onnxruntime as ort
 
 from contract.flat import FLAT_FILE, SEPARATOR_KEY, flat_name
 from contract.names import ENCODER_MODELS, PAIR_MODEL
-from contract.neighbours import ITEMS_OUTPUT, NEIGHBOURS_MODEL, QUERY_INPUT, SCORES_OUTPUT
+from contract.neighbours import (
+    DEEP_ITEMS_OUTPUT,
+    DEEP_SCORES_OUTPUT,
+    ITEMS_OUTPUT,
+    NEIGHBOURS_MODEL,
+    QUERY_INPUT,
+    SCORES_OUTPUT,
+)
 from server.common.settings import SPINNING
 
 # `auto` spins a network's threads where one run of a sequence of 64 tokens takes this long.
@@ -127,8 +134,16 @@ class Networks:
         if index.exists():
             searcher = session(index, *options, providers=providers)
 
-            def search(queries):
-                scores, items = run(searcher, [SCORES_OUTPUT, ITEMS_OUTPUT], {QUERY_INPUT: queries})
+            def search(queries, deep=False):
+                outputs = (
+                    [DEEP_SCORES_OUTPUT, DEEP_ITEMS_OUTPUT]
+                    if deep
+                    else [
+                        SCORES_OUTPUT,
+                        ITEMS_OUTPUT,
+                    ]
+                )
+                scores, items = run(searcher, outputs, {QUERY_INPUT: queries})
                 return scores, items
 
             self.search = search

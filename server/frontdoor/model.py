@@ -31,6 +31,8 @@ from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from contract.neighbours import (
+    DEEP_ITEMS_OUTPUT,
+    DEEP_SCORES_OUTPUT,
     DEFAULT_MAX_NEIGHBOUR_SCORES,
     DEFAULT_MAX_NEIGHBOURS,
     ITEMS_OUTPUT,
@@ -86,9 +88,9 @@ def _bls(model: str, feed: dict, output: str) -> np.ndarray:
     return _bls_outputs(model, feed, (output,))[0]
 
 
-def _bls_search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bls_search(queries: np.ndarray, deep: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A server.frontdoor.neighbours Searcher over BLS."""
-    outputs = (SCORES_OUTPUT, ITEMS_OUTPUT)
+    outputs = (DEEP_SCORES_OUTPUT, DEEP_ITEMS_OUTPUT) if deep else (SCORES_OUTPUT, ITEMS_OUTPUT)
     return tuple(_bls_outputs(NEIGHBOURS_MODEL, {QUERY_INPUT: queries}, outputs))
 
 

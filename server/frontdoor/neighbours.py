@@ -9,6 +9,7 @@ search is one more network, `neighbours`, called with the queries of every askin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,10 +18,11 @@ import orjson
 
 from contract.errors import MISCONFIGURED, ServiceError
 from contract.neighbours import IDS_FILE, Catalogue, enc1_digest
-from server.frontdoor.payload import ParsedRequest
+from server.frontdoor.payload import ParsedRequest, Searchable
 
-# queries [n, enc_dim] -> (scores, items), each [n, max_k]
-Searcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (queries [n, enc_dim], deep) -> (scores, items), each [n, max_k], or [n, depth] when deep
+# (contract.neighbours: the ranking max_exclude deeper, for requests that exclude items)
+Searcher = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray]]
 KEY = "neighbours"
 
 
@@ -43,9 +45,15 @@ class Index:
         catalogue = Catalogue.load(repository)
         return None if catalogue is None else cls(repository, catalogue)
 
-    def limits(self) -> tuple[str, int]:
-        """(name, max_k), as server.frontdoor.payload.Limits checks requests against it."""
-        return self.catalogue.name, self.catalogue.max_k
+    def limits(self) -> Searchable:
+        """What server.frontdoor.payload.Limits checks requests against."""
+        catalogue = self.catalogue
+        return Searchable(catalogue.name, catalogue.max_k, catalogue.max_exclude, self.rows)
+
+    @functools.cache  # noqa: B019 - one Index a front door copy, kept for its life
+    def rows(self) -> dict:
+        """Each id's row of the index."""
+        return {item: row for row, item in enumerate(self.ids)}
 
     def answer(self, scores: np.ndarray, items: np.ndarray) -> orjson.Fragment:
         """One query's neighbours, written as JSON at once: its k dicts live only while it is
@@ -70,8 +78,9 @@ def search(
         return answers
     queries = np.stack([vector for r in asking for _, vector in answers[r]])
     step = index.catalogue.queries_per_call(max_batch_size)
+    deep = any(requests[r].exclude for r in asking)
     try:
-        found = [searcher(queries[i : i + step]) for i in range(0, len(queries), step)]
+        found = [searcher(queries[i : i + step], deep) for i in range(0, len(queries), step)]
     except Exception as error:  # noqa: BLE001 - ours: those requests' error, no one else's
         for r in asking:
             answers[r] = error
@@ -80,10 +89,26 @@ def search(
     items = np.concatenate([i for _, i in found])
     row = 0
     for r in asking:
-        k = requests[r].k
+        request = requests[r]
+        excluded = request.exclude or [None] * len(request)
         answers[r] = [
-            (KEY, index.answer(scores[row + i, :k], items[row + i, :k]))
-            for i in range(len(requests[r]))
+            (
+                KEY,
+                index.answer(
+                    *best_remaining(scores[row + i], items[row + i], request.k, excluded[i])
+                ),
+            )
+            for i in range(len(request))
         ]
-        row += len(requests[r])
+        row += len(request)
     return answers
+
+
+def best_remaining(
+    scores: np.ndarray, items: np.ndarray, k: int, excluded: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of a query's ranking, best first, without the rows it excludes."""
+    if excluded is not None and len(excluded):
+        kept = ~np.isin(items, excluded)
+        scores, items = scores[kept], items[kept]
+    return scores[:k], items[:k]

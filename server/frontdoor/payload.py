@@ -11,8 +11,8 @@ for that request alone.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import orjson
@@ -29,6 +29,7 @@ from contract.neighbours import (
     CATALOGUE_PARAMETER,
     DEFAULT_MAX_NEIGHBOUR_SCORES,
     DEFAULT_MAX_NEIGHBOURS,
+    EXCLUDE_KEY,
     K_PARAMETER,
 )
 from server.frontdoor.ragged import EMPTY, Ragged
@@ -56,6 +57,9 @@ class ParsedRequest:
     sides: tuple[Ragged, Ragged]  # in0 of the ENC0 and PAIR instances, in1 of ENC1 and PAIR
     accept: str
     k: int = 0  # > 0: every instance is ENC0 and is answered its k nearest catalogue items
+    # with k: per instance, the catalogue rows its answer leaves out (None: nothing to leave
+    # out); None when no instance excludes any
+    exclude: list[np.ndarray | None] | None = None
 
     @classmethod
     def of(cls, instances: Sequence[Instance], accept: str, k: int = 0) -> ParsedRequest:
@@ -102,12 +106,24 @@ def _routes(has0: bool | list[bool], has1: bool | list[bool], count: int) -> np.
 
 
 @dataclass(frozen=True)
+class Searchable:
+    """What a neighbours request is checked against: the catalogue index's name, the most
+    neighbours a query may ask, the most ids an instance may exclude, and the row of each id
+    (built at the first exclusion asked: a million ids' dict costs tens of MB a copy)."""
+
+    name: str
+    max_k: int
+    max_exclude: int = 0
+    ids: Callable[[], Mapping[object, int]] = field(default=dict, compare=False)
+
+
+@dataclass(frozen=True)
 class Limits:
     vocab_sizes: tuple[int, int]
     max_seq_lens: tuple[int, int]
     max_body_bytes: int
     max_instances: int = DEFAULT_MAX_INSTANCES
-    catalogue: tuple[str, int] | None = None  # the index's (name, max_k), if the server has one
+    catalogue: Searchable | None = None  # the index, if the server has one
     # What neighbours may cost a request, all its bodies: its answer (instances x k) and its
     # search (instances x the scores one query computes, 0 where unknown).
     max_neighbours: int = DEFAULT_MAX_NEIGHBOURS
@@ -166,7 +182,7 @@ def _neighbours(params: Mapping[str, str], limits: Limits) -> int:
             f"{K_PARAMETER}={clip(asked)}: this server has no catalogue index "
             "(build one: python -m export.neighbours CATALOGUE --repository ...)",
         )
-    name, max_k = limits.catalogue
+    name, max_k = limits.catalogue.name, limits.catalogue.max_k
     if named is not None and named != name:
         raise ServiceError(
             BAD_REQUEST,
@@ -193,6 +209,51 @@ def _only_in0(routes: np.ndarray, body: bytes, kind: str) -> None:
             f"{where}: {K_PARAMETER}=<k> asks for the catalogue items nearest an in0, "
             "so each instance carries in0 only",
         )
+
+
+def _exclusions(records: list, labels: Callable[[], list[str]], catalogue: Searchable):
+    """Per instance, the catalogue rows its `exclude` names (None where it names none); None
+    when no instance excludes any. Every id is checked: a string or an integer of the
+    catalogue, at most max_exclude an instance. `labels` names the instances, for messages."""
+    asked = [record.get(EXCLUDE_KEY) for record in records]
+    if all(value is None for value in asked):
+        return None
+    found = []
+    for number, value in enumerate(asked):
+        problem = _excluded(value, catalogue) if value is not None else None
+        if isinstance(problem, str):
+            raise ServiceError(BAD_REQUEST, f"{labels()[number]}: {problem}")
+        found.append(problem)
+    return found
+
+
+def _excluded(value: object, catalogue: Searchable) -> np.ndarray | str:
+    """The rows an instance's `exclude` names, or what is wrong with it."""
+    if not isinstance(value, list):
+        return f"{EXCLUDE_KEY} must be a list of catalogue ids, got {type(value).__name__}"
+    if len(value) > catalogue.max_exclude:
+        rebuild = (
+            ""
+            if catalogue.max_exclude
+            else " (this index was built without exclusions: "
+            "rebuild it with python -m export.neighbours --rebuild --max-exclude N)"
+        )
+        return (
+            f"{EXCLUDE_KEY} holds {len(value)} ids; the catalogue {catalogue.name!r} excludes "
+            f"at most {catalogue.max_exclude} an instance{rebuild}"
+        )
+    rows, found = catalogue.ids(), np.empty(len(value), dtype=np.int64)
+    for position, item in enumerate(value):
+        row = rows.get(item) if type(item) in (str, int) else None
+        if row is None:
+            what = (
+                "is not an id of the catalogue"
+                if type(item) in (str, int)
+                else "is not a catalogue id (a string or an integer) of"
+            )
+            return f"{EXCLUDE_KEY}[{position}] = {excerpt(item)} {what} {catalogue.name!r}"
+        found[position] = row
+    return found
 
 
 def _infer_max_seqlens(value: str | None, limits: Limits) -> tuple[int, int]:
@@ -404,6 +465,9 @@ def parse_request(
     if k:
         _only_in0(parsed.routes, body, kind)
         _within_neighbour_budget(len(parsed), k, limits)
+        parsed.exclude = _exclusions(
+            records, lambda: _labels(body, kind, len(records)), limits.catalogue
+        )
     return parsed
 
 

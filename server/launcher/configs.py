@@ -51,6 +51,8 @@ from contract.names import (
     RESPONSE_OUTPUT,
 )
 from contract.neighbours import (
+    DEEP_ITEMS_OUTPUT,
+    DEEP_SCORES_OUTPUT,
     ITEMS_OUTPUT,
     NEIGHBOURS_MODEL,
     QUERY_INPUT,
@@ -175,6 +177,14 @@ def neighbours_config(
         "output": [
             _tensor(SCORES_OUTPUT, "TYPE_FP32", [catalogue.max_k]),
             _tensor(ITEMS_OUTPUT, "TYPE_INT64", [catalogue.max_k]),
+            *(
+                [
+                    _tensor(DEEP_SCORES_OUTPUT, "TYPE_FP32", [catalogue.depth]),
+                    _tensor(DEEP_ITEMS_OUTPUT, "TYPE_INT64", [catalogue.depth]),
+                ]
+                if catalogue.max_exclude
+                else []
+            ),
         ],
         "dynamic_batching": {"max_queue_delay_microseconds": settings.network_queue_delay_us},
         "instance_group": instance_group,

@@ -44,11 +44,16 @@ def queries_of(repository, sequences: list[list[int]]) -> np.ndarray:
     )
 
 
-def check(repository, sequences, answers, k: int) -> None:
+def check(repository, sequences, answers, k: int, exclude=None) -> None:
     ids, scores = catalogue_scores(repository, queries_of(repository, sequences))
     assert len(answers) == len(sequences)
     for row, got in enumerate(answers):
-        check_neighbours(got, ids, scores[row], k)
+        check_neighbours(got, ids, scores[row], k, exclude[row] if exclude else ())
+
+
+def catalogue_ids(count: int, rng) -> list[str]:
+    """Ids of the demo catalogue (doc-00000 .. doc-01999), distinct."""
+    return [f"doc-{i:05d}" for i in rng.choice(2000, size=count, replace=False)]
 
 
 def _lines(answer: bytes, accept: str) -> list[list[dict]]:
@@ -72,6 +77,25 @@ def test_client_neighbours_are_the_exact_top_k(each_server, demo_repository, cat
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_client_neighbours_leave_out_what_each_query_excludes(
+    each_server, demo_repository, protocol
+):
+    """Each query's own exclusions (its best items among them, as a user's history would be),
+    in process and over BLS, where the search's deep outputs are a Triton call."""
+    rng = np.random.default_rng(4)
+    sequences = [rng.integers(1, VOCAB, size=rng.integers(1, 40)).tolist() for _ in range(6)]
+    url = each_server.http_url if protocol == "http" else each_server.grpc_url
+    with Client(url, protocol) as client:
+        alone = client.neighbours(sequences, k=20)
+        exclude = [[n.id for n in row[::2]] + catalogue_ids(30, rng) for row in alone]
+        exclude[1] = []  # one that leaves nothing out, beside the others
+        exclude[2] = catalogue_ids(1000, rng)  # the most an instance may
+        found = client.neighbours(sequences, k=20, exclude=exclude)
+    check(demo_repository, sequences, [[n._asdict() for n in row] for row in found], 20, exclude)
+    assert [n.id for n in found[1]] == [n.id for n in alone[1]]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @settings(
     max_examples=40,
     deadline=None,
@@ -84,16 +108,27 @@ def test_client_neighbours_are_the_exact_top_k(each_server, demo_repository, cat
     k=st.integers(1, 100),
     content_type=st.sampled_from([JSON, JSONLINES]),
     accept=st.sampled_from([None, JSON, JSONLINES]),
+    data=st.data(),
 )
 def test_any_in0_request_asking_neighbours_gets_them(
-    server, demo_repository, catalogue, protocol, sequences, k, content_type, accept
+    server, demo_repository, catalogue, protocol, sequences, k, content_type, accept, data
 ):
+    """With or without exclusions (up to the index's max_exclude ids an instance)."""
+    ids = st.integers(0, 1999).map(lambda i: f"doc-{i:05d}")
+    exclude = [
+        data.draw(st.none() | st.lists(ids, max_size=catalogue.max_exclude)) for _ in sequences
+    ]
+    instances = [
+        {"in0": s} | ({} if e is None else {"exclude": e})
+        for s, e in zip(sequences, exclude, strict=True)
+    ]
     if content_type == JSON:
-        body = orjson.dumps({"instances": [{"in0": s} for s in sequences]})
+        body = orjson.dumps({"instances": instances})
     else:
-        body = b"\n".join(orjson.dumps({"in0": s}) for s in sequences)
+        body = b"\n".join(map(orjson.dumps, instances))
     answer = infer(server, protocol, body, neighbours_type(k, None, content_type), accept)
-    check(demo_repository, sequences, _lines(answer, accept or content_type), k)
+    left_out = [set(e or ()) for e in exclude]
+    check(demo_repository, sequences, _lines(answer, accept or content_type), k, left_out)
 
 
 @pytest.mark.parametrize(
@@ -113,6 +148,21 @@ def test_any_in0_request_asking_neighbours_gets_them(
         ),
         ("application/json; neighbours=5", [{"in1": [1]}], "each instance carries in0 only"),
         ("application/json; neighbours=5", [{"in0": [VOCAB]}], "outside the vocabulary"),
+        (
+            "application/json; neighbours=5",
+            [{"in0": [1]}, {"in0": [2], "exclude": ["doc-00001", "doc-2"]}],
+            "instances[1]: exclude[1] = 'doc-2' is not an id of the catalogue 'documents'",
+        ),
+        (
+            "application/json; neighbours=5",
+            [{"in0": [1], "exclude": {"doc-00001": 1}}],
+            "instances[0]: exclude must be a list of catalogue ids, got dict",
+        ),
+        (
+            "application/json; neighbours=5",
+            [{"in0": [1], "exclude": [f"doc-{i:05d}" for i in range(1001)]}],
+            "exclude holds 1001 ids; the catalogue 'documents' excludes at most 1000 an instance",
+        ),
     ],
 )
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -135,6 +185,9 @@ def test_the_neighbours_model_answers_direct_calls(server, demo_repository, cata
     result = client.infer("neighbours", [tensor])
     scores, items = result.as_numpy("scores"), result.as_numpy("items")
     assert scores.shape == items.shape == (2, catalogue.max_k)
+    deep = result.as_numpy("deep_items")  # the same ranking, max_exclude deeper
+    assert deep.shape == (2, catalogue.depth) == (2, 1100)
+    assert deep[:, : catalogue.max_k].tolist() == items.tolist()
     ids, reference = catalogue_scores(demo_repository, queries)
     for row in range(2):
         got = [{"id": ids[i], "score": s} for i, s in zip(items[row], scores[row], strict=True)]
@@ -150,7 +203,10 @@ def test_the_neighbours_model_answers_direct_calls(server, demo_repository, cata
 def test_transform_writes_top_k_per_line(server, demo_repository, tmp_path):
     rng = np.random.default_rng(8)
     sequences = [rng.integers(1, VOCAB, size=rng.integers(1, 30)).tolist() for _ in range(120)]
-    lines = [orjson.dumps({"in0": s}) for s in sequences]
+    exclude = [catalogue_ids(int(rng.integers(0, 50)), rng) for _ in sequences]
+    lines = [
+        orjson.dumps({"in0": s, "exclude": e}) for s, e in zip(sequences, exclude, strict=True)
+    ]
     lines[7] = orjson.dumps({"in0": [1], "in1": [2]})  # refused: an error record in its place
     (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     options = TransformOptions(
@@ -167,7 +223,7 @@ def test_transform_writes_top_k_per_line(server, demo_repository, tmp_path):
     assert len(out) == 120 and b"error" in out[7]
     kept = [i for i in range(120) if i != 7]
     answers = [orjson.loads(out[i])["neighbours"] for i in kept]
-    check(demo_repository, [sequences[i] for i in kept], answers, 5)
+    check(demo_repository, [sequences[i] for i in kept], answers, 5, [exclude[i] for i in kept])
 
 
 def test_a_neighbours_k_below_one_is_refused_by_the_client(capsys):

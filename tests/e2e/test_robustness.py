@@ -67,9 +67,9 @@ def send(client, module, bodies: list[bytes], parameters: dict | None):
     return list(result.as_numpy("response").reshape(-1)), None
 
 
-def reference_instances(body: bytes, vocab: tuple[int, int]) -> list[tuple] | None:
-    """The (in0, in1) of each instance as the hosted formats define them, read with the
-    standard library's json, not with the parser under test; None if the body is not valid."""
+def reference_records(body: bytes) -> list | None:
+    """The body's records as the hosted formats define them, read with the standard library's
+    json, not with the parser under test; None if it has none."""
     try:
         document = json.loads(body)
     except ValueError:
@@ -81,7 +81,39 @@ def reference_instances(body: bytes, vocab: tuple[int, int]) -> list[tuple] | No
             records = [json.loads(line) for line in body.splitlines() if line.strip()]
     except ValueError:
         return None
-    if not isinstance(records, list) or not records:
+    return records if isinstance(records, list) and records else None
+
+
+# The demo catalogue's ids and how many an instance may exclude (export.neighbours' default)
+CATALOGUE_IDS = frozenset(f"doc-{i:05d}" for i in range(2000))
+MAX_EXCLUDE = 1000
+
+
+def reference_exclusions(body: bytes) -> list[set] | None:
+    """Each instance's excluded ids (a set, empty where it names none) as contract.neighbours
+    defines them; None if any instance's `exclude` is not a list of at most MAX_EXCLUDE ids of
+    the catalogue."""
+    excluded = []
+    for record in reference_records(body) or []:
+        value = record.get("exclude") if isinstance(record, dict) else None
+        if value is None:
+            excluded.append(set())
+        elif (
+            isinstance(value, list)
+            and len(value) <= MAX_EXCLUDE
+            and all(isinstance(i, str) and i in CATALOGUE_IDS for i in value)
+        ):
+            excluded.append(set(value))
+        else:
+            return None
+    return excluded
+
+
+def reference_instances(body: bytes, vocab: tuple[int, int]) -> list[tuple] | None:
+    """The (in0, in1) of each instance as the hosted formats define them (reference_records);
+    None if the body is not valid."""
+    records = reference_records(body)
+    if records is None:
         return None
     pairs = []
     for record in records:
@@ -275,9 +307,10 @@ def check(server, repository, facts, protocol: str, rows: list[tuple], parameter
     answers, error = send(client, module, bodies_, params)
     declared = str(params.get("content_type", "")).split(";")[0].strip() or None
     must_answer = well_formed and all(f is not None and declared in (None, f) for _, f in rows)
-    if asked_k(params):  # neighbours are for in0 instances only
+    if asked_k(params):  # neighbours are for in0 instances only, excluding catalogue ids
         sides = [reference_instances(body, facts.vocab_sizes) or [] for body in bodies_]
         must_answer &= all(in1 is None for pairs in sides for _, in1 in pairs)
+        must_answer &= all(reference_exclusions(body) is not None for body in bodies_)
     if error is not None:
         status = _status(error)
         event(f"error {status}")
@@ -297,9 +330,13 @@ def check(server, repository, facts, protocol: str, rows: list[tuple], parameter
             event("answered neighbours")
             assert all(key == "neighbours" for key, _ in got)
             assert all(in1 is None for _, in1 in pairs), "neighbours answered for an in1"
+            excluded = reference_exclusions(body)
+            assert excluded is not None, f"answered exclusions that are not valid: {body[:200]!r}"
             ids, scores = catalogue_scores(repository, [v for _, v in expected])
+            if any(excluded):
+                event("answered neighbours, some excluding")
             for row, (_, found) in enumerate(got):
-                check_neighbours(found, ids, scores[row], k)
+                check_neighbours(found, ids, scores[row], k, excluded[row])
             continue
         assert [k for k, _ in got] == [k for k, _ in expected]
         for (_, g), (_, e) in zip(got, expected, strict=True):
@@ -322,13 +359,32 @@ def test_fuzzed_requests_get_a_client_error_or_the_right_answer(
     check(server, demo_repository, facts, protocol, [body], params)
 
 
+catalogue_ids = st.integers(0, 1999).map(lambda i: f"doc-{i:05d}")
+valid_exclusions = st.lists(catalogue_ids, max_size=20)
+exclusions = st.one_of(
+    valid_exclusions,
+    st.lists(catalogue_ids, min_size=MAX_EXCLUDE + 1, max_size=MAX_EXCLUDE + 1),
+    st.lists(
+        st.one_of(catalogue_ids, st.text(max_size=8), st.integers(-3, 3000), st.booleans()),
+        max_size=3,
+    ),
+    st.none(),
+    st.integers(),
+    st.text(max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
 @st.composite
 def in0_bodies(draw) -> tuple[bytes, str | None]:
     """Bodies of in0 instances, valid or not: what a request asking for neighbours carries."""
     valid = draw(st.booleans())
     chosen = draw(
         st.lists(
-            st.fixed_dictionaries({"in0": valid_sequences if valid else sequences}),
+            st.fixed_dictionaries(
+                {"in0": valid_sequences if valid else sequences},
+                optional={"exclude": valid_exclusions if valid else exclusions},
+            ),
             min_size=1,
             max_size=5,
         )
@@ -769,6 +825,10 @@ GOOD = [
     (b'{"in0": [1, 2, 3], "in1": [4, 5]}\n{"in1": [9]}\n', JSONLINES),
     (json_body([{"in0": [7] * 40, "in1": [3, 4]}, {"in1": [11, 12]}]).encode(), None),
     (b'{"in0": [8, 16, 24]}\n{"in0": [9]}\n', "application/jsonlines; neighbours=7"),
+    (
+        b'{"in0": [8, 16, 24], "exclude": ["doc-00001", "doc-01999"]}\n{"in0": [9]}\n',
+        "application/jsonlines; neighbours=7",
+    ),
 ]
 
 
@@ -791,10 +851,16 @@ def _poison(client, module, kind: int) -> None:
         elif kind == 6:
             send(client, module, [GOOD[0][0]], {"accept": "text/html", "x": True})
         elif kind == 7:
-            bad_k = ["neighbours=1000", "neighbours=5; catalogue=x", "neighbors=3"][
-                np.random.randint(3)
+            bad_k = ["neighbours=1000", "neighbours=5; catalogue=x", "neighbors=3", "neighbours=5"][
+                np.random.randint(4)
             ]
-            send(client, module, [GOOD[3][0]], {"content_type": f"{JSONLINES}; {bad_k}"})
+            bad_exclusions = b'{"in0": [8], "exclude": ["doc-1", 5, null]}\n' * 3
+            send(
+                client,
+                module,
+                [GOOD[3][0], bad_exclusions],
+                {"content_type": f"{JSONLINES}; {bad_k}"},
+            )
         elif kind == 8:  # the search itself, called with NaN and infinite queries
             query = np.full((3, 16), np.nan, dtype=np.float32)
             query[1] = np.inf

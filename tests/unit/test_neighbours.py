@@ -29,8 +29,8 @@ from export import neighbours
 from export.onnx_export import export
 from server.common.onnx_sessions import network_runner
 from server.common.settings import ServingSettings
-from server.frontdoor.neighbours import Index, search
-from server.frontdoor.payload import Limits, parse_bodies, parse_request
+from server.frontdoor.neighbours import Index, best_remaining, search
+from server.frontdoor.payload import Limits, Searchable, parse_bodies, parse_request
 from server.launcher.configs import read, write_configs
 from server.onnxruntime_backend.graph_checks import check_config
 from tests.helpers import small_model
@@ -83,6 +83,42 @@ def test_vector_similarities_are_exact_top_k(similarity, shape, k, data):
         assert reference[row, found[row]].min() >= kth - atol  # none below the true k-th
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    similarity=st.sampled_from(["dot", "cosine", "euclidean"]),
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 6), st.integers(1, 4)),
+    k=st.integers(1, 30),
+    max_exclude=st.integers(1, 45),
+    data=st.data(),
+)
+def test_exclusions_leave_the_k_best_of_what_remains(similarity, shape, k, max_exclude, data):
+    """The deep outputs, less any max_exclude items, hold the k best of the rest: what a
+    brute-force ranking of the catalogue without them gives. `scores` is their first k."""
+    count, dim, batch = shape
+    items = data.draw(arrays(np.float32, (count, dim), elements=floats))
+    queries = data.draw(arrays(np.float32, (batch, dim), elements=floats))
+    graph = neighbours.search_graph(items, similarity, k, max_exclude=max_exclude)
+    scores, found, deep_scores, deep_items = _session(graph).run(None, {"query": queries})
+    assert deep_items.shape == (batch, min(k + max_exclude, count))
+    np.testing.assert_array_equal(deep_scores[:, : found.shape[1]], scores)
+    reference = _brute_force(similarity, queries.astype(np.float64), items.astype(np.float64))
+    for row in range(batch):
+        left_out = data.draw(
+            st.lists(st.integers(0, count - 1), max_size=max_exclude, unique=True), label="out"
+        )
+        kept_scores, kept = best_remaining(
+            deep_scores[row], deep_items[row], k, np.array(left_out, dtype=np.int64)
+        )
+        remaining = np.delete(reference[row], left_out)
+        assert len(kept) == min(k, len(remaining)) == len(set(kept.tolist()))
+        assert not set(kept.tolist()) & set(left_out)
+        if len(kept):  # float32 round-off as above, with a margin for euclidean's cancellation
+            atol = 1e-3 if similarity != "euclidean" else 0.05
+            np.testing.assert_allclose(kept_scores, reference[row, kept], rtol=1e-4, atol=atol)
+            kth = np.sort(remaining)[::-1][len(kept) - 1]
+            assert reference[row, kept].min() >= kth - atol
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A small model exported with a catalogue of 300 random items."""
@@ -117,7 +153,7 @@ def test_the_model_similarity_ranks_as_the_pair_network_scores(exported):
     rng = np.random.default_rng(2)
     queries = [rng.integers(1, 300, size=n).tolist() for n in (1, 5, 17, 40)]
     vectors = enc0.run(None, {"tokens": pad(queries, 40)})[0]
-    scores, found = index.run(None, {"query": vectors})
+    scores, found = index.run(["scores", "items"], {"query": vectors})
     in1 = pad([item["in1"] for item in items], 40)
     for row, query in enumerate(queries):
         probabilities = pair.run(None, {"in0": pad([query] * len(items), 40), "in1": in1})[0]
@@ -188,6 +224,8 @@ def test_the_neighbours_config_fits_the_graph_and_the_mode(exported, tmp_path):
     classification = read(repository / NEIGHBOURS_MODEL / "configs" / "classification.pbtxt")
     assert embedding.instance_group[0].count == 3 and classification.instance_group[0].count == 1
     assert list(embedding.output[0].dims) == [20] and list(embedding.input[0].dims) == [12]
+    assert [o.name for o in embedding.output] == ["scores", "items", "deep_scores", "deep_items"]
+    assert list(embedding.output[3].dims) == [300]  # 20 + 1,000 deep, but 300 items
     catalogue = Catalogue.load(repository)
     assert embedding.max_batch_size == catalogue.queries_per_call(4096)
     session = ort.InferenceSession(str(repository / NEIGHBOURS_MODEL / "1" / "model.onnx"))
@@ -201,7 +239,10 @@ def test_queries_per_call_bounds_the_scores_of_a_call():
     assert queries_per_call(100, 4096) == 4096
 
 
-LIMITS = Limits((300, 300), (40, 40), 1 << 20, catalogue=("items", 20))
+ITEM_IDS = {"a": 0, 7: 1, "b": 2}
+LIMITS = Limits(
+    (300, 300), (40, 40), 1 << 20, catalogue=Searchable("items", 20, 2, lambda: ITEM_IDS)
+)
 
 
 @pytest.mark.parametrize(
@@ -269,6 +310,56 @@ def test_bad_neighbour_parameters_are_refused(content_type, body, limits, messag
     assert message in str(error.value)
 
 
+def test_exclusions_are_read_as_catalogue_rows_per_instance():
+    body = b'{"in0": [1], "exclude": ["b", 7]}\n{"in0": [2]}\n{"in0": [3], "exclude": []}\n'
+    parsed = parse_request(body, f"{JSONLINES}; neighbours=3", None, LIMITS)
+    assert [None if e is None else e.tolist() for e in parsed.exclude] == [[2, 1], None, []]
+    assert (
+        parse_request(b'{"in0": [1]}', f"{JSONLINES}; neighbours=3", None, LIMITS).exclude is None
+    )
+    # without neighbours=k, an answer is an embedding: `exclude` does not apply and is not read
+    assert parse_request(b'{"in0": [1], "exclude": 5}', JSONLINES, None, LIMITS).exclude is None
+
+
+@pytest.mark.parametrize(
+    "body, limits, message",
+    [
+        (b'{"in0": [1]}\n{"in0": [1], "exclude": "a"}', LIMITS, "line 2: exclude must be a list"),
+        (
+            b'{"in0": [1], "exclude": ["a", "zz"]}',
+            LIMITS,
+            "line 1: exclude[1] = 'zz' is not an id of the catalogue 'items'",
+        ),
+        (
+            b'{"in0": [1], "exclude": ["7"]}',  # the id 7 is an integer, not a string
+            LIMITS,
+            "exclude[0] = '7' is not an id of the catalogue",
+        ),
+        (
+            b'{"in0": [1], "exclude": [true]}',
+            LIMITS,
+            "exclude[0] = True is not a catalogue id (a string or an integer) of 'items'",
+        ),
+        (b'{"in0": [1], "exclude": [7.0]}', LIMITS, "exclude[0] = 7.0 is not a catalogue id"),
+        (
+            b'{"in0": [1], "exclude": ["a", 7, "b"]}',
+            LIMITS,
+            "line 1: exclude holds 3 ids; the catalogue 'items' excludes at most 2 an instance",
+        ),
+        (
+            b'{"in0": [1], "exclude": ["a"]}',
+            Limits((300, 300), (40, 40), 1 << 20, catalogue=Searchable("items", 20)),
+            "excludes at most 0 an instance (this index was built without exclusions: rebuild "
+            "it with python -m export.neighbours --rebuild --max-exclude N)",
+        ),
+    ],
+)
+def test_bad_exclusions_are_refused_with_where(body, limits, message):
+    with pytest.raises(ServiceError) as error:
+        parse_request(body, f"{JSONLINES}; neighbours=2", None, limits)
+    assert message in str(error.value)
+
+
 def test_the_neighbour_budget_holds_for_all_the_bodies_of_a_request():
     limits = replace(LIMITS, max_neighbours=10)
     body = b'{"in0": [1]}\n' * 3
@@ -291,6 +382,7 @@ def test_search_answers_only_the_requests_that_asked_in_calls_of_any_size(export
     ]
     limits = Limits((300, 300), (40, 40), 1 << 20, catalogue=index.limits())
     requests = [parse_request(body, ct, None, limits) for body, ct in bodies]
+    assert all(r.exclude is None for r in requests)
     from server.frontdoor.dispatch import dispatch
 
     answers = dispatch(requests, networks, 64, flat=networks.flat)
@@ -306,3 +398,33 @@ def test_search_answers_only_the_requests_that_asked_in_calls_of_any_size(export
         k = len(got)
         assert [n["id"] for n in got] == [index.ids[i] for i in items[row, :k]]
         np.testing.assert_allclose([n["score"] for n in got], scores[row, :k])
+
+
+def test_search_leaves_out_what_each_instance_excludes(exported):
+    """Requests with and without exclusions in one search: the ones that exclude get the k best
+    of the rest (the in0's whole ranking less their ids), the others what they get alone."""
+    from server.frontdoor.dispatch import dispatch
+
+    repository, items, _ = exported
+    networks = network_runner(repository)
+    index = Index.load(repository)
+    assert index.catalogue.max_exclude == 1000 and index.catalogue.depth == 300  # every item
+    limits = Limits((300, 300), (40, 40), 1 << 20, catalogue=index.limits())
+    embedding = parse_request(b'{"in0": [1, 2]}', JSONLINES, None, limits)
+    (((_, vector),),) = dispatch([embedding], networks, 64, flat=networks.flat)
+    _, whole = networks.search(vector[None], True)
+    ranking = [index.ids[i] for i in whole[0]]
+    asking = f"{JSONLINES}; neighbours=4"
+    bodies = [
+        orjson.dumps({"in0": [1, 2], "exclude": ranking[:3]}) + b'\n{"in0": [4]}',
+        b'{"in0": [1, 2]}',
+        orjson.dumps({"in0": [1, 2], "exclude": [item["id"] for item in items]}),
+    ]
+    requests = [parse_request(body, asking, None, limits) for body in bodies]
+    answers = dispatch(requests, networks, 64, flat=networks.flat)
+    found = search(requests, list(answers), index, networks.search, max_batch_size=2)
+    written = [[orjson.loads(orjson.dumps(value)) for _, value in found[r]] for r in range(3)]
+    assert [n["id"] for n in written[0][0]] == ranking[3:7]
+    assert [n["id"] for n in written[1][0]] == ranking[:4]
+    assert len(written[0][1]) == 4
+    assert written[2] == [[]]  # the whole catalogue excluded: nothing remains
