@@ -101,7 +101,7 @@ def onnxruntime_alone(repository: Path, folder: Path, max_payload_mb: float) -> 
     from server.frontdoor.dispatch import measure_costs, plan
     from server.frontdoor.payload import ParsedRequest
 
-    run = network_runner(repository, 0, 0, False)
+    run = network_runner(repository, 0, 0, "auto")
     costs = measure_costs(run)
     facts = Facts.load(repository)
     bodies = []
@@ -162,7 +162,7 @@ def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float
 
     settings = ServingSettings()
     limits = Limits.of(Facts.load(repository), settings.max_body_bytes)
-    run = network_runner(repository, 0, 0, False)
+    run = network_runner(repository, 0, 0, "auto")
     costs = measure_costs(run)
     lines = body.splitlines()
     times: dict[str, list[float]] = {}

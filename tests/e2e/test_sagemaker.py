@@ -273,12 +273,17 @@ def test_neighbours_through_the_adapter_and_boto3(sagemaker, runtime):
     assert [p["neighbours"] for p in found] == [
         orjson.loads(x)["neighbours"] for x in answer.splitlines()
     ]
+    best = [n["id"] for n in found[0]["neighbours"]]
     with Client(f"localhost:{sagemaker.port}", protocol="sagemaker") as client:
-        assert [n.id for n in client.neighbours([[8, 16, 24]], k=4)[0]] == [
-            n["id"] for n in found[0]["neighbours"]
-        ]
+        assert [n.id for n in client.neighbours([[8, 16, 24]], k=4)[0]] == best
+        # the first two left out: the other two lead, as the user's history would be skipped
+        rest = client.neighbours([[8, 16, 24]], k=4, exclude=[best[:2]])[0]
+        assert [n.id for n in rest][:2] == best[2:] and not {n.id for n in rest} & set(best[:2])
     status, _, answer = post(sagemaker, body, {"Content-Type": f"{JSONLINES}; neighbours=500"})
     assert status == 400 and b"at most 100 a query" in answer
+    unknown = b'{"in0": [8], "exclude": ["doc-x"]}\n'
+    status, _, answer = post(sagemaker, unknown, {"Content-Type": asked})
+    assert status == 400 and b"line 1: exclude[0] = 'doc-x' is not an id" in answer
 
 
 def test_boto3_errors_carry_the_front_doors_message(sagemaker, runtime):

@@ -154,3 +154,29 @@ def test_the_search_space_is_the_hosted_one_where_nothing_narrows_it():
     narrowed = search_space({"learning_rate": "0.001..0.1", "mlp_activation": "tanh|relu"})
     assert narrowed["learning_rate"].low == 0.001 and narrowed["learning_rate"].log
     assert narrowed["mlp_activation"].choices == ("tanh", "relu")
+
+
+@pytest.mark.parametrize("objective", ["validation:cross_entropy", "validation:accuracy"])
+def test_a_classification_study_tunes_toward_the_retrieval_objectives(data, tmp_path, objective):
+    """The retrieval recipe's model (a classifier of "did the user rate it", with negatives
+    sampled from the batch) tuned toward a hosted classification metric, in its direction."""
+    rated = tmp_path / "rated"
+    rated.mkdir()
+    for name in ("train", "validation"):
+        rows = orjson.loads(b"[" + b",".join((data / f"{name}.jsonl").read_bytes().split()) + b"]")
+        write_jsonlines(rated / f"{name}.jsonl", [row | {"label": 1} for row in rows])
+    fixed = [f for f in FIXED if not f.startswith("output_layer")]
+    study = tmp_path / "study"
+    main(
+        ["--train", str(rated / "train.jsonl"), "--validation", str(rated / "validation.jsonl"),
+         "--study", str(study), "--jobs", "1", "--trials", "2", "--minutes", "5",
+         "--objective", objective, "--only", "learning_rate", *fixed,
+         "output_layer=softmax", "negative_sampling_rate=1", "learning_rate=0.001..0.05"]
+    )  # fmt: skip
+    loaded = Study(study, objective).load()
+    values = [t.value for t in loaded.trials if t.state.name == "COMPLETE"]
+    assert len(values) == 2 and loaded.direction.name == (
+        "MAXIMIZE" if objective.endswith("accuracy") else "MINIMIZE"
+    )
+    assert loaded.best_value == (max(values) if objective.endswith("accuracy") else min(values))
+    assert (study / "best.pt").exists()
