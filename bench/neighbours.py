@@ -1,6 +1,12 @@
 """Nearest neighbours, measured: quality on MovieLens, speed on a 1,000,000-item catalogue.
 
-    python -m bench.neighbours [--part movielens,million] [--seconds 10] [--out runs/bench]
+    python -m bench.neighbours [--part retrieval,movielens,million] [--seconds 10]
+                               [--out runs/bench]
+
+retrieval (needs ../shared/data): docs/neighbours.md's retrieval recipe (its flow, once, into
+runs/ml-retrieval), served with the `model` similarity: every user of the held-out ratings of
+4-5 asks for `neighbours=10` with its training movies in `exclude`; hit rate@10 and NDCG@10
+beside EASE (lambda 200) and popularity on the same split, in the same run.
 
 movielens (needs ../shared/data): docs/serving-your-model.md's model (its flow, once, into
 runs/ml), exported with `--catalogue vocabulary` (all 1,682 movies), served by the embedded
@@ -46,6 +52,7 @@ from contract.neighbours import NEIGHBOURS_MODEL, Catalogue
 from contract.padding import pad
 from export import checkpoint, demo, neighbours
 from export.onnx_export import export
+from export.recipes import MOVIELENS_RETRIEVAL, assignments, ranking_quality
 from server.launcher.embedded import PROJECT_ROOT, EmbeddedServer
 from server.launcher.process import free_port
 
@@ -68,6 +75,8 @@ TRAIN = [  # docs/serving-your-model.md's flow, step 2
     "epochs=20",
 ]
 MOVIES = 1682
+RETRIEVAL = RUNS / "ml-retrieval"
+EASE_LAMBDA = 200.0
 
 
 def _server(repository: Path, log: Path) -> EmbeddedServer:
@@ -130,19 +139,6 @@ def _brute_force(model, users: list[int], similarity: str) -> np.ndarray:
     return out
 
 
-def _ranking_quality(ranked: dict[int, list[int]], liked: dict[int, set], seen: dict[int, set]):
-    """(hit rate@10, NDCG@10): each user's ranking with the movies seen in training removed."""
-    hits, gains = [], []
-    for user, wanted in liked.items():
-        top = [m for m in ranked[user] if m not in seen[user]][:10]
-        relevant = [m in wanted for m in top]
-        hits.append(any(relevant))
-        dcg = sum(1 / np.log2(i + 2) for i, r in enumerate(relevant) if r)
-        ideal = sum(1 / np.log2(i + 2) for i in range(min(len(wanted), 10)))
-        gains.append(dcg / ideal)
-    return float(np.mean(hits)), float(np.mean(gains))
-
-
 def movielens(out: Path) -> list[str]:
     checkpoint_path = _movielens_model()
     model = checkpoint.load(checkpoint_path).eval()
@@ -168,7 +164,7 @@ def movielens(out: Path) -> list[str]:
         "training movies (= the ranking less them) |",
         "|---|---|---|---|---|---|",
     ]
-    hr, ndcg = _ranking_quality({u: popular for u in users}, liked, seen)
+    hr, ndcg = ranking_quality({u: popular for u in users}, liked, seen)
     lines.append(f"| popularity (ratings in training) | | {hr:.3f} | {ndcg:.3f} | | |")
     repository = _fresh_repository(out / "neighbours" / "movielens")
     export(model, repository)
@@ -206,10 +202,85 @@ def movielens(out: Path) -> list[str]:
                 for i, u in enumerate(users)
             ]
         )
-        hr, ndcg = _ranking_quality(ranked, liked, seen)
+        hr, ndcg = ranking_quality(ranked, liked, seen)
         lines.append(
             f"| `{similarity}` | {recall:.3f} | {hr:.3f} | {ndcg:.3f} | {rate:,.0f} "
             f"| {excluding_rate:,.0f} ({'=' if same else 'differs'}) |"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def _ease(train: list[tuple[int, int, float]], users: list[int], lam: float) -> np.ndarray:
+    """EASE (Steck 2019), the closed-form item model: [users, movies + 1] scores."""
+    X = np.zeros((max(u for u, _, _ in train) + 1, MOVIES + 1))
+    for user, movie, _ in train:
+        X[user, movie] = 1.0
+    gram = X.T @ X + lam * np.eye(MOVIES + 1)
+    P = np.linalg.inv(gram)
+    B = P / -np.diag(P)
+    np.fill_diagonal(B, 0.0)
+    scores = X[users] @ B
+    scores[:, 0] = -np.inf
+    return scores
+
+
+def retrieval(out: Path) -> list[str]:
+    """The retrieval recipe served, beside EASE and popularity on the same split."""
+    python = sys.executable
+    if not (RETRIEVAL / "model.pt").exists():
+        subprocess.run(
+            [python, "-m", "export.converters", "movielens", str(DATA), str(RETRIEVAL),
+             "--task", "retrieval"],
+            check=True,
+        )  # fmt: skip
+        subprocess.run(
+            [python, "-m", "export.train", "--train", str(RETRIEVAL / "train.jsonl"),
+             "--out", str(RETRIEVAL / "model.pt"), *assignments(MOVIELENS_RETRIEVAL)],
+            check=True,
+        )  # fmt: skip
+    train = _ratings(RETRIEVAL / "train.jsonl")
+    seen, liked = defaultdict(set), defaultdict(set)
+    for user, movie, _ in train:
+        seen[user].add(movie)
+    for user, movie, _ in _ratings(RETRIEVAL / "test.jsonl"):
+        liked[user].add(movie)
+    users = sorted(liked)
+    repository = _fresh_repository(out / "neighbours" / "retrieval")
+    export(checkpoint.load(RETRIEVAL / "model.pt").eval(), repository)
+    neighbours.build(repository, neighbours.VOCABULARY, "model", progress=False)
+    with _server(repository, out / "neighbours-retrieval.log") as server:
+        served, start = {}, time.perf_counter()
+        with Client(server.http_url, timeout=600) as client:
+            for first in range(0, len(users), 50):
+                chunk = users[first : first + 50]
+                history = [sorted(seen[u]) for u in chunk]
+                found = client.neighbours([[u] for u in chunk], k=10, exclude=history)
+                served |= {u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)}
+        rate = len(users) / (time.perf_counter() - start)
+    counts = np.bincount([m for _, m, _ in train], minlength=MOVIES + 1)
+    popular = [int(m) for m in np.argsort(-counts, kind="stable") if m]
+    ease = _ease(train, users, EASE_LAMBDA)
+    rankings = {
+        "served neighbours, the retrieval recipe (`model` similarity, `exclude`)": served,
+        f"EASE, lambda {EASE_LAMBDA:g}": {
+            u: np.argsort(-ease[i], kind="stable").tolist() for i, u in enumerate(users)
+        },
+        "popularity (ratings in training)": {u: popular for u in users},
+    }
+    found = {name: ranking_quality(r, liked, seen) for name, r in rankings.items()}
+    ease_hr, ease_ndcg = found[f"EASE, lambda {EASE_LAMBDA:g}"]
+    lines = [
+        f"MovieLens 100k, the retrieval recipe ({RETRIEVAL}); {len(users)} users with held-out "
+        f"ratings of 4-5 ({sum(map(len, liked.values()))}); each user's training movies left "
+        f"out (served: `exclude`); {rate:,.0f} users/s served.",
+        "",
+        "| ranking | hit rate@10 | NDCG@10 | of EASE (hit rate / NDCG) |",
+        "|---|---|---|---|",
+    ]
+    for name, (hr, ndcg) in found.items():
+        lines.append(
+            f"| {name} | {hr:.3f} | {ndcg:.3f} | {hr / ease_hr:.2f}x / {ndcg / ease_ndcg:.2f}x |"
         )
         print(lines[-1], flush=True)
     return lines
@@ -349,18 +420,20 @@ def _recall(model, catalogue, queries: list[list[int]], served, similarity: str)
 
 def main() -> None:
     parser = arguments(__doc__, 10.0)
-    parser.add_argument("--part", default="movielens,million")
+    parser.add_argument("--part", default="retrieval,movielens,million")
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=RUNS / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = []
     parts = args.part.split(",")
-    if "movielens" in parts:
+    for name, part in (("retrieval", retrieval), ("movielens", movielens)):
+        if name not in parts:
+            continue
         if DATA.exists():
-            report += movielens(args.out) + [""]
+            report += part(args.out) + [""]
         else:
-            print(f"{DATA} is absent: MovieLens skipped", file=sys.stderr)
+            print(f"{DATA} is absent: {name} skipped", file=sys.stderr)
     if "million" in parts:
         report += million(args.out, args.seconds, args.items)
     (args.out / "neighbours.md").write_text("\n".join(report) + "\n")

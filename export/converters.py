@@ -52,7 +52,10 @@ def movielens(
     keep: int = 10,
     validation_per_user: int = 0,
 ) -> dict[str, int]:
-    """`in0=[user]`, `in1=[movie]`; label: the rating, or 1 if rating > 3 (classification).
+    """`in0=[user]`, `in1=[movie]`; label: the rating, or 1 if rating > 3 (classification),
+    or 1 for every rating (retrieval: "the user rated it", negatives sampled in training; all
+    of the training part is train.jsonl, and test.jsonl the held-out ratings of 4 and 5 only,
+    the movies to recommend).
 
     Writes train.jsonl, validation.jsonl (a random `validation_fraction` of the training part:
     what early stopping watches) and test.jsonl (what the model is scored on, never seen in
@@ -68,7 +71,11 @@ def movielens(
     """
     ratings = np.loadtxt(ua_base, dtype=np.int64, usecols=(0, 1, 2))
     users, movies, stars = ratings.T
-    labels = stars.astype(float) if task == "regression" else (stars > 3).astype(int)
+    labels = {
+        "regression": stars.astype(float),
+        "classification": (stars > 3).astype(int),
+        "retrieval": np.ones(len(stars), dtype=int),
+    }[task]
     rng = np.random.default_rng(seed)
     if split == "per-user":
         held = _per_user(users, np.ones(len(ratings), dtype=bool), per_user, keep, rng)
@@ -88,6 +95,9 @@ def movielens(
     else:
         cut = int(len(parts["train"]) * (1 - validation_fraction))
         parts["train"], parts["validation"] = parts["train"][:cut], parts["train"][cut:]
+    if task == "retrieval":  # every training rating a positive; no validation to stop on
+        parts["train"] = np.concatenate([parts["train"], parts.pop("validation")])
+        parts["test"] = parts["test"][stars[parts["test"]] > 3]
     for name, rows in parts.items():
         write_jsonlines(
             out / f"{name}.jsonl",
@@ -155,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ml.add_argument("ua_base", type=Path)
     ml.add_argument("out", type=Path)
-    ml.add_argument("--task", choices=("regression", "classification"), default="regression")
+    ml.add_argument(
+        "--task", choices=("regression", "classification", "retrieval"), default="regression"
+    )
     ml.add_argument(
         "--split",
         choices=("per-user", "random"),

@@ -95,6 +95,9 @@ def _comparators(value: Any) -> tuple[str, ...]:
     return tuple(c for c in COMPARATORS if c in names)
 
 
+NEGATIVE_SAMPLING = ("batch", "uniform")
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     """The hosted algorithm's hyperparameters; `from_dict` is the checked way to build one."""
@@ -132,6 +135,11 @@ class Hyperparameters:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     negative_sampling_rate: int = 0
+    # Not a hosted name: where negatives come from. `batch` (the hosted way): another row's in1,
+    # so an item is drawn as often as it occurs, and a model learns to rank popular items down;
+    # `uniform`: any distinct in1 of the training data, equally often (the retrieval recipe,
+    # docs/neighbours.md).
+    negative_sampling: str = "batch"
     early_stopping_patience: int = 3
     early_stopping_tolerance: float = 0.01
 
@@ -155,6 +163,7 @@ class Hyperparameters:
             "optimizer": lambda v: _choice("optimizer", v, OPTIMIZERS),
             "weight_decay": lambda v: _float("weight_decay", v, 0.0, 10000.0),
             "negative_sampling_rate": lambda v: _int("negative_sampling_rate", v, 0),
+            "negative_sampling": lambda v: _choice("negative_sampling", v, NEGATIVE_SAMPLING),
             "early_stopping_patience": lambda v: _int("early_stopping_patience", v, 1, 10),
             "early_stopping_tolerance": lambda v: _float("early_stopping_tolerance", v, 1e-6, 0.1),
         }

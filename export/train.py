@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from contract.padding import pad
 from export import checkpoint
 from export.data import PairData, batches, read_jsonlines
 from export.hyperparameters import Hyperparameters
@@ -120,16 +121,33 @@ def _optimizer(hp: Hyperparameters, model: Object2Vec) -> _Optimizers:
     return _Optimizers(*optimizers)
 
 
-def _with_negatives(in0, in1, labels, rate: int, generator: torch.Generator):
-    """Adds `rate` random pairs per positive: in1 taken from another row, label 0."""
+def _with_negatives(
+    in0, in1, labels, rate: int, generator: torch.Generator, pool: torch.Tensor | None = None
+):
+    """Adds `rate` random pairs per positive, label 0: in1 taken from another row, or (`pool`,
+    negative_sampling=uniform) any of the distinct in1 sequences, equally likely."""
     if rate == 0:
         return in0, in1, labels
     parts0, parts1, parts_y = [in0], [in1], [labels]
     for _ in range(rate):
         parts0.append(in0)
-        parts1.append(in1[torch.randperm(len(in1), generator=generator)])
+        if pool is None:
+            parts1.append(in1[torch.randperm(len(in1), generator=generator)])
+        else:
+            parts1.append(pool[torch.randint(len(pool), (len(in1),), generator=generator)])
         parts_y.append(torch.zeros_like(labels))
+    width = max(part.shape[1] for part in parts1)  # padding with 0 up to the widest
+    parts1 = [nn.functional.pad(part, (0, width - part.shape[1])) for part in parts1]
     return torch.cat(parts0), torch.cat(parts1), torch.cat(parts_y)
+
+
+def _uniform_pool(hp: Hyperparameters, data: PairData) -> torch.Tensor | None:
+    """The distinct in1 sequences of the training data, padded: what uniform negatives are
+    drawn from (None for the hosted in-batch negatives)."""
+    if hp.negative_sampling != "uniform" or not hp.negative_sampling_rate:
+        return None
+    distinct = sorted({tuple(s[: hp.enc1_max_seq_len]) for s in data.in1})
+    return torch.from_numpy(pad(distinct, hp.enc1_max_seq_len))
 
 
 def _loss(hp: Hyperparameters, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -183,6 +201,7 @@ def train(
     reports: list[EpochReport] = []
     best_loss, best_state, previous_loss, stale = math.inf, None, math.inf, 0
     steps = math.ceil(len(train_data) / hp.mini_batch_size)
+    pool = _uniform_pool(hp, train_data)
     for epoch in range(1, hp.epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -197,7 +216,7 @@ def train(
         )
         for in0, in1, labels in bar:
             in0, in1, labels = _with_negatives(
-                in0, in1, labels, hp.negative_sampling_rate, generator
+                in0, in1, labels, hp.negative_sampling_rate, generator, pool
             )
             optimizer.zero_grad()
             loss = _loss(hp, model(in0, in1), labels)
