@@ -32,6 +32,30 @@ def test_per_user_split_holds_out_ten_ratings_of_every_user_who_keeps_ten(tmp_pa
     assert 0 < len(parts["validation"]) < 0.1 * len(rows)
 
 
+def test_the_retrieval_split_trains_on_every_rating_and_tests_on_the_liked_ones(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [
+        (user, movie, int(rng.integers(1, 6)), 0)
+        for user in range(1, 21)
+        for movie in rng.choice(np.arange(1, 100), size=25, replace=False)
+    ]
+    ua_base = tmp_path / "ua.base"
+    ua_base.write_text("".join(f"{u}\t{m}\t{r}\t{t}\n" for u, m, r, t in rows))
+    movielens(ua_base, tmp_path / "retrieval", task="retrieval")
+    movielens(ua_base, tmp_path / "rating")
+    assert not (tmp_path / "retrieval" / "validation.jsonl").exists()
+    train, test = (read_jsonlines(tmp_path / "retrieval" / f"{n}.jsonl") for n in ("train", "test"))
+    stars = {(u, m): r for u, m, r, _ in rows}
+    pairs = [{(a[0], b[0]) for a, b in zip(p.in0, p.in1, strict=True)} for p in (train, test)]
+    assert set(train.labels.tolist()) == set(test.labels.tolist()) == {1}
+    assert all(stars[pair] >= 4 for pair in pairs[1])  # the movies to recommend
+    # the same held-out ratings as the rating split, its validation trained on
+    rating_test = read_jsonlines(tmp_path / "rating" / "test.jsonl")
+    held = {(a[0], b[0]) for a, b in zip(rating_test.in0, rating_test.in1, strict=True)}
+    assert pairs[1] == {pair for pair in held if stars[pair] >= 4}
+    assert pairs[0] == set(stars) - held
+
+
 def test_sts_writes_word_vectors_of_the_training_sentences(tmp_path):
     rng = np.random.default_rng(0)
     words = ["cat", "dog", "runs", "sleeps", "a", "the", "bird", "sings"]

@@ -1,9 +1,12 @@
-"""The optimizer of the token tables: MXNet's lazy Adam."""
+"""Training's parts: MXNet's lazy Adam for the token tables, and where negatives come from."""
 
+import pytest
 import torch
 from torch import nn
 
-from export.train import LazyAdam
+from export.data import PairData
+from export.hyperparameters import HyperparameterError, Hyperparameters
+from export.train import LazyAdam, _uniform_pool, _with_negatives
 
 
 def _steps(optimizer_kind, weight_decay: float = 0.0, steps: int = 5) -> torch.Tensor:
@@ -32,3 +35,34 @@ def test_lazy_adam_decays_only_the_rows_a_batch_touched():
     decayed = _steps(LazyAdam, weight_decay=0.1)
     torch.testing.assert_close(decayed[[0, 2, 4, 6, 8]], untouched)
     assert not torch.allclose(decayed[[1, 3, 5, 7]], _steps(LazyAdam)[[1, 3, 5, 7]])
+
+
+def _hp(**values) -> Hyperparameters:
+    base = {"enc0_max_seq_len": 3, "enc1_max_seq_len": 3, "enc0_vocab_size": 50}
+    return Hyperparameters.from_dict(base | {"enc1_vocab_size": 50} | values)
+
+
+def test_uniform_negatives_draw_every_distinct_in1_equally_often():
+    """Rows where item 1 is 98% of the in1s: the batch's negatives are mostly 1, uniform
+    ones hold each distinct sequence (truncated, padded) about equally."""
+    in1 = [[1]] * 98 + [[2, 3]] + [[4, 5, 6, 7]]
+    data = PairData([[1]] * 100, in1, torch.ones(100).numpy())
+    hp = _hp(output_layer="softmax", negative_sampling="uniform", negative_sampling_rate=300)
+    pool = _uniform_pool(hp, data)
+    assert pool.tolist() == [[1, 0, 0], [2, 3, 0], [4, 5, 6]]
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.tensor([[1, 0], [1, 0]])
+    in0, negatives, labels = _with_negatives(
+        torch.ones(2, 1, dtype=torch.long), batch, torch.ones(2), 300, generator, pool
+    )
+    assert negatives.shape == (602, 3) and labels.sum() == 2 and len(in0) == 602
+    drawn = [tuple(row) for row in negatives[2:].tolist()]
+    shares = [drawn.count(tuple(row)) / 600 for row in pool.tolist()]
+    assert all(0.25 < share < 0.42 for share in shares), shares
+    assert _uniform_pool(_hp(output_layer="softmax", negative_sampling_rate=3), data) is None
+
+
+def test_negative_sampling_is_batch_or_uniform():
+    assert _hp().negative_sampling == "batch"
+    with pytest.raises(HyperparameterError, match="negative_sampling"):
+        _hp(negative_sampling="popular")
