@@ -173,23 +173,8 @@ def movielens(out: Path) -> list[str]:
             repository, neighbours.VOCABULARY, similarity, max_k=MOVIES, progress=False
         )
         with _server(repository, out / f"neighbours-ml-{similarity}.log") as server:
-            ranked, start = {}, time.perf_counter()
-            with Client(server.http_url, timeout=600) as client:
-                for first in range(0, len(users), 50):
-                    chunk = users[first : first + 50]
-                    found = client.neighbours([[u] for u in chunk], k=MOVIES)
-                    ranked |= {u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)}
-            rate = len(users) / (time.perf_counter() - start)
-            excluding, start = {}, time.perf_counter()
-            with Client(server.http_url, timeout=600) as client:
-                for first in range(0, len(users), 50):
-                    chunk = users[first : first + 50]
-                    history = [sorted(seen[u]) for u in chunk]
-                    found = client.neighbours([[u] for u in chunk], k=10, exclude=history)
-                    excluding |= {
-                        u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)
-                    }
-            excluding_rate = len(users) / (time.perf_counter() - start)
+            ranked, rate = _ask(server, users, MOVIES)
+            excluding, excluding_rate = _ask(server, users, 10, seen)
         same = all(excluding[u] == [m for m in ranked[u] if m not in seen[u]][:10] for u in users)
         reference = _brute_force(model, users, similarity)
         recall = np.mean(
@@ -209,6 +194,19 @@ def movielens(out: Path) -> list[str]:
         )
         print(lines[-1], flush=True)
     return lines
+
+
+def _ask(server, users: list[int], k: int, seen: dict | None = None) -> tuple[dict, float]:
+    """Each user's served neighbours (their `seen` movies excluded, when given), 50 users a
+    request, and users/s."""
+    ranked, start = {}, time.perf_counter()
+    with Client(server.http_url, timeout=600) as client:
+        for first in range(0, len(users), 50):
+            chunk = users[first : first + 50]
+            history = [sorted(seen[u]) for u in chunk] if seen is not None else None
+            found = client.neighbours([[u] for u in chunk], k=k, exclude=history)
+            ranked |= {u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)}
+    return ranked, len(users) / (time.perf_counter() - start)
 
 
 def _ease(train: list[tuple[int, int, float]], users: list[int], lam: float) -> np.ndarray:
@@ -250,14 +248,7 @@ def retrieval(out: Path) -> list[str]:
     export(checkpoint.load(RETRIEVAL / "model.pt").eval(), repository)
     neighbours.build(repository, neighbours.VOCABULARY, "model", progress=False)
     with _server(repository, out / "neighbours-retrieval.log") as server:
-        served, start = {}, time.perf_counter()
-        with Client(server.http_url, timeout=600) as client:
-            for first in range(0, len(users), 50):
-                chunk = users[first : first + 50]
-                history = [sorted(seen[u]) for u in chunk]
-                found = client.neighbours([[u] for u in chunk], k=10, exclude=history)
-                served |= {u: [n.id for n in row] for u, row in zip(chunk, found, strict=True)}
-        rate = len(users) / (time.perf_counter() - start)
+        served, rate = _ask(server, users, 10, seen)
     counts = np.bincount([m for _, m, _ in train], minlength=MOVIES + 1)
     popular = [int(m) for m in np.argsort(-counts, kind="stable") if m]
     ease = _ease(train, users, EASE_LAMBDA)
