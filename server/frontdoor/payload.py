@@ -110,7 +110,7 @@ def _routes(has0: bool | list[bool], has1: bool | list[bool], count: int) -> np.
 class Searchable:
     """What a neighbours request is checked against: the catalogue index's name, the most
     neighbours a query may ask, the most ids an instance may exclude, and the row of each id
-    (built at the first exclusion asked: a million ids' dict costs tens of MB a copy)."""
+    (built at the first exclusion asked: docs/neighbours.md says what it costs a copy)."""
 
     name: str
     max_k: int
