@@ -100,6 +100,8 @@ class Catalogue:
     width: int = 1
     # ids an instance may exclude; 0 for an index built before exclusions (rebuild it)
     max_exclude: int = 0
+    # `model` similarity of a linear head (export.neighbours.linear_head): one matrix product
+    linear: bool = False
 
     @staticmethod
     def folder(repository: Path) -> Path:

@@ -84,16 +84,18 @@ def write_catalogue(path: Path, count: int = CATALOGUE_ITEMS, seed: int = SEED +
     return path
 
 
-def build(repository: Path, checkpoint_path: Path, progress: bool = True) -> dict[str, float]:
-    """Trains, checkpoints and exports the demo model with its catalogue index; returns its
-    validation metrics."""
+def build(
+    repository: Path, checkpoint_path: Path, progress: bool = True, **overrides
+) -> dict[str, float]:
+    """Trains, checkpoints and exports the demo model (HYPERPARAMETERS, with `overrides`) with
+    its catalogue index; returns its validation metrics."""
     from export import checkpoint, neighbours
     from export.hyperparameters import Hyperparameters
     from export.onnx_export import export
     from export.train import evaluate, train
 
     train_data, validation = synthetic_pairs(20000, SEED), synthetic_pairs(1000, SEED + 1)
-    hp = Hyperparameters.from_dict(HYPERPARAMETERS)
+    hp = Hyperparameters.from_dict(HYPERPARAMETERS | overrides)
     model, _ = train(hp, train_data, validation, seed=SEED, progress=progress)
     checkpoint.save(model, checkpoint_path)
     samples = list(zip(validation.in0[:8], validation.in1[:8], strict=True))

@@ -205,6 +205,71 @@ def _head_nodes(head: onnx.ModelProto, count: int, dim: int, classes: int) -> tu
     return nodes, constants
 
 
+def linear_head(head: onnx.ModelProto, vectors: np.ndarray) -> dict | None:
+    """The pair head's score as a linear form of the two encodings, where it is one: the
+    logit of class 1 (two classes) or the regression value L(q, e) = (a * q + b) . e + d . q + c,
+    as the hadamard and concat comparators with no hidden MLP layer make it. Then the `model`
+    similarity ranks a query's items by one matrix product, exactly. Found by probing the head
+    with unit vectors, then checked on pairs of the catalogue's own vectors; None where the
+    head is not linear (abs_diff, a hidden layer) or has more than two classes."""
+    session = ort.InferenceSession(head.SerializeToString(), providers=["CPUExecutionProvider"])
+    first, second = (i.name for i in session.get_inputs())
+    classes = session.get_outputs()[0].shape[1]
+    if classes not in (1, 2):
+        return None
+
+    def run(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        (out,) = session.run(None, {first: queries, second: items})
+        return out.astype(np.float64)
+
+    def score(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = run(queries, items)
+        if classes == 1:
+            return out[:, 0]
+        with np.errstate(divide="ignore"):
+            return np.log(out[:, 1]) - np.log(out[:, 0])
+
+    dim = vectors.shape[1]
+    zeros, ones, units = np.zeros((1, dim)), np.ones((1, dim)), np.eye(dim)
+    probe = np.concatenate([zeros, units]).astype(np.float32)
+    at_zero = score(np.repeat(zeros, dim + 1, 0).astype(np.float32), probe)
+    at_one = score(np.repeat(ones, dim + 1, 0).astype(np.float32), probe)
+    query_part = score(probe, np.repeat(zeros, dim + 1, 0).astype(np.float32))
+    b = at_zero[1:] - at_zero[0]
+    a = at_one[1:] - at_one[0] - b
+    d = query_part[1:] - query_part[0]
+    c = query_part[0]
+    if not np.all(np.isfinite([*a, *b, *d, c])):
+        return None
+    rng = np.random.default_rng(0)
+    # the catalogue's vectors, turned and stretched too: a hidden layer is linear over no range
+    scale = np.repeat(np.array([1.0, -1.0, 3.0, 0.3], dtype=np.float32), 64)[:, None]
+    q = vectors[rng.integers(len(vectors), size=256)].astype(np.float32) * scale
+    e = vectors[rng.integers(len(vectors), size=256)].astype(np.float32) * scale[::-1]
+    predicted = ((a * q + b) * e).sum(1) + q @ d + c
+    out = run(q, e)
+    if classes == 1:
+        actual = out[:, 0]
+        return (
+            {"a": a, "b": b, "d": d, "c": c, "classes": classes}
+            if np.abs(actual - predicted).max() <= 1e-3 * (1.0 + np.abs(actual).max())
+            else None
+        )
+    # two classes: every pair's p_1 as predicted, and, where p_1 is not saturated (its logit
+    # is then read exactly), the logit itself; too few unsaturated pairs prove nothing
+    p1 = out[:, 1]
+    with np.errstate(over="ignore"):
+        if np.abs(p1 - 1.0 / (1.0 + np.exp(-predicted))).max() > 1e-4:
+            return None
+    open_ = (p1 > 1e-3) & (p1 < 1 - 1e-3)
+    if open_.sum() < 16:
+        return None
+    logit = np.log(p1[open_]) - np.log(out[open_, 0])
+    if np.abs(logit - predicted[open_]).max() > 1e-3 * (1.0 + np.abs(logit).max()):
+        return None
+    return {"a": a, "b": b, "d": d, "c": c, "classes": classes}
+
+
 def _head_width(head: onnx.ModelProto, dim: int) -> int:
     """Floats the head holds per (query, item) pair: its inputs and every intermediate."""
     inferred = onnx.shape_inference.infer_shapes(head)
@@ -222,6 +287,7 @@ def search_graph(
     max_k: int,
     head: onnx.ModelProto | None = None,
     max_exclude: int = 0,
+    linear: dict | None = None,
 ) -> onnx.ModelProto:
     """query [batch, enc_dim] -> scores, items [batch, k]: exact search over `vectors`, best
     first, k = min(max_k, items). Every score is computed (a matrix product, or the pair head
@@ -234,6 +300,8 @@ def search_graph(
     depth = min(max_k + max_exclude, count) if max_exclude else k
     vectors = vectors.astype(np.float32)
     constants = [numpy_helper.from_array(np.array([depth], dtype=np.int64), "depth")]
+    if similarity == "model" and linear is not None:
+        return _folded_graph(vectors, linear, k, depth, max_exclude > 0)
     if similarity == "model":
         if head is None:
             raise ValueError("the model similarity needs the pair network's head")
@@ -275,6 +343,33 @@ def search_graph(
     else:
         nodes.append(helper.make_node("TopK", ["products", "depth"], ["top", "top_items"], axis=1))
     return _model(nodes, constants, dim, k, depth, max_exclude > 0)
+
+
+def _folded_graph(vectors: np.ndarray, linear: dict, k: int, depth: int, deep: bool):
+    """The `model` similarity of a linear head (linear_head): each query's items ranked by
+    (a * q + b) . e, one matrix product, and the k best given the head's answer for them:
+    sigmoid(L) for two classes (p_1, the expected class), L for a regression."""
+    const = numpy_helper.from_array
+    constants = [
+        const(np.array([depth], dtype=np.int64), "depth"),
+        const(np.ascontiguousarray(vectors.T.astype(np.float32)), "catalogue"),
+        const(linear["a"].astype(np.float32), "a"),
+        const(linear["b"].astype(np.float32), "b"),
+        const(linear["d"].astype(np.float32).reshape(-1, 1), "d"),
+        const(np.array(linear["c"], dtype=np.float32), "c"),
+    ]
+    nodes = [
+        helper.make_node("Mul", [QUERY_INPUT, "a"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "b"], ["weights"]),
+        helper.make_node("MatMul", ["weights", "catalogue"], ["products"]),
+        helper.make_node("TopK", ["products", "depth"], ["best", "top_items"], axis=1),
+        helper.make_node("MatMul", [QUERY_INPUT, "d"], ["query_term"]),
+        helper.make_node("Add", ["query_term", "c"], ["offset"]),
+        helper.make_node("Add", ["best", "offset"], ["logit" if linear["classes"] == 2 else "top"]),
+    ]
+    if linear["classes"] == 2:
+        nodes.append(helper.make_node("Sigmoid", ["logit"], ["top"]))
+    return _model(nodes, constants, vectors.shape[1], k, depth, deep)
 
 
 def _model(
@@ -376,11 +471,12 @@ def _index(
 ) -> Catalogue:
     repository = Path(repository)
     vectors = encode(repository, tokens, lengths, progress)
-    head, width = None, 1
+    head, width, linear = None, 1, None
     if similarity == "model":
         head = onnx.load(repository / PAIR_MODEL / "1" / HEAD_FILE)
-        width = _head_width(head, int(vectors.shape[1]))
-    graph = search_graph(vectors, similarity, max_k, head, max_exclude)
+        linear = linear_head(head, vectors)
+        width = 1 if linear else _head_width(head, int(vectors.shape[1]))
+    graph = search_graph(vectors, similarity, max_k, head, max_exclude, linear)
     catalogue = Catalogue(
         name=name,
         items=len(ids),
@@ -390,6 +486,7 @@ def _index(
         enc1_digest=enc1_digest(repository),
         width=width,
         max_exclude=max_exclude,
+        linear=linear is not None,
     )
     # Written beside the target and swapped in whole, so a server never reads half an index.
     with tempfile.TemporaryDirectory(dir=repository) as staging:

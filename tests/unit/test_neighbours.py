@@ -428,3 +428,52 @@ def test_search_leaves_out_what_each_instance_excludes(exported):
     assert [n["id"] for n in written[1][0]] == ranking[:4]
     assert len(written[0][1]) == 4
     assert written[2] == [[]]  # the whole catalogue excluded: nothing remains
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"comparator_list": "hadamard", "mlp_layers": 0},
+        {"comparator_list": "hadamard,concat", "mlp_layers": 0},
+        {"comparator_list": "hadamard", "mlp_layers": 0, "output_layer": "mean_squared_error"},
+    ],
+)
+def test_a_linear_head_is_searched_by_one_product_with_the_pair_networks_answers(
+    overrides, tmp_path
+):
+    """A head with no hidden layer over hadamard (and concat) features scores (a*q + b).e +
+    d.q + c: the index ranks by one matrix product (width 1), and answers what the pair
+    network answers for each pair."""
+    repository = tmp_path / "repository"
+    model = small_model(enc0_network="hcnn", enc1_network="pooled_embedding", **overrides)
+    with __import__("torch").no_grad():  # a head far from its initial, nearly flat one
+        for parameter in model.mlp.parameters():
+            parameter.mul_(20.0)
+    export(model, repository)
+    rng = np.random.default_rng(5)
+    items = [
+        {"id": i, "in1": rng.integers(1, 300, size=rng.integers(1, 9)).tolist()} for i in range(200)
+    ]
+    source = tmp_path / "items.jsonl"
+    source.write_text("".join(json.dumps(item) + "\n" for item in items))
+    catalogue = neighbours.build(repository, source, max_k=15, progress=False, max_exclude=5)
+    assert catalogue.linear and catalogue.width == 1
+    pair = ort.InferenceSession(str(repository / "pair" / "1" / "model.onnx"))
+    enc0 = ort.InferenceSession(str(repository / "enc0" / "1" / "model.onnx"))
+    index = ort.InferenceSession(str(repository / NEIGHBOURS_MODEL / "1" / "model.onnx"))
+    queries = [rng.integers(1, 300, size=n).tolist() for n in (1, 6, 30)]
+    vectors = enc0.run(None, {"tokens": pad(queries, 40)})[0]
+    scores, found = index.run(["scores", "items"], {"query": vectors})
+    in1 = pad([item["in1"] for item in items], 40)
+    for row, query in enumerate(queries):
+        answer = pair.run(None, {"in0": pad([query] * len(items), 40), "in1": in1})[0]
+        expected = answer @ np.arange(answer.shape[1]) if answer.shape[1] > 1 else answer[:, 0]
+        np.testing.assert_allclose(scores[row], expected[found[row]], atol=1e-4, rtol=1e-4)
+        kth = np.sort(expected)[::-1][14]
+        assert expected[found[row]].min() >= kth - 1e-4  # the exact top 15
+
+
+def test_a_head_with_a_hidden_layer_is_not_folded(exported):
+    repository, _, _ = exported
+    catalogue = Catalogue.load(repository)
+    assert not catalogue.linear and catalogue.width > 1
