@@ -21,7 +21,9 @@ the MLP, so enc0's and enc1's spaces need not line up coordinate by coordinate. 
 model, the 10 nearest documents by `dot`, `cosine` or `euclidean` were of the query's topic
 12-15% of the time (chance: 12.5%), by `model` 80%. `dot` / `cosine` / `euclidean` (one matrix
 product, far cheaper per item) are for models whose spaces do line up, such as tied encoders:
-docs/neighbours.md measures them all on MovieLens.
+docs/neighbours.md measures them all on MovieLens. A head with no hidden layer over hadamard
+(and concat) features is a linear form of the two encodings: `linear_head` finds it, and the
+`model` similarity is then one matrix product, exact (docs/neighbours.md).
 """
 
 from __future__ import annotations
