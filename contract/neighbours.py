@@ -40,6 +40,13 @@ SCORES_OUTPUT = "scores"
 ITEMS_OUTPUT = "items"
 DEEP_SCORES_OUTPUT = "deep_scores"
 DEEP_ITEMS_OUTPUT = "deep_items"
+
+
+def search_outputs(deep: bool) -> tuple[str, str]:
+    """(scores, items) outputs a search asks for: the deep ones where a query excludes items."""
+    return (DEEP_SCORES_OUTPUT, DEEP_ITEMS_OUTPUT) if deep else (SCORES_OUTPUT, ITEMS_OUTPUT)
+
+
 CATALOGUE_FILE = "catalogue.json"
 ITEMS_FILE = "items.npz"
 IDS_FILE = "ids.json"
@@ -63,9 +70,8 @@ EXCLUDE_KEY = "exclude"
 SIMILARITIES = ("model", "dot", "cosine", "euclidean")
 
 DEFAULT_MAX_K = 100
-# Ids one instance may exclude: the TopK runs this much deeper (1,100 of a 1,000,000-item
-# catalogue's scores sorted instead of 100, a small part of scoring them: docs/neighbours.md).
-# MovieLens' most active user rated 737 of 1,682 movies.
+# Ids one instance may exclude: the TopK runs this much deeper, for every query (what that
+# costs each similarity: docs/neighbours.md). MovieLens' most active user rated 737 movies.
 DEFAULT_MAX_EXCLUDE = 1000
 # Neighbours one request may ask for (instances x k, all its bodies): about 4 MB of answer, and as
 # much memory in the front door while it is formatted (server/frontdoor/neighbours.py). A request

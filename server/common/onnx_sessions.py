@@ -12,14 +12,7 @@ import onnxruntime as ort
 
 from contract.flat import FLAT_FILE, SEPARATOR_KEY, flat_name
 from contract.names import ENCODER_MODELS, PAIR_MODEL
-from contract.neighbours import (
-    DEEP_ITEMS_OUTPUT,
-    DEEP_SCORES_OUTPUT,
-    ITEMS_OUTPUT,
-    NEIGHBOURS_MODEL,
-    QUERY_INPUT,
-    SCORES_OUTPUT,
-)
+from contract.neighbours import NEIGHBOURS_MODEL, QUERY_INPUT, search_outputs
 from server.common.settings import SPINNING
 
 # `auto` spins a network's threads where one run of a sequence of 64 tokens takes this long.
@@ -135,14 +128,7 @@ class Networks:
             searcher = session(index, *options, providers=providers)
 
             def search(queries, deep=False):
-                outputs = (
-                    [DEEP_SCORES_OUTPUT, DEEP_ITEMS_OUTPUT]
-                    if deep
-                    else [
-                        SCORES_OUTPUT,
-                        ITEMS_OUTPUT,
-                    ]
-                )
+                outputs = list(search_outputs(deep))
                 scores, items = run(searcher, outputs, {QUERY_INPUT: queries})
                 return scores, items
 

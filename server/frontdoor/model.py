@@ -31,14 +31,11 @@ from contract.body import decode_bodies
 from contract.facts import Facts
 from contract.names import BODY_INPUT, RESPONSE_OUTPUT
 from contract.neighbours import (
-    DEEP_ITEMS_OUTPUT,
-    DEEP_SCORES_OUTPUT,
     DEFAULT_MAX_NEIGHBOUR_SCORES,
     DEFAULT_MAX_NEIGHBOURS,
-    ITEMS_OUTPUT,
     NEIGHBOURS_MODEL,
     QUERY_INPUT,
-    SCORES_OUTPUT,
+    search_outputs,
 )
 from server.common.drain import IN_FLIGHT_PARAMETER, Gate, refusals
 from server.common.memory import RELEASE_ABOVE_BYTES, release_memory
@@ -90,7 +87,7 @@ def _bls(model: str, feed: dict, output: str) -> np.ndarray:
 
 def _bls_search(queries: np.ndarray, deep: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A server.frontdoor.neighbours Searcher over BLS."""
-    outputs = (DEEP_SCORES_OUTPUT, DEEP_ITEMS_OUTPUT) if deep else (SCORES_OUTPUT, ITEMS_OUTPUT)
+    outputs = search_outputs(deep)
     return tuple(_bls_outputs(NEIGHBOURS_MODEL, {QUERY_INPUT: queries}, outputs))
 
 

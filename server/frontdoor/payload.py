@@ -115,7 +115,7 @@ class Searchable:
     name: str
     max_k: int
     max_exclude: int = 0
-    ids: Callable[[], Mapping[object, int]] = field(default=dict, compare=False)
+    rows: Callable[[], Mapping[object, int]] = field(default=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,7 @@ def _excluded(value: object, catalogue: Searchable) -> np.ndarray | str:
             f"{EXCLUDE_KEY} holds {len(value)} ids; the catalogue {catalogue.name!r} excludes "
             f"at most {catalogue.max_exclude} an instance{rebuild}"
         )
-    rows, found = catalogue.ids(), np.empty(len(value), dtype=np.int64)
+    rows, found = catalogue.rows(), np.empty(len(value), dtype=np.int64)
     for position, item in enumerate(value):
         row = rows.get(item) if type(item) in (str, int) else None
         if row is None:
