@@ -78,11 +78,23 @@ def _die_with_parent() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (for tests and benchmarks that start servers)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on now and not handed out before by this process.
+
+    For tests and benchmarks that start servers. The kernel may give the same ephemeral port
+    to two probes in a row once the first is closed (CI saw two SageMaker endpoints both told
+    57013), so each port is handed out once.
+    """
+    while True:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def check_ports(host: str, ports: Mapping[str, int]) -> None:
