@@ -271,7 +271,7 @@ def retrieval(out: Path) -> list[str]:
     ]
     for name, (hr, ndcg) in found.items():
         lines.append(
-            f"| {name} | {hr:.3f} | {ndcg:.3f} | {hr / ease_hr:.2f}x / {ndcg / ease_ndcg:.2f}x |"
+            f"| {name} | {hr:.3f} | {ndcg:.3f} | {hr / ease_hr:.3f}x / {ndcg / ease_ndcg:.3f}x |"
         )
         print(lines[-1], flush=True)
     return lines

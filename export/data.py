@@ -50,14 +50,20 @@ def write_jsonlines(path: Path, records: Iterable[dict]) -> int:
 
 
 def batches(
-    data: PairData, batch_size: int, max_lens: tuple[int, int], rng: np.random.Generator | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Mini batches of padded tensors; shuffled when `rng` is given."""
+    data: PairData,
+    batch_size: int,
+    max_lens: tuple[int, int],
+    rng: np.random.Generator | None,
+    with_rows: bool = False,
+) -> Iterator[tuple]:
+    """Mini batches of padded tensors (in0, in1, labels, and the rows' indices `with_rows`);
+    shuffled when `rng` is given."""
     order = rng.permutation(len(data)) if rng is not None else np.arange(len(data))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        yield (
+        batch = (
             torch.from_numpy(pad([data.in0[i] for i in rows], max_lens[0])),
             torch.from_numpy(pad([data.in1[i] for i in rows], max_lens[1])),
             torch.from_numpy(data.labels[rows]),
         )
+        yield (*batch, rows) if with_rows else batch

@@ -95,7 +95,7 @@ def _comparators(value: Any) -> tuple[str, ...]:
     return tuple(c for c in COMPARATORS if c in names)
 
 
-NEGATIVE_SAMPLING = ("batch", "uniform")
+NEGATIVE_SAMPLING = ("batch", "uniform", "catalogue")
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,9 @@ class Hyperparameters:
     negative_sampling_rate: int = 0
     # Not a hosted name: where negatives come from. `batch` (the hosted way): another row's in1,
     # so an item is drawn as often as it occurs, and a model learns to rank popular items down;
-    # `uniform`: any distinct in1 of the training data, equally often (the retrieval recipe,
-    # docs/neighbours.md).
+    # `uniform`: any distinct in1 of the training data, equally often; `catalogue`: every
+    # distinct in1 at once, a softmax over the whole catalogue for each positive (the retrieval
+    # recipe, docs/neighbours.md; negative_sampling_rate unused).
     negative_sampling: str = "batch"
     early_stopping_patience: int = 3
     early_stopping_tolerance: float = 0.01

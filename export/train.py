@@ -150,6 +150,63 @@ def _uniform_pool(hp: Hyperparameters, data: PairData) -> torch.Tensor | None:
     return torch.from_numpy(pad(distinct, hp.enc1_max_seq_len))
 
 
+@dataclass
+class _Catalogue:
+    """negative_sampling=catalogue: every distinct in1 (`pool`), and where each row's in1 sits
+    in it (`targets`, one per training row)."""
+
+    pool: torch.Tensor
+    targets: np.ndarray
+
+
+def _catalogue(hp: Hyperparameters, data: PairData) -> _Catalogue:
+    if hp.output_layer != "softmax" or hp.num_classes != 2:
+        raise ValueError(
+            "negative_sampling=catalogue scores each positive against the catalogue with the "
+            "two-class softmax: set output_layer=softmax num_classes=2"
+        )
+    negatives = int((data.labels != 1).sum())
+    if negatives:
+        raise ValueError(
+            f"negative_sampling=catalogue trains on positives only (label 1): {negatives} of "
+            f"{len(data)} rows are not; the catalogue's other items are each row's negatives"
+        )
+    rows = [tuple(s[: hp.enc1_max_seq_len]) for s in data.in1]
+    distinct = sorted(set(rows))
+    where = {row: i for i, row in enumerate(distinct)}
+    targets = np.fromiter((where[row] for row in rows), dtype=np.int64, count=len(rows))
+    return _Catalogue(torch.from_numpy(pad(distinct, hp.enc1_max_seq_len)), targets)
+
+
+def catalogue_logits(model: Object2Vec, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """[queries, items] logits of class 1 against class 0 for every pair of the two encodings.
+
+    A head with no hidden layer over hadamard and concat is linear in each side, so this is one
+    matrix product (what makes a softmax over a catalogue cheap); any other head is run on
+    every pair, [queries * items] rows at once."""
+    hp = model.hp
+    if hp.mlp_layers == 0 and "abs_diff" not in hp.comparator_list:
+        linear = model.mlp[0]
+        weight = linear.weight[1] - linear.weight[0]
+        logits = torch.zeros(len(queries), len(items)) + (linear.bias[1] - linear.bias[0])
+        start, dim = 0, hp.enc_dim
+        for name in hp.comparator_list:
+            if name == "hadamard":
+                logits = logits + (queries * weight[start : start + dim]) @ items.T
+                start += dim
+            else:  # concat
+                w_query, w_item = weight[start : start + dim], weight[start + dim : start + 2 * dim]
+                logits = logits + (queries @ w_query)[:, None] + (items @ w_item)[None, :]
+                start += 2 * dim
+        return logits
+    count, width = len(queries), len(items)
+    pairs = model.comparator(
+        queries.repeat_interleave(width, dim=0), items.repeat(count, 1)
+    )
+    out = model.mlp(pairs).reshape(count, width, -1)
+    return out[..., 1] - out[..., 0]
+
+
 def _loss(hp: Hyperparameters, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if hp.output_layer == "softmax":
         return nn.functional.cross_entropy(outputs, labels.long())
@@ -202,24 +259,32 @@ def train(
     best_loss, best_state, previous_loss, stale = math.inf, None, math.inf, 0
     steps = math.ceil(len(train_data) / hp.mini_batch_size)
     pool = _uniform_pool(hp, train_data)
+    catalogue = _catalogue(hp, train_data) if hp.negative_sampling == "catalogue" else None
     for epoch in range(1, hp.epochs + 1):
         started = time.perf_counter()
         model.train()
         running, seen = 0.0, 0
         bar = tqdm(
-            batches(train_data, hp.mini_batch_size, max_lens, rng),
+            batches(train_data, hp.mini_batch_size, max_lens, rng, with_rows=True),
             total=steps,
             desc=f"epoch {epoch}/{hp.epochs}",
             # Off where stderr is no terminal (a log file): the epoch lines below say it all.
             disable=None if progress else True,
             leave=False,
         )
-        for in0, in1, labels in bar:
-            in0, in1, labels = _with_negatives(
-                in0, in1, labels, hp.negative_sampling_rate, generator, pool
-            )
+        for in0, in1, labels, rows in bar:
             optimizer.zero_grad()
-            loss = _loss(hp, model(in0, in1), labels)
+            if catalogue is not None:
+                logits = catalogue_logits(
+                    model, model.dropout(model.enc0(in0)), model.enc1(catalogue.pool)
+                )
+                targets = torch.from_numpy(catalogue.targets[rows])
+                loss = nn.functional.cross_entropy(logits, targets)
+            else:
+                in0, in1, labels = _with_negatives(
+                    in0, in1, labels, hp.negative_sampling_rate, generator, pool
+                )
+                loss = _loss(hp, model(in0, in1), labels)
             loss.backward()
             optimizer.step()
             running += loss.item() * len(labels)

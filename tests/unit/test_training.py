@@ -1,12 +1,17 @@
-"""Training's parts: MXNet's lazy Adam for the token tables, and where negatives come from."""
+"""Training's parts: MXNet's lazy Adam for the token tables, where negatives come from, and the
+softmax over the catalogue."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from export.data import PairData
 from export.hyperparameters import HyperparameterError, Hyperparameters
-from export.train import LazyAdam, _uniform_pool, _with_negatives
+from export.network import Object2Vec
+from export.train import LazyAdam, _uniform_pool, _with_negatives, catalogue_logits, train
 
 
 def _steps(optimizer_kind, weight_decay: float = 0.0, steps: int = 5) -> torch.Tensor:
@@ -62,7 +67,59 @@ def test_uniform_negatives_draw_every_distinct_in1_equally_often():
     assert _uniform_pool(_hp(output_layer="softmax", negative_sampling_rate=3), data) is None
 
 
-def test_negative_sampling_is_batch_or_uniform():
+def test_negative_sampling_is_batch_uniform_or_catalogue():
     assert _hp().negative_sampling == "batch"
     with pytest.raises(HyperparameterError, match="negative_sampling"):
         _hp(negative_sampling="popular")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        {"comparator_list": "hadamard", "mlp_layers": 0},  # linear: one matrix product
+        {"comparator_list": "hadamard,concat", "mlp_layers": 0},
+        {"comparator_list": "hadamard,abs_diff", "mlp_layers": 1, "mlp_activation": "relu"},
+    ],
+)
+def test_catalogue_logits_are_the_heads_own_on_every_pair(head):
+    torch.manual_seed(0)
+    model = Object2Vec(_hp(output_layer="softmax", enc_dim=8, mlp_dim=6, **head)).eval()
+    queries, items = torch.randn(5, 8), torch.randn(7, 8)
+    with torch.no_grad():
+        found = catalogue_logits(model, queries, items)
+        for i in range(5):
+            out = model.mlp(model.comparator(queries[i].expand(7, 8), items))
+            torch.testing.assert_close(found[i], out[:, 1] - out[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_catalogue_softmax_trains_on_positives_only():
+    hp = _hp(output_layer="softmax", negative_sampling="catalogue", epochs=1)
+    data = PairData([[1], [2]], [[3], [4]], np.array([1, 0]))
+    with pytest.raises(ValueError, match="positives only .label 1.: 1 of 2 rows"):
+        train(hp, data, progress=False, verbose=False)
+    with pytest.raises(ValueError, match="output_layer=softmax"):
+        train(replace(hp, output_layer="mean_squared_error"), data, verbose=False)
+
+
+def test_catalogue_softmax_learns_which_item_goes_with_which_query():
+    """Query q rated items 10 + q and 20 + q only: after training, each query's two items are
+    its best two of the catalogue of 20."""
+    in0 = [[q] for q in range(1, 11)] * 2
+    in1 = [[10 + q] for q in range(1, 11)] + [[20 + q] for q in range(1, 11)]
+    hp = _hp(
+        output_layer="softmax",
+        negative_sampling="catalogue",
+        comparator_list="hadamard",
+        mlp_layers=0,
+        enc_dim=16,
+        learning_rate=0.01,
+        mini_batch_size=20,
+        epochs=80,
+    )
+    model, reports = train(hp, PairData(in0, in1, np.ones(20)), progress=False, verbose=False)
+    assert reports[-1].train_loss < 0.8  # log 2: each positive shares its query with one other
+    pool = torch.tensor(sorted(set(map(tuple, in1))))
+    with torch.no_grad():
+        logits = catalogue_logits(model, model.enc0(torch.tensor(in0[:10])), model.enc1(pool))
+    best = logits.topk(2).indices + 11  # pool row r is item 11 + r
+    assert [sorted(row) for row in best.tolist()] == [[10 + q, 20 + q] for q in range(1, 11)]
