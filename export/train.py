@@ -200,9 +200,7 @@ def catalogue_logits(model: Object2Vec, queries: torch.Tensor, items: torch.Tens
                 start += 2 * dim
         return logits
     count, width = len(queries), len(items)
-    pairs = model.comparator(
-        queries.repeat_interleave(width, dim=0), items.repeat(count, 1)
-    )
+    pairs = model.comparator(queries.repeat_interleave(width, dim=0), items.repeat(count, 1))
     out = model.mlp(pairs).reshape(count, width, -1)
     return out[..., 1] - out[..., 0]
 
