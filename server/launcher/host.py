@@ -10,7 +10,14 @@ configs it serves (`server.launcher.configs`):
   a BLS call to one costs as much as a whole request from the client (docs/performance.md), so
   with no GPU and no C++ backend the hop only adds latency.
 * `front_door_copies`: parsing and formatting are Python, one request batch at a time per
-  copy, so a host with many cores gets more copies (one per two cores, at most 16).
+  copy, so a host with many cores gets more copies, at most 16: one per core where the
+  networks run on GPUs, one per two cores where they share the cores with the front door.
+  Measured (`python -m bench.front_door_copies`, 2 cores, docs/performance.md): with networks
+  that answer at once, as on a GPU, two copies took the documentation's bulk job from
+  152,000-156,000 to 204,000-212,000 records/s (small requests at c16: 4,918 to 4,451 req/s);
+  with the networks on the same cores, from 102,000-106,000 to 126,000-133,000 (small
+  requests 3,964 to 3,781), where the realistic model's single requests had lost 23% to two
+  copies of one ONNX Runtime thread each.
 """
 
 from __future__ import annotations
@@ -61,7 +68,10 @@ def resolve(settings: ServingSettings, host: Host) -> ServingSettings:
     networks = settings.networks
     if networks == "auto":
         networks = "bls" if host.gpus or host.cpp_onnxruntime else "in_process"
-    copies = settings.front_door_copies or min(MAX_FRONT_DOOR_COPIES, max(1, host.cores // 2))
+    cores_a_copy = 1 if host.gpus else 2
+    copies = settings.front_door_copies or min(
+        MAX_FRONT_DOOR_COPIES, max(1, host.cores // cores_a_copy)
+    )
     threads = settings.intra_op_thread_count
     if networks == "in_process" and not threads and copies > 1:
         threads = max(1, host.cores // copies)  # the copies share the cores, not each all of them
