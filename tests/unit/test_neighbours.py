@@ -119,6 +119,57 @@ def test_exclusions_leave_the_k_best_of_what_remains(similarity, shape, k, max_e
             assert reference[row, kept].min() >= kth - atol
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 6), st.integers(1, 4)),
+    classes=st.sampled_from([1, 2]),
+    k=st.integers(1, 30),
+    max_exclude=st.integers(0, 45),
+    data=st.data(),
+)
+def test_a_linear_head_ranks_by_one_product_as_brute_force_does(
+    shape, classes, k, max_exclude, data
+):
+    """The folded search of a linear head (export.neighbours.linear_head's a, b, d, c) against
+    brute force of L = (a * q + b) . e + d . q + c over every item: the same k best, each
+    answered sigmoid(L) (two classes) or L, and with exclusions the k best of the rest."""
+    count, dim, batch = shape
+    small = st.floats(-3, 3, width=32, allow_subnormal=False)
+    items = data.draw(arrays(np.float32, (count, dim), elements=small))
+    queries = data.draw(arrays(np.float32, (batch, dim), elements=small))
+    a, b, d = (data.draw(arrays(np.float64, dim, elements=small)) for _ in range(3))
+    c = data.draw(small)
+    linear = {"a": a, "b": b, "d": d, "c": c, "classes": classes}
+    graph = neighbours.search_graph(items, "model", k, max_exclude=max_exclude, linear=linear)
+    outputs = _session(graph).run(None, {"query": queries})
+    q, e = queries.astype(np.float64), items.astype(np.float64)
+    logits = (q * a + b) @ e.T + (q @ d)[:, None] + c
+    answers = 1 / (1 + np.exp(-logits)) if classes == 2 else logits
+    scores, found = outputs[:2]
+    deep_scores, deep_items = outputs[2:] if max_exclude else outputs[:2]
+    atol = 1e-3 * (1 + np.abs(logits).max())  # float32 products of values up to 3
+    for row in range(batch):
+        left_out = data.draw(
+            st.lists(st.integers(0, count - 1), max_size=max_exclude, unique=True), label="out"
+        )
+        for out, (got_scores, got) in (
+            ([], (scores[row], found[row])),
+            (
+                left_out,
+                best_remaining(
+                    deep_scores[row], deep_items[row], k, np.array(left_out, dtype=np.int64)
+                ),
+            ),
+        ):
+            remaining = np.delete(logits[row], out)
+            assert len(got) == min(k, len(remaining)) == len(set(got.tolist()))
+            assert not set(got.tolist()) & set(out)
+            if len(got):
+                np.testing.assert_allclose(got_scores, answers[row, got], rtol=1e-4, atol=atol)
+                kth = np.sort(remaining)[::-1][len(got) - 1]
+                assert logits[row, got].min() >= kth - atol  # none below the true k-th
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A small model exported with a catalogue of 300 random items."""
