@@ -154,7 +154,9 @@ TRITON_STEPS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float]:
-    """Median milliseconds of each step of the front door's path for one body, in process."""
+    """Median milliseconds of each step of the front door's path for one body, in process,
+    with the garbage collector as the front door sets it (this process keeps it so)."""
+    from server.common.memory import quiet_collector
     from server.common.onnx_sessions import network_runner
     from server.common.settings import ServingSettings
     from server.frontdoor.dispatch import measure_costs, plan, run_calls, scatter
@@ -166,6 +168,7 @@ def breakdown(repository: Path, body: bytes, rounds: int = 7) -> dict[str, float
     costs = measure_costs(run)
     lines = body.splitlines()
     times: dict[str, list[float]] = {}
+    quiet_collector()
 
     def step(name, f, *a):
         took, out = timed(f, *a)

@@ -1,9 +1,11 @@
 """Handing memory back after big requests, so a process holds its working set, not the peak
-of the largest request it ever served (bench/memory_rounds.py measures it)."""
+of the largest request it ever served (bench/memory_rounds.py measures it); and a garbage
+collector that does not walk a bulk body's objects again and again."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 
 # Requests carrying more than this are followed by a trim (about a millisecond; a small
 # request never pays it).
@@ -19,3 +21,21 @@ def release_memory() -> None:
     trim = getattr(_LIBC, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+# A bulk body makes tens of thousands of acyclic containers (orjson's dicts and lists, one per
+# record) that live for one execute and are freed by their reference counts. CPython's default
+# collector runs a young collection every 700 allocations, walks each of them again, promotes
+# the survivors and so triggers full collections over everything the process holds (ONNX
+# Runtime's sessions, NumPy): a fifth of the front door's time on the documentation's 1 MB
+# body (docs/performance.md, 2026-12-06). Young collections every 50,000 allocations still
+# reclaim the rare cycle within an execute or two.
+COLLECTOR_THRESHOLDS = (50_000, 20, 100)
+
+
+def quiet_collector() -> None:
+    """Freezes what start-up made (never walked again) and collects young objects every
+    50,000 allocations instead of 700. For a process that serves requests."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)

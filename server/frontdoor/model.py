@@ -38,7 +38,7 @@ from contract.neighbours import (
     search_outputs,
 )
 from server.common.drain import IN_FLIGHT_PARAMETER, Gate, refusals
-from server.common.memory import RELEASE_ABOVE_BYTES, release_memory
+from server.common.memory import RELEASE_ABOVE_BYTES, quiet_collector, release_memory
 from server.common.tensors import read_tensor
 from server.frontdoor.dispatch import measure_costs, plan, run_calls, scatter
 from server.frontdoor.metrics import (
@@ -172,6 +172,7 @@ class TritonPythonModel:
         self.publisher = Publisher(TritonSink(pb_utils), interval) if interval > 0 else None
         if self.publisher:
             self.publisher.sink.add(*_COPIES, 1)
+        quiet_collector()
 
     def finalize(self) -> None:
         if self.publisher:
