@@ -27,8 +27,8 @@ def release_memory() -> None:
 # record) that live for one execute and are freed by their reference counts. CPython's default
 # collector runs a young collection every 700 allocations, walks each of them again, promotes
 # the survivors and so triggers full collections over everything the process holds (ONNX
-# Runtime's sessions, NumPy): a fifth of the front door's time on the documentation's 1 MB
-# body (docs/performance.md, 2026-12-06). Young collections every 50,000 allocations still
+# Runtime's sessions, NumPy): measured on the documentation's 1 MB body in docs/performance.md
+# ("The front door's garbage collector"). Young collections every 50,000 allocations still
 # reclaim the rare cycle within an execute or two.
 COLLECTOR_THRESHOLDS = (50_000, 20, 100)
 

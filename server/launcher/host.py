@@ -12,12 +12,9 @@ configs it serves (`server.launcher.configs`):
 * `front_door_copies`: parsing and formatting are Python, one request batch at a time per
   copy, so a host with many cores gets more copies, at most 16: one per core where the
   networks run on GPUs, one per two cores where they share the cores with the front door.
-  Measured (`python -m bench.front_door_copies`, 2 cores, docs/performance.md): with networks
-  that answer at once, as on a GPU, two copies took the documentation's bulk job from
-  152,000-156,000 to 204,000-212,000 records/s (small requests at c16: 4,918 to 4,451 req/s);
-  with the networks on the same cores, from 102,000-106,000 to 126,000-133,000 (small
-  requests 3,964 to 3,781), where the realistic model's single requests had lost 23% to two
-  copies of one ONNX Runtime thread each.
+  Measured with `python -m bench.front_door_copies` (docs/performance.md, "Front-door
+  copies"): one copy per core carries bulk jobs furthest, and on a CPU host it halves each
+  copy's ONNX Runtime threads, which single requests of a big model pay for.
 """
 
 from __future__ import annotations
