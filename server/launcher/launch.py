@@ -278,6 +278,15 @@ def prepare_repository(launch: Launch, host: Host) -> Path:
     return repository
 
 
+def served_front_door(repository: Path, mode: str) -> str:
+    """What the served front door config says of its copies and networks, as the banner
+    prints it: the settings recorded in the repository decide them where none are given."""
+    config = read_config(Path(repository) / FRONT_DOOR / "configs" / f"{mode}.pbtxt")
+    copies = sum(group.count for group in config.instance_group) or 1
+    networks = config.parameters["networks"].string_value
+    return f"{copies} front door cop{'y' if copies == 1 else 'ies'}, networks {networks}"
+
+
 def front_door_max_body(repository: Path) -> int:
     """The body limit the front door enforces: its config's, which may differ from the
     defaults."""

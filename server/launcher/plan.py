@@ -34,6 +34,7 @@ from server.launcher.launch import (
     check_exposure,
     front_door_max_body,
     prepare_repository,
+    served_front_door,
     tritonserver_args,
 )
 from server.launcher.probe import Probe
@@ -101,7 +102,7 @@ def triton_process(plan: Plan) -> TritonProcess:
     )
 
 
-def banner(launch: Launch) -> str:
+def banner(launch: Launch, repository: Path) -> str:
     here = _local(launch.host)
     if launch.sagemaker_port:
         urls = (
@@ -116,7 +117,9 @@ def banner(launch: Launch) -> str:
         )
     return (
         f"Object2Vec on Triton is ready (INFERENCE_PREFERRED_MODE={launch.mode}, "
-        f"listening on {launch.host})\n{urls}Ctrl-C or SIGTERM stops it."
+        f"listening on {launch.host})\n{urls}"
+        f"  serving {served_front_door(repository, launch.mode)} ({repository})\n"
+        "Ctrl-C or SIGTERM stops it."
     )
 
 
@@ -162,7 +165,13 @@ def run(plan: Plan) -> int:
         check_ports(launch.host, {"SageMaker": launch.sagemaker_port})
         front_end = sagemaker_front_end(plan, process, probe)
     return uvloop.run(
-        supervise(process, banner(launch), front_end, max_restarts=launch.max_restarts, probe=probe)
+        supervise(
+            process,
+            banner(launch, plan.repository),
+            front_end,
+            max_restarts=launch.max_restarts,
+            probe=probe,
+        )
     )
 
 

@@ -9,6 +9,7 @@ region it held.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +18,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from server.launcher.configs import read as read_config
 from server.launcher.embedded import (
     PROJECT_ROOT,
     _pytriton_dir,
@@ -190,6 +193,12 @@ def test_the_image_entrypoint_is_supervised_the_same_way(demo_repository, tmp_pa
     assert_nothing_left(group, regions)
     text = log.read_text()
     assert "listening on 0.0.0.0" in text  # the image listens on every address
+    # what the served front door config holds (its copies and where the networks run)
+    serving = re.search(r"serving (\d+) front door cop(?:y|ies), networks (\w+) \((.+)\)", text)
+    assert serving, text[-1500:]
+    served = read_config(Path(serving[3]) / "object2vec" / "configs" / "classification.pbtxt")
+    assert int(serving[1]) == served.instance_group[0].count
+    assert serving[2] == served.parameters["networks"].string_value
     assert "admin-key=" not in text  # the key is not printed
 
 
