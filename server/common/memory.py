@@ -28,14 +28,14 @@ def release_memory() -> None:
 # collector runs a young collection every 700 allocations, walks each of them again, promotes
 # the survivors and so triggers full collections over everything the process holds (ONNX
 # Runtime's sessions, NumPy): measured on the documentation's 1 MB body in docs/performance.md
-# ("The front door's garbage collector"). Young collections every 50,000 allocations still
-# reclaim the rare cycle within an execute or two.
-COLLECTOR_THRESHOLDS = (50_000, 20, 100)
+# ("The front door's garbage collector"). Every 10,000 allocations keeps that gain; 50,000 kept
+# it too but held 80-150 MB more in the stub under maximal bodies (bench.memory_rounds).
+COLLECTOR_THRESHOLDS = (10_000, 10, 10)
 
 
 def quiet_collector() -> None:
     """Freezes what start-up made (never walked again) and collects young objects every
-    50,000 allocations instead of 700. For a process that serves requests."""
+    10,000 allocations instead of 700. For a process that serves requests."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*COLLECTOR_THRESHOLDS)

@@ -1,4 +1,4 @@
-"""The front door's garbage collector: start-up frozen, young collections every 50,000
+"""The front door's garbage collector: start-up frozen, young collections every 10,000
 allocations (server/common/memory.py), in a process of its own."""
 
 import subprocess
@@ -15,12 +15,12 @@ assert gc.get_threshold() == COLLECTOR_THRESHOLDS, gc.get_threshold()
 assert gc.get_freeze_count() >= len(made), gc.get_freeze_count()
 before = gc.get_stats()[0]["collections"]
 kept = [[i] for i in range(COLLECTOR_THRESHOLDS[0] // 2)]  # a bulk body's records
-assert gc.get_stats()[0]["collections"] == before, "a young collection within 25,000"
+assert gc.get_stats()[0]["collections"] == before, "a young collection within half the threshold"
 cycle = []
 cycle.append(cycle)
 del cycle
 kept += [[i] for i in range(COLLECTOR_THRESHOLDS[0])]
-assert gc.get_stats()[0]["collections"] > before, "no young collection after 75,000"
+assert gc.get_stats()[0]["collections"] > before, "no young collection after one and a half"
 print("ok")
 """
 
