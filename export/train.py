@@ -146,8 +146,16 @@ def _uniform_pool(hp: Hyperparameters, data: PairData) -> torch.Tensor | None:
     drawn from (None for the hosted in-batch negatives)."""
     if hp.negative_sampling != "uniform" or not hp.negative_sampling_rate:
         return None
-    distinct = sorted({tuple(s[: hp.enc1_max_seq_len]) for s in data.in1})
-    return torch.from_numpy(pad(distinct, hp.enc1_max_seq_len))
+    return _padded(hp, sorted(set(_in1_rows(hp, data))))
+
+
+def _in1_rows(hp: Hyperparameters, data: PairData) -> list[tuple]:
+    """Each row's in1 as the model sees it (truncated to enc1_max_seq_len), hashable."""
+    return [tuple(s[: hp.enc1_max_seq_len]) for s in data.in1]
+
+
+def _padded(hp: Hyperparameters, sequences: list[tuple]) -> torch.Tensor:
+    return torch.from_numpy(pad(sequences, hp.enc1_max_seq_len))
 
 
 @dataclass
@@ -171,11 +179,11 @@ def _catalogue(hp: Hyperparameters, data: PairData) -> _Catalogue:
             f"negative_sampling=catalogue trains on positives only (label 1): {negatives} of "
             f"{len(data)} rows are not; the catalogue's other items are each row's negatives"
         )
-    rows = [tuple(s[: hp.enc1_max_seq_len]) for s in data.in1]
+    rows = _in1_rows(hp, data)
     distinct = sorted(set(rows))
     where = {row: i for i, row in enumerate(distinct)}
     targets = np.fromiter((where[row] for row in rows), dtype=np.int64, count=len(rows))
-    return _Catalogue(torch.from_numpy(pad(distinct, hp.enc1_max_seq_len)), targets)
+    return _Catalogue(_padded(hp, distinct), targets)
 
 
 def catalogue_logits(model: Object2Vec, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -273,8 +281,11 @@ def train(
         for in0, in1, labels, rows in bar:
             optimizer.zero_grad()
             if catalogue is not None:
+                # dropout on both encodings, as Object2Vec.forward applies it
                 logits = catalogue_logits(
-                    model, model.dropout(model.enc0(in0)), model.enc1(catalogue.pool)
+                    model,
+                    model.dropout(model.enc0(in0)),
+                    model.dropout(model.enc1(catalogue.pool)),
                 )
                 targets = torch.from_numpy(catalogue.targets[rows])
                 loss = nn.functional.cross_entropy(logits, targets)
