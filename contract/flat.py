@@ -37,9 +37,12 @@ def flat_layout(ids: np.ndarray, lengths: np.ndarray, separator: int) -> dict[st
     stride = lengths + separator
     starts = np.cumsum(stride) - stride  # where each sequence begins in the row
     tokens = np.zeros((1, int(stride.sum())), dtype=np.int64)
-    within = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    tokens[0, np.repeat(starts, lengths) + within] = ids
+    # Id j of `ids` lands j places in, plus `separator` for each sequence before its own: one
+    # repeat, a third of the time of locating it within its sequence first (docs/performance.md)
+    places = np.repeat(np.arange(len(lengths)) * separator, lengths)
+    places += np.arange(len(ids))
+    tokens[0, places] = ids
     width = max(int(lengths.max(initial=0)), 1)
-    offsets = np.arange(width)
-    gather = starts[:, None] + np.minimum(offsets[None, :], lengths[:, None])
+    gather = np.minimum(np.arange(width)[None, :], lengths[:, None])
+    gather += starts[:, None]
     return {FLAT_INPUTS[0]: tokens, FLAT_INPUTS[1]: gather}

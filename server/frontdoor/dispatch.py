@@ -26,6 +26,7 @@ from contract.names import (
     PAIR_MODEL,
     PAIR_OUTPUT,
 )
+from server.frontdoor.answers import Answers
 from server.frontdoor.cutting import CallCost, cut, measure
 from server.frontdoor.payload import ENC0, ENC1, PAIR, ParsedRequest, side_rows
 from server.frontdoor.ragged import EMPTY, Ragged
@@ -59,12 +60,21 @@ class Call:
     feed: dict[str, np.ndarray]
     output: str
     key: str
-    members: list[tuple[int, int]]  # (request, instance) per output row
+    owners: np.ndarray  # int64 per output row: the request it answers
+    instances: np.ndarray  # int64 per output row: which instance of that request
     separator: int = 0  # > 0: the encoder's flat form (contract.flat) with this separator
     sequences: Ragged | None = None  # a flat call's sequences, to cut it per request
     network: str = ""  # the network it runs: enc0 | enc1 | pair (for the metrics)
     tokens: int = 0  # real tokens sent
     positions: int = 0  # positions computed: padding and separators included
+
+    @property
+    def members(self) -> list[tuple[int, int]]:
+        """(request, instance) per output row."""
+        return list(zip(self.owners.tolist(), self.instances.tolist(), strict=True))
+
+    def __len__(self) -> int:
+        return len(self.owners)
 
 
 def _gather(requests: list[ParsedRequest]):
@@ -98,7 +108,7 @@ def _route_columns(route: _Route, routes: np.ndarray, count: int, sides: tuple[R
 Costs = Mapping[str, CallCost] | None
 
 
-def _flat_call(route: _Route, column: Ragged, separator: int, members) -> Call:
+def _flat_call(route: _Route, column: Ragged, separator: int, owners, instances) -> Call:
     feed = flat_layout(column.ids, column.lengths, separator)
     tokens = int(column.lengths.sum())
     return Call(
@@ -106,7 +116,8 @@ def _flat_call(route: _Route, column: Ragged, separator: int, members) -> Call:
         feed,
         route.output,
         route.key,
-        members,
+        owners,
+        instances,
         separator,
         column,
         network=route.model,
@@ -141,8 +152,8 @@ def plan(
             widths = columns[0].lengths + separator  # a row's positions in the flat row
             for rows in _flat_rows(widths, max_batch_size, max_batch_tokens):
                 column = columns[0] if len(rows) == count else columns[0].take(rows)
-                members = _members(request_of, instance_of, rows)
-                calls.append(_flat_call(route, column, separator, members))
+                whose = _members(request_of, instance_of, rows, len(rows) == count)
+                calls.append(_flat_call(route, column, separator, *whose))
             continue
         lengths = np.stack([c.lengths for c in columns], axis=1)
         cost = costs.get(route.model) if costs else None
@@ -152,7 +163,7 @@ def plan(
             whole = len(rows) == count
             taken = [column if whole else column.take(rows) for column in columns]
             feed = {name: column.padded() for name, column in zip(route.inputs, taken, strict=True)}
-            members = _members(request_of, instance_of, rows)
+            whose = _members(request_of, instance_of, rows, whole)
             tokens = sum(int(column.lengths.sum()) for column in taken)
             positions = sum(array.size for array in feed.values())
             calls.append(
@@ -161,7 +172,7 @@ def plan(
                     feed,
                     route.output,
                     route.key,
-                    members,
+                    *whose,
                     network=route.model,
                     tokens=tokens,
                     positions=positions,
@@ -170,8 +181,9 @@ def plan(
     return calls
 
 
-def _members(request_of: np.ndarray, instance_of: np.ndarray, rows: np.ndarray) -> list:
-    return list(zip(request_of[rows].tolist(), instance_of[rows].tolist(), strict=True))
+def _members(request_of: np.ndarray, instance_of: np.ndarray, rows: np.ndarray, whole: bool):
+    """(owners, instances) of a call's rows."""
+    return (request_of, instance_of) if whole else (request_of[rows], instance_of[rows])
 
 
 def _flat_rows(widths: np.ndarray, max_rows: int, max_tokens: int | None) -> list[np.ndarray]:
@@ -193,39 +205,46 @@ def _flat_rows(widths: np.ndarray, max_rows: int, max_tokens: int | None) -> lis
 
 def scatter(
     requests: list[ParsedRequest], calls: list[Call], outputs: list[np.ndarray | BaseException]
-) -> list[list[tuple[str, np.ndarray]] | BaseException]:
-    """For each request, its answers in instance order, as (key, vector) pairs.
+) -> list[Answers | BaseException]:
+    """For each request, its answers in instance order.
 
     A call that failed (its output is the exception) fails only the requests that had an
     instance in it; every other request still gets its answers.
     """
-    answers: list = [[None] * len(request) for request in requests]
+    answers: list = [[] for _ in requests]  # per request: (key, instances, rows) blocks
     for call, output in zip(calls, outputs, strict=True):
         if isinstance(output, BaseException):
-            for r, _ in call.members:
+            for r in set(call.owners.tolist()):
                 answers[r] = output
             continue
-        for (r, i), vector in zip(call.members, output, strict=True):
+        if len(output) != len(call):
+            raise ValueError(f"{call.model} answered {len(output)} rows for {len(call)}")
+        if call.owners[0] == call.owners[-1] and (call.owners == call.owners[0]).all():
+            per_request = [(int(call.owners[0]), slice(None))]  # the usual: one request
+        else:
+            per_request = [(int(r), call.owners == r) for r in np.unique(call.owners)]
+        for r, rows in per_request:
             if not isinstance(answers[r], BaseException):
-                answers[r][i] = (call.key, vector)
-    return answers
+                answers[r].append((call.key, call.instances[rows], output[rows]))
+    return [
+        blocks if isinstance(blocks, BaseException) else Answers.of(blocks, len(request))
+        for blocks, request in zip(answers, requests, strict=True)
+    ]
 
 
 def by_request(call: Call) -> list[Call]:
     """The call cut into one call per request it serves (same rows, same order)."""
-    rows: dict[int, list[int]] = {}
-    for row, (r, _) in enumerate(call.members):
-        rows.setdefault(r, []).append(row)
     parts = []
-    for mine in rows.values():
-        members = [call.members[row] for row in mine]
+    for r in dict.fromkeys(call.owners.tolist()):  # the requests, in order of first row
+        mine = np.flatnonzero(call.owners == r)
+        members = {"owners": call.owners[mine], "instances": call.instances[mine]}
         if call.sequences is not None:  # a flat call: its layout rebuilt for these rows
-            sequences = call.sequences.take(np.array(mine))
+            sequences = call.sequences.take(mine)
             feed = flat_layout(sequences.ids, sequences.lengths, call.separator)
-            parts.append(replace(call, feed=feed, members=members, sequences=sequences))
+            parts.append(replace(call, feed=feed, sequences=sequences, **members))
         else:
             feed = {name: array[mine] for name, array in call.feed.items()}
-            parts.append(replace(call, feed=feed, members=members))
+            parts.append(replace(call, feed=feed, **members))
     return parts
 
 
@@ -290,7 +309,7 @@ def dispatch(
     costs: Costs = None,
     max_batch_tokens: int | None = None,
     flat: Mapping[str, int] | None = None,
-) -> list[list[tuple[str, np.ndarray]] | BaseException]:
+) -> list[Answers | BaseException]:
     """plan, run, scatter: the synchronous path (the front door in process, peers, tests)."""
     calls = plan(requests, max_batch_size, costs, max_batch_tokens, flat)
     return scatter(requests, *run_calls(calls, run))

@@ -224,4 +224,4 @@ def count_calls(record: Record, calls: list) -> None:
         labels = (call.network,)
         record.count(m.TOKENS, labels, call.tokens)
         record.count(m.POSITIONS, labels, call.positions)
-        record.observe(m.CALL_ROWS, len(call.members), labels)
+        record.observe(m.CALL_ROWS, len(call), labels)

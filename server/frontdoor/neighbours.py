@@ -73,10 +73,14 @@ def search(
 ) -> list:
     """`answers` (server.frontdoor.dispatch.scatter's) with each asking request's embeddings
     replaced by its k nearest items, best first. A failed search fails the requests that asked."""
-    asking = [r for r, request in enumerate(requests) if request.k and isinstance(answers[r], list)]
+    asking = [
+        r
+        for r, request in enumerate(requests)
+        if request.k and not isinstance(answers[r], BaseException)
+    ]
     if not asking:
         return answers
-    queries = np.stack([vector for r in asking for _, vector in answers[r]])
+    queries = np.concatenate([answers[r].vectors() for r in asking])
     step = index.catalogue.queries_per_call(max_batch_size)
     deep = any(requests[r].exclude for r in asking)
     try:

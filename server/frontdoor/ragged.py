@@ -63,8 +63,13 @@ class Ragged:
     def take(self, rows: np.ndarray) -> Ragged:
         """The sequences `rows` (indexes, in the order given)."""
         rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == len(self) and (rows == np.arange(len(self))).all():
-            return self
+        if len(rows) and (np.diff(rows) == 1).all():  # a run of rows: a view, nothing copied
+            first, last = int(rows[0]), int(rows[-1]) + 1
+            if first == 0 and last == len(self):
+                return self
+            start = int(self.starts[first])
+            end = start + int(self.lengths[first:last].sum())
+            return Ragged(self.ids[start:end], self.lengths[first:last])
         lengths = self.lengths[rows]
         # index of each kept id: its sequence's start, plus its position in the sequence
         firsts = np.cumsum(lengths) - lengths
