@@ -117,7 +117,7 @@ def body_size(lines: Sequence[bytes], content_type: str) -> int:
 
 def make_body(lines: Sequence[bytes], content_type: str) -> bytes:
     if content_type == JSONLINES:
-        return b"".join(line + b"\n" for line in lines)
+        return b"\n".join([*lines, b""])
     return b'{"instances":[' + b",".join(lines) + b"]}"
 
 
@@ -133,26 +133,33 @@ def pack(
     output stays line for line with the input).
 
     MultiRecord packs as many consecutive lines as fit; SingleRecord sends one line a request.
+    Sizes are body_size's, summed here a line at a time (this loop runs for every line of a
+    job: no call per line).
     """
+    jsonlines = content_type == JSONLINES
+    empty = body_size([], content_type)
     group: list[int] = []
-    size = body_size([], content_type)
-    for index, line in enumerate(lines):
-        if not line.strip():
-            yield [index], "blank line: no instance"
-            continue
-        alone = body_size([line], content_type)
-        if alone > max_bytes:
-            yield [index], f"record of {alone} bytes exceeds max_payload ({max_bytes} bytes)"
+    size = empty
+    for index, length in enumerate(map(len, lines)):
+        alone = empty + length + jsonlines
+        blank = not length or lines[index].isspace()  # (strip() would copy every line)
+        if blank or alone > max_bytes:
+            why = (
+                "blank line: no instance"
+                if blank
+                else f"record of {alone} bytes exceeds max_payload ({max_bytes} bytes)"
+            )
+            yield [index], why
             continue
         if strategy == "SingleRecord":
             yield [index], None
             continue
         # A newline after every JSON Lines record; a comma between JSON instances.
-        added = len(line) + (1 if content_type == JSONLINES or group else 0)
+        added = length + (1 if jsonlines or group else 0)
         if group and (size + added > max_bytes or len(group) >= max_records):
             yield group, None
-            group, size = [], body_size([], content_type)
-            added = len(line) + (1 if content_type == JSONLINES else 0)
+            group, size = [], empty
+            added = length + jsonlines
         group.append(index)
         size += added
     if group:
@@ -162,7 +169,11 @@ def pack(
 def split_answer(answer: bytes, accept: str, count: int) -> list[bytes]:
     """One output line per instance, as that instance would be answered alone."""
     if accept == JSONLINES:
-        lines = [line for line in answer.split(b"\n") if line.strip()]
+        lines = answer.split(b"\n")
+        if lines and not lines[-1]:  # the answer's last newline
+            lines.pop()
+        if len(lines) != count or not all(lines):  # blank lines among them: dropped
+            lines = [line for line in lines if line.strip()]
     else:
         lines = [orjson.dumps({"predictions": [p]}) for p in orjson.loads(answer)["predictions"]]
     if len(lines) != count:

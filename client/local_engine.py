@@ -103,7 +103,13 @@ class LocalEngine:
                 continue
             work = await queue.get()
             try:
-                lines = [work.job.lines[i] for i in work.indexes]
+                first, last = work.indexes[0], work.indexes[-1] + 1
+                consecutive = last - first == len(work.indexes)  # as pack makes them
+                lines = (
+                    work.job.lines[first:last]
+                    if consecutive
+                    else [work.job.lines[i] for i in work.indexes]
+                )
                 body = make_body(lines, opts.content_type)
                 try:
                     answer = await server.client.invoke(body, opts.request_type, opts.accept)
@@ -112,8 +118,7 @@ class LocalEngine:
                     self._on_error(error, work, server, queue, write, bar, summary)
                     continue
                 server.failures = 0
-                for index, output in zip(work.indexes, outputs, strict=True):
-                    self._done(work.job, index, output, bar, write)
+                self._done_all(work.job, work.indexes, outputs, bar, write)
             finally:
                 queue.task_done()
 
@@ -147,6 +152,21 @@ class LocalEngine:
         message = at_line(message, index + 1)
         summary.failures.append(Failure(job.path, index + 1, message))
         self._done(job, index, orjson.dumps({"error": message}) if record else None, bar, write)
+
+    @staticmethod
+    def _done_all(job: FileJob, indexes: list[int], outputs: list[bytes], bar: tqdm, write):
+        """A request's answers: one progress update, not one a record."""
+        if len(outputs) != len(indexes):
+            raise ValueError(f"{len(outputs)} answers for {len(indexes)} records")
+        if indexes[-1] + 1 - indexes[0] == len(indexes):  # consecutive, as pack makes them
+            job.answers[indexes[0] : indexes[-1] + 1] = outputs
+        else:
+            for index, output in zip(indexes, outputs, strict=True):
+                job.answers[index] = output
+        job.pending -= len(indexes)
+        bar.update(len(indexes))
+        if job.pending == 0:
+            write(job)
 
     @staticmethod
     def _done(job: FileJob, index: int, output: bytes | None, bar: tqdm, write) -> None:

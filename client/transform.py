@@ -120,7 +120,7 @@ def transform(source: str, options: TransformOptions, engine: str = "local") -> 
         partial = job.target + ".partial"
         out_fs.makedirs(job.target.rsplit("/", 1)[0], exist_ok=True)
         with out_fs.open(partial, "wb") as f:
-            f.write(b"".join(answer + b"\n" for answer in job.answers))
+            f.write(b"\n".join([*job.answers, b""]))
         out_fs.mv(partial, job.target)
         summary.files += 1
 
