@@ -219,13 +219,13 @@ def scatter(
             continue
         if len(output) != len(call):
             raise ValueError(f"{call.model} answered {len(output)} rows for {len(call)}")
-        if call.owners[0] == call.owners[-1] and (call.owners == call.owners[0]).all():
-            per_request = [(int(call.owners[0]), slice(None))]  # the usual: one request
-        else:
-            per_request = [(int(r), call.owners == r) for r in np.unique(call.owners)]
-        for r, rows in per_request:
+        # Runs of rows of one request (a call's rows come request by request): slices, views
+        owners = call.owners
+        cuts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
+        starts, ends = [0, *cuts.tolist()], [*cuts.tolist(), len(owners)]
+        for r, start, end in zip(owners[starts].tolist(), starts, ends, strict=True):
             if not isinstance(answers[r], BaseException):
-                answers[r].append((call.key, call.instances[rows], output[rows]))
+                answers[r].append((call.key, call.instances[start:end], output[start:end]))
     return [
         blocks if isinstance(blocks, BaseException) else Answers.of(blocks, len(request))
         for blocks, request in zip(answers, requests, strict=True)

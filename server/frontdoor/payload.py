@@ -556,30 +556,33 @@ def parse_bodies(
     return parsed
 
 
+# JSON Lines answers of at least this many rows of one matrix are written by one orjson call
+# (below it, one call a row costs less); a JSON answer is one call either way, and orjson
+# writes a list of rows faster than a matrix (docs/performance.md, 2026-12-06)
+MATRIX_ROWS = 16
+
+
 def format_response(rows: Sequence[tuple[str, object]], accept: str) -> bytes:
     """rows: (key, value) per instance in order: `embeddings` or `scores` and a vector, or
-    `neighbours` and a list of {"id", "score"}. Rows that are one matrix under one key
-    (server.frontdoor.answers) are written by one orjson call."""
-    matrix = getattr(rows, "matrix", None)
-    if matrix is not None:
-        return _format_matrix(rows.key, matrix, accept)
+    `neighbours` and a list of {"id", "score"}."""
+    matrix = getattr(rows, "matrix", None)  # server.frontdoor.answers
     if accept == JSON:
-        return orjson.dumps(
-            {"predictions": [{key: v} for key, v in rows]}, option=orjson.OPT_SERIALIZE_NUMPY
+        predictions = (
+            [{key: v} for key, v in rows] if matrix is None else [{rows.key: v} for v in matrix]
         )
+        return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if matrix is not None and len(matrix) >= MATRIX_ROWS:
+        return _lines_of_matrix(rows.key, matrix)
     return b"".join(
         orjson.dumps({key: v}, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for key, v in rows
     )
 
 
-def _format_matrix(key: str, matrix: np.ndarray, accept: str) -> bytes:
-    """What the general path writes for `matrix`'s rows under `key`, byte for byte: orjson
-    writes the matrix as [[...],[...]], and between two rows it is the only place where "],["
-    occurs, so each is replaced by the end of one answer and the start of the next."""
-    text = orjson.dumps(np.ascontiguousarray(matrix), option=orjson.OPT_SERIALIZE_NUMPY)
+def _lines_of_matrix(key: str, matrix: np.ndarray) -> bytes:
+    """What the row-by-row path writes for `matrix`'s rows under `key`, byte for byte: orjson
+    writes the matrix as [[...],[...]], and between two rows is the only place where "],["
+    occurs, so each is replaced by the end of one line and the start of the next."""
+    text = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)
     start = b"{" + orjson.dumps(key) + b":"
-    between = b"]}," + start + b"[" if accept == JSON else b"]}\n" + start + b"["
-    rows = memoryview(text.replace(b"],[", between))[1:-1]  # (a view: one copy fewer)
-    if accept == JSON:
-        return b"".join((b'{"predictions":[', start, rows, b"}]}"))
+    rows = memoryview(text.replace(b"],[", b"]}\n" + start + b"["))[1:-1]  # (a view: no copy)
     return b"".join((start, rows, b"}\n"))
