@@ -161,8 +161,7 @@ class ServingSettings:
         "O2V_FRONT_DOOR_COPIES",
         minimum=0,
         help=(
-            "copies of the front door (0: one per core on a GPU host, else one per two cores; "
-            "at most 16)"
+            "copies of the front door (0: one per two cores, at most 16)"
         ),
     )
     # auto is decided for the machine by server.launcher.host.resolve

@@ -10,11 +10,11 @@ configs it serves (`server.launcher.configs`):
   a BLS call to one costs as much as a whole request from the client (docs/performance.md), so
   with no GPU and no C++ backend the hop only adds latency.
 * `front_door_copies`: parsing and formatting are Python, one request batch at a time per
-  copy, so a host with many cores gets more copies, at most 16: one per core where the
-  networks run on GPUs, one per two cores where they share the cores with the front door.
-  Measured with `python -m bench.front_door_copies` (docs/performance.md, "Front-door
-  copies"): one copy per core carries bulk jobs furthest, and on a CPU host it halves each
-  copy's ONNX Runtime threads, which single requests of a big model pay for.
+  copy, so a host with many cores gets more copies, at most 16: one per two cores. Measured
+  with `python -m bench.front_door_copies` (docs/performance.md, "Front-door copies"): since
+  the front door's scanner, one copy per core takes a bulk job only 8-11% further than one
+  per two cores with networks that answer at once (as on a GPU), and costs small requests
+  14%; on a CPU host it would also halve each copy's ONNX Runtime threads.
 """
 
 from __future__ import annotations
@@ -65,10 +65,7 @@ def resolve(settings: ServingSettings, host: Host) -> ServingSettings:
     networks = settings.networks
     if networks == "auto":
         networks = "bls" if host.gpus or host.cpp_onnxruntime else "in_process"
-    cores_a_copy = 1 if host.gpus else 2
-    copies = settings.front_door_copies or min(
-        MAX_FRONT_DOOR_COPIES, max(1, host.cores // cores_a_copy)
-    )
+    copies = settings.front_door_copies or min(MAX_FRONT_DOOR_COPIES, max(1, host.cores // 2))
     threads = settings.intra_op_thread_count
     if networks == "in_process" and not threads and copies > 1:
         threads = max(1, host.cores // copies)  # the copies share the cores, not each all of them

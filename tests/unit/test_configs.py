@@ -72,10 +72,10 @@ def _front_door(path):
     [
         (Host(cores=2, gpus=0, cpp_onnxruntime=False), 1, "in_process"),  # the embedded server
         (Host(cores=16, gpus=0, cpp_onnxruntime=False), 8, "in_process"),
-        (Host(cores=64, gpus=8, cpp_onnxruntime=True), 16, "bls"),  # an NGC GPU host
+        (Host(cores=64, gpus=8, cpp_onnxruntime=True), 16, "bls"),  # an NGC GPU host: at most 16
         (Host(cores=4, gpus=0, cpp_onnxruntime=True), 2, "bls"),  # the NGC image on a CPU
-        (Host(cores=8, gpus=1, cpp_onnxruntime=False), 8, "bls"),  # embedded on a GPU host
-        (Host(cores=8, gpus=1, cpp_onnxruntime=True), 8, "bls"),  # a p3.2xlarge: one per core
+        (Host(cores=8, gpus=1, cpp_onnxruntime=False), 4, "bls"),  # embedded on a GPU host
+        (Host(cores=8, gpus=1, cpp_onnxruntime=True), 4, "bls"),  # a p3.2xlarge
     ],
 )
 def test_served_configs_follow_the_host_and_the_committed_one_does_not(
