@@ -114,6 +114,20 @@ def _ids(body, at, lines, vocab, ids, used):
 
 
 @_compiled(inline="always")
+def _member(body, at, lines, vocab, ids, used):
+    """What follows a key at `at`: ':' and its list of ids, appended to ids[used:]. Returns
+    (index after its ']', ids now used), or a negative index to decline."""
+    n = len(body)
+    at = _skip(body, at, lines)
+    if at >= n or body[at] != _COLON:
+        return -1, used
+    at = _skip(body, at + 1, lines)
+    if at >= n or body[at] != _OPEN_LIST:
+        return -1, used
+    return _ids(body, at, lines, vocab, ids, used)
+
+
+@_compiled(inline="always")
 def _record(body, at, lines, vocab0, vocab1, ids0, used0, ids1, used1):
     """One {"in0": [...], "in1": [...]} object at `at` (either key or both), its ids appended
     to ids0[used0:] and ids1[used1:]. Returns (index after its '}', ids used per side, ids it
@@ -126,22 +140,10 @@ def _record(body, at, lines, vocab0, vocab1, ids0, used0, ids1, used1):
     count1 = 0
     while True:
         if _literal(body, at, _IN0) and count0 == 0:
-            at = _skip(body, at + len(_IN0), lines)
-            if at >= n or body[at] != _COLON:
-                return -1, used0, used1, 0, 0
-            at = _skip(body, at + 1, lines)
-            if at >= n or body[at] != _OPEN_LIST:
-                return -1, used0, used1, 0, 0
-            at, after = _ids(body, at, lines, vocab0, ids0, used0)
+            at, after = _member(body, at + len(_IN0), lines, vocab0, ids0, used0)
             count0, used0 = after - used0, after
         elif _literal(body, at, _IN1) and count1 == 0:  # (a key twice: declined)
-            at = _skip(body, at + len(_IN1), lines)
-            if at >= n or body[at] != _COLON:
-                return -1, used0, used1, 0, 0
-            at = _skip(body, at + 1, lines)
-            if at >= n or body[at] != _OPEN_LIST:
-                return -1, used0, used1, 0, 0
-            at, after = _ids(body, at, lines, vocab1, ids1, used1)
+            at, after = _member(body, at + len(_IN1), lines, vocab1, ids1, used1)
             count1, used1 = after - used1, after
         else:
             return -1, used0, used1, 0, 0
