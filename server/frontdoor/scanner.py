@@ -51,7 +51,7 @@ def _compiled(**options):
 _READ, _DECLINED = 0, 1
 
 _SPACE, _TAB, _NEWLINE, _RETURN = 32, 9, 10, 13
-_QUOTE, _COMMA, _COLON = 34, 44, 58
+_COMMA, _COLON = 44, 58
 _OPEN_LIST, _CLOSE_LIST, _OPEN_OBJECT, _CLOSE_OBJECT = 91, 93, 123, 125
 _ZERO, _NINE = 48, 57
 # An id of more digits may not fit int64: declined (no vocabulary is that large)
