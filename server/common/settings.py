@@ -160,9 +160,7 @@ class ServingSettings:
         0,
         "O2V_FRONT_DOOR_COPIES",
         minimum=0,
-        help=(
-            "copies of the front door (0: one per two cores, at most 16)"
-        ),
+        help="copies of the front door (0: one per two cores, at most 16)",
     )
     # auto is decided for the machine by server.launcher.host.resolve
     networks: str = setting(
